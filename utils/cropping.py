@@ -91,3 +91,27 @@ def crop_square(image: np.ndarray, box, out_size: int, expand: float = 0.10, mir
 def crop_to_image(M, pts) -> np.ndarray:
     """Map crop points back to image pixels with the inverse of ``M``."""
     return apply_matrix(np.linalg.inv(M), pts)
+
+
+# ------------------------------------------------------------------ one hip side
+def side_crop_matrix(box, out_size: int, expand: float, mirrored: bool) -> np.ndarray:
+    """Matrix image -> crop for one hip side; ``mirrored`` flips the crop horizontally
+    (a right hip made left-shaped for a left-side model)."""
+    M = box_to_crop_matrix(square_box(box, expand), out_size)
+    return mirror_matrix(out_size) @ M if mirrored else M
+
+
+def side_points_to_crop(side_kps, M, mirrored: bool, layout) -> np.ndarray:
+    """A side's image keypoints (P, 2), stored order -> crop points in the model's order
+    (permuted by the layout's mirror permutation when ``mirrored``)."""
+    from datasets.layouts import get_layout
+    pts = apply_matrix(M, side_kps)
+    return pts[..., list(get_layout(layout).mirror_perm), :] if mirrored else pts
+
+
+def crop_points_to_side(crop_kps, M, mirrored: bool, layout) -> np.ndarray:
+    """Inverse of ``side_points_to_crop``: model output on the crop -> the side's image
+    keypoints in stored order. The mirror permutation is its own inverse."""
+    from datasets.layouts import get_layout
+    pts = crop_to_image(M, crop_kps)
+    return pts[..., list(get_layout(layout).mirror_perm), :] if mirrored else pts
