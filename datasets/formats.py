@@ -209,8 +209,12 @@ class HipRecord:
 
 
 def list_images(folder) -> List[Path]:
+    """Image files of a folder: known extensions, plus any file with a DICOM preamble."""
+    from datasets.image_io import is_dicom
     folder = Path(folder)
-    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTS)
+    return sorted(p for p in folder.iterdir()
+                  if p.is_file() and (p.suffix.lower() in IMAGE_EXTS
+                                      or (not p.name.startswith(".") and is_dicom(p))))
 
 
 def load_dataset(dataset_dir, require_annotations: bool = False, require_boxes: bool = False,
@@ -226,44 +230,94 @@ def load_dataset(dataset_dir, require_annotations: bool = False, require_boxes: 
     if not root.is_dir():
         raise UserError(f"dataset folder not found: {root}")
     img_dir = root / "images" if (root / "images").is_dir() else root
-    ann_dir, det_dir = root / "annotations", root / "detections"
     meta = read_metadata(root)
     images = list_images(img_dir)
-    for p in sorted(img_dir.iterdir()):
-        if p.is_file() and p.suffix.lower() not in IMAGE_EXTS and img_dir != root:
-            problems.add(p, "not an image file (unknown extension)")
+    if img_dir != root:
+        listed = set(images)
+        for p in sorted(img_dir.iterdir()):
+            if p.is_file() and p not in listed and not p.name.startswith("."):
+                problems.add(p, "not an image file (unknown extension, no DICOM preamble)")
     if not images:
         raise UserError(f"no images (*.png, *.jpg, *.jpeg, *.dcm) in {img_dir}")
     stems_seen = set()
     records = []
     for img in images:
-        stem = img.stem
-        if stem in stems_seen:
-            problems.add(img, f"duplicate stem {stem!r} (another image has the same name)")
+        if img.stem in stems_seen:
+            problems.add(img, f"duplicate stem {img.stem!r} (another image has the same name)")
             continue
-        stems_seen.add(stem)
-        rec = HipRecord(stem=stem, image_path=img, meta=meta.get(stem, {}))
-        try:
-            ann = ann_dir / f"{stem}.csv"
-            if ann.exists():
-                rec.keypoints = read_annotation(ann)
-            elif require_annotations:
-                raise ItemError(f"{ann}: annotation file missing")
-            det = det_dir / f"{stem}.json"
-            if det.exists():
-                rec.boxes = read_detection(det)
-            elif require_boxes:
-                raise ItemError(f"{det}: detection file missing")
-        except ItemError as e:
-            problems.add(img, str(e))
-            continue
-        records.append(rec)
+        stems_seen.add(img.stem)
+        rec = _load_record(root, img, meta, require_annotations, require_boxes, problems)
+        if rec is not None:
+            records.append(rec)
     layouts = {r.layout for r in records if r.layout}
     if len(layouts) > 1:
         raise UserError(f"{root}: annotations mix keypoint layouts {sorted(layouts)}")
     if not records:
         raise UserError(f"no usable images in {root} ({problems.summary_line()})")
     return records
+
+
+def _load_record(root: Path, img: Path, meta: Dict, require_annotations: bool, require_boxes: bool,
+                 problems: ProblemLog) -> Optional[HipRecord]:
+    """One image of a dataset folder with its labels; None (and a logged problem) when unusable."""
+    stem = img.stem
+    rec = HipRecord(stem=stem, image_path=img, meta=meta.get(stem, {}))
+    try:
+        ann = root / "annotations" / f"{stem}.csv"
+        if ann.exists():
+            rec.keypoints = read_annotation(ann)
+        elif require_annotations:
+            raise ItemError(f"{ann}: annotation file missing")
+        det = root / "detections" / f"{stem}.json"
+        if det.exists():
+            rec.boxes = read_detection(det)
+        elif require_boxes:
+            raise ItemError(f"{det}: detection file missing")
+    except ItemError as e:
+        problems.add(img, str(e))
+        return None
+    return rec
+
+
+def load_image_list(list_file, require_annotations: bool = False, require_boxes: bool = False,
+                    problems: Optional[ProblemLog] = None) -> List[HipRecord]:
+    """Records for the images listed in a text file (one image path per line).
+
+    Each image must sit in ``<dataset>/images/``; its labels are read from that dataset
+    folder. This is how k-fold inner splits are stored: lists, not copies.
+    """
+    list_file = Path(list_file)
+    problems = problems if problems is not None else ProblemLog()
+    if not list_file.is_file():
+        raise UserError(f"image list not found: {list_file}")
+    metas: Dict[Path, Dict] = {}
+    records = []
+    for line in list_file.read_text().splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        img = Path(line)
+        if not img.is_absolute():
+            img = (list_file.parent / img).resolve()
+        root = img.parent.parent
+        if root not in metas:
+            metas[root] = read_metadata(root)
+        if not img.is_file():
+            problems.add(img, "listed image not found")
+            continue
+        rec = _load_record(root, img, metas[root], require_annotations, require_boxes, problems)
+        if rec is not None:
+            records.append(rec)
+    if not records:
+        raise UserError(f"no usable images listed in {list_file} ({problems.summary_line()})")
+    return records
+
+
+def load_records(source, **kwargs) -> List[HipRecord]:
+    """A dataset folder or an image-list .txt file -> records."""
+    if Path(source).suffix.lower() == ".txt":
+        return load_image_list(source, **kwargs)
+    return load_dataset(source, **kwargs)
 
 
 def dataset_layout(records: List[HipRecord]) -> Optional[str]:
