@@ -148,8 +148,11 @@ def hip_lines(keypoints, layout="ihdi12", length: float = None) -> Dict[str, Dic
     for s in SIDES:
         d = f[s]
         lat, inf, o = d["lateral"], d["inferior"], d["origin"]
-        h0 = d["triradiate"] - lat * 0.25 * span
-        h1 = o + lat * 0.35 * span
+        # from the midpoint between the triradiate points out past this hip's origin:
+        # the two sides' segments together draw the whole H-line
+        h0 = (tl + tr) / 2
+        reach = max(float(np.dot(o - d["triradiate"], lat)), 0.0)
+        h1 = d["triradiate"] + lat * (reach + 0.3 * span)
         diag = (lat + inf) / np.sqrt(2.0)
         out[s] = {
             "h_line": (h0, h1),

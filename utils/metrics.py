@@ -1,0 +1,645 @@
+"""Clinical and keypoint metrics for hip keypoint detection (numpy/scipy/sklearn, no torch).
+
+Everything here works on plain arrays or on one *predictions DataFrame* with one
+row per image. ``evaluate(df)`` turns that DataFrame into a nested, JSON-ready dict;
+``flatten_metrics`` turns the dict into ``(name, value)`` rows for ``metrics.csv``.
+
+Sides are image sides (DESIGN.md section 2): ``left`` is the hip drawn on the
+image-left, the patient's right hip.
+
+Predictions DataFrame schema
+----------------------------
+One row per image. ``prediction_row(...)`` builds a row with exactly these columns,
+so a predict script should call it rather than assemble columns itself. ``{side}`` is
+``left`` or ``right``; ``{j}`` is the *absolute* keypoint index of the layout
+(ihdi12: left 0-5, right 6-11; mtddh8: left 0-3, right 4-7), so a column's
+anatomical name is ``layout.side_point_names(side)[layout.local(side, j)]``.
+
+==========================  =================================================================
+column                      meaning
+==========================  =================================================================
+``stem``                    image stem (str)
+``layout``                  keypoint layout name (``ihdi12`` / ``mtddh8``)
+``detected_{side}``         bool: the detector returned a box for this side
+``det_conf_{side}``         detector confidence (NaN when not detected / GT boxes)
+``iou_{side}``              IoU of the predicted box with the GT box; 0 when not detected,
+                            NaN when there is no GT box
+``pred_box_{side}_{c}``     predicted box, ``c`` in x1, y1, x2, y2 (image px; NaN if none)
+``gt_box_{side}_{c}``       GT box, same (NaN if none)
+``crop_side_{side}``        side of the square crop in original image px (NaN if none)
+``pixel_spacing_mm``        mm per pixel, NaN when unknown (excluded from the mm metrics)
+``tri_dist``                GT inter-triradiate distance in px (NaN without GT)
+``pred_x_{j}``, ``pred_y_{j}``  predicted keypoints in image px (NaN for an undetected side)
+``gt_x_{j}``, ``gt_y_{j}``      GT keypoints in image px (NaN without GT)
+``err_px_{side}_{j}``       radial error of keypoint ``j`` in px (NaN when not available); a
+                            right-side ``j`` below the points per side is also accepted as the
+                            position in the side's stored block (see ``error_index``)
+``mean_err_px``             mean of the row's ``err_px_*`` (NaN when none)
+``mean_err_px_{side}``      mean of the side's ``err_px_*``
+``pred_ai_{side}``          predicted acetabular index, degrees (NaN when not measurable)
+``gt_ai_{side}``            GT acetabular index, degrees
+``pred_ihdi_{side}``        predicted IHDI grade 1-4, 0 = ungradable (degenerate geometry),
+                            NaN = no prediction (side not detected)
+``gt_ihdi_{side}``          GT IHDI grade, same coding
+==========================  =================================================================
+
+``evaluate`` needs only ``stem`` plus whichever of ``detected_*``, ``iou_*``,
+``err_px_*``, ``pixel_spacing_mm``, ``crop_side_*``, ``tri_dist``, ``*_ai_*`` and
+``*_ihdi_*`` are present; a metric group whose columns are missing is left out.
+
+Conventions
+-----------
+- Undetected sides (``detected_{side}`` false) are counted by the detection metrics
+  and excluded (reported as ``n_missing``) from the keypoint, AI and IHDI metrics,
+  whatever their ``pred_*`` cells hold (e.g. a 0 grade).
+- IHDI grade 0 (ungradable) is counted (``n_ungradable_gt`` / ``n_ungradable_pred``)
+  and the pair is excluded from the grade metrics.
+- SDs are sample SDs (``ddof=1``). ``pooled`` means both sides together.
+- Values that cannot be computed (no data, zero denominators) are NaN, ``None`` in
+  the JSON dict.
+"""
+from __future__ import annotations
+
+import math
+import warnings
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+from sklearn.metrics import cohen_kappa_score, confusion_matrix, precision_recall_fscore_support
+
+from datasets.layouts import SIDES, get_layout, layout_for_num_points
+
+GRADES = (1, 2, 3, 4)
+GRADE_LABELS = ("I", "II", "III", "IV")
+SDR_RADII = (2.0, 2.5, 3.0, 4.0)
+IOU_THRESHOLD = 0.5
+BOX_COORDS = ("x1", "y1", "x2", "y2")
+POOLED = "pooled"
+
+
+# ------------------------------------------------------------------ helpers
+def _nan_if_empty(fn, x):
+    return float(fn(x)) if len(x) else float("nan")
+
+
+def _finite(*arrays):
+    """Mask of positions where every array is finite."""
+    m = np.ones(np.shape(arrays[0]), dtype=bool)
+    for a in arrays:
+        m &= np.isfinite(np.asarray(a, dtype=float))
+    return m
+
+
+def _div(a, b):
+    return float(a) / float(b) if b else float("nan")
+
+
+def to_jsonable(obj):
+    """Recursively turn numpy scalars/arrays into Python types and NaN/inf into None."""
+    if isinstance(obj, Mapping):
+        return {str(k): to_jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [to_jsonable(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return [to_jsonable(v) for v in obj.tolist()]
+    if isinstance(obj, (bool, np.bool_)):
+        return bool(obj)
+    if isinstance(obj, (int, np.integer)):
+        return int(obj)
+    if isinstance(obj, (float, np.floating)):
+        v = float(obj)
+        return v if math.isfinite(v) else None
+    if obj is None or isinstance(obj, str):
+        return obj
+    return str(obj)
+
+
+# ------------------------------------------------------------------ keypoints
+def radial_errors(pred, gt) -> np.ndarray:
+    """Euclidean distance per keypoint: ``pred``, ``gt`` (B, N, 2) or (N, 2) -> (B, N) or (N,)."""
+    pred = np.asarray(pred, dtype=float)
+    gt = np.asarray(gt, dtype=float)
+    if pred.shape != gt.shape or pred.shape[-1] != 2:
+        raise ValueError(f"pred and gt must have the same (..., 2) shape, got {pred.shape} and {gt.shape}")
+    return np.sqrt(np.sum((pred - gt) ** 2, axis=-1))
+
+
+def error_summary(errors) -> Dict[str, float]:
+    """Mean (MRE), SD (ddof=1), median, max and count of the finite values of ``errors``."""
+    e = np.asarray(errors, dtype=float).ravel()
+    e = e[np.isfinite(e)]
+    return {
+        "mean": _nan_if_empty(np.mean, e),
+        "sd": float(np.std(e, ddof=1)) if len(e) > 1 else float("nan"),
+        "median": _nan_if_empty(np.median, e),
+        "max": _nan_if_empty(np.max, e),
+        "n": int(len(e)),
+    }
+
+
+def success_detection_rate(errors, radii: Sequence[float] = SDR_RADII) -> Dict[str, float]:
+    """Fraction of finite errors ``<= r`` for each radius ``r`` (keys: ``"2"``, ``"2.5"``, ...)."""
+    e = np.asarray(errors, dtype=float).ravel()
+    e = e[np.isfinite(e)]
+    return {_radius_key(r): (float(np.mean(e <= r)) if len(e) else float("nan")) for r in radii}
+
+
+def _radius_key(r: float) -> str:
+    return f"{float(r):g}"
+
+
+def crop_diagonal(crop_side) -> np.ndarray:
+    """Diagonal of a square crop of side ``crop_side`` (px): the seed's NME normaliser."""
+    return np.asarray(crop_side, dtype=float) * math.sqrt(2.0)
+
+
+def normalized_errors(errors, norm) -> np.ndarray:
+    """``errors`` (B, K) divided by a per-row normaliser ``norm`` (B,); non-positive norms -> NaN."""
+    e = np.asarray(errors, dtype=float)
+    n = np.asarray(norm, dtype=float).reshape(-1, *([1] * (e.ndim - 1)))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(n > 0, e / n, np.nan)
+
+
+def box_iou(a, b) -> np.ndarray:
+    """IoU of boxes ``(x1, y1, x2, y2)`` (any corner order), broadcast over leading axes.
+
+    ``a`` (..., 4) and ``b`` (..., 4) -> (...). Boxes with NaN give NaN; two
+    zero-area boxes give 0.
+    """
+    a = np.asarray(a, dtype=float)
+    b = np.asarray(b, dtype=float)
+
+    def norm(x):
+        return (np.minimum(x[..., 0], x[..., 2]), np.minimum(x[..., 1], x[..., 3]),
+                np.maximum(x[..., 0], x[..., 2]), np.maximum(x[..., 1], x[..., 3]))
+
+    ax1, ay1, ax2, ay2 = norm(a)
+    bx1, by1, bx2, by2 = norm(b)
+    iw = np.clip(np.minimum(ax2, bx2) - np.maximum(ax1, bx1), 0, None)
+    ih = np.clip(np.minimum(ay2, by2) - np.maximum(ay1, by1), 0, None)
+    inter = iw * ih
+    union = (ax2 - ax1) * (ay2 - ay1) + (bx2 - bx1) * (by2 - by1) - inter
+    with np.errstate(invalid="ignore", divide="ignore"):
+        iou = np.where(union > 0, inter / union, 0.0)
+    iou = np.where(np.isfinite(union), iou, np.nan)
+    return iou if iou.ndim else float(iou)
+
+
+# ------------------------------------------------------------------ agreement (continuous)
+def icc(ratings, kind: str = "2,1") -> float:
+    """Intraclass correlation (Shrout & Fleiss 1979) of an (n targets, k raters) matrix.
+
+    From the two-way ANOVA mean squares: BMS (between targets), JMS (between
+    raters), EMS (residual), WMS (within targets).
+
+    - ``"1,1"``: (BMS - WMS) / (BMS + (k-1) WMS)
+    - ``"2,1"``: (BMS - EMS) / (BMS + (k-1) EMS + k (JMS - EMS) / n)   absolute agreement
+    - ``"3,1"``: (BMS - EMS) / (BMS + (k-1) EMS)                       consistency
+
+    Rows with a non-finite rating are dropped. NaN with fewer than 2 targets.
+    """
+    x = np.asarray(ratings, dtype=float)
+    if x.ndim != 2 or x.shape[1] < 2:
+        raise ValueError(f"ratings must be (n targets, k >= 2 raters), got {x.shape}")
+    x = x[np.all(np.isfinite(x), axis=1)]
+    n, k = x.shape
+    if n < 2:
+        return float("nan")
+    grand = x.mean()
+    ss_total = np.sum((x - grand) ** 2)
+    ss_rows = k * np.sum((x.mean(axis=1) - grand) ** 2)
+    ss_cols = n * np.sum((x.mean(axis=0) - grand) ** 2)
+    ss_err = ss_total - ss_rows - ss_cols
+    bms = ss_rows / (n - 1)
+    jms = ss_cols / (k - 1)
+    ems = ss_err / ((n - 1) * (k - 1))
+    wms = (ss_cols + ss_err) / (n * (k - 1))
+    if kind == "1,1":
+        num, den = bms - wms, bms + (k - 1) * wms
+    elif kind == "2,1":
+        num, den = bms - ems, bms + (k - 1) * ems + k * (jms - ems) / n
+    elif kind == "3,1":
+        num, den = bms - ems, bms + (k - 1) * ems
+    else:
+        raise ValueError(f"kind must be '1,1', '2,1' or '3,1', got {kind!r}")
+    if den == 0:
+        return 1.0 if num == 0 and ss_total == 0 else float("nan")
+    return float(num / den)
+
+
+def bland_altman(pred, gt) -> Dict[str, float]:
+    """Bland-Altman on finite pairs: bias = mean(pred - gt), LoA = bias -/+ 1.96 SD (ddof=1)."""
+    p, g = np.asarray(pred, dtype=float).ravel(), np.asarray(gt, dtype=float).ravel()
+    m = _finite(p, g)
+    d = p[m] - g[m]
+    bias = _nan_if_empty(np.mean, d)
+    sd = float(np.std(d, ddof=1)) if len(d) > 1 else float("nan")
+    return {"bias": bias, "sd": sd, "loa_low": bias - 1.96 * sd, "loa_high": bias + 1.96 * sd, "n": int(len(d))}
+
+
+def agreement(pred, gt) -> Dict[str, float]:
+    """Continuous agreement of predicted vs reference values (e.g. AI in degrees).
+
+    MAE, SD of the error (ddof=1), RMSE, bias (mean pred - gt), Pearson r and its p,
+    ICC(2,1), ICC(3,1), Bland-Altman limits of agreement, on the finite pairs.
+    """
+    p, g = np.asarray(pred, dtype=float).ravel(), np.asarray(gt, dtype=float).ravel()
+    m = _finite(p, g)
+    p, g = p[m], g[m]
+    d = p - g
+    out = {"n": int(len(d)), "n_missing": int((~m).sum())}
+    out["mae"] = _nan_if_empty(np.mean, np.abs(d))
+    out["sd_error"] = float(np.std(d, ddof=1)) if len(d) > 1 else float("nan")
+    out["rmse"] = float(np.sqrt(np.mean(d ** 2))) if len(d) else float("nan")
+    ba = bland_altman(p, g)
+    out["bias"], out["loa_low"], out["loa_high"] = ba["bias"], ba["loa_low"], ba["loa_high"]
+    if len(d) >= 2 and np.std(p) > 0 and np.std(g) > 0:
+        r, pv = stats.pearsonr(p, g)
+        out["pearson_r"], out["pearson_p"] = float(r), float(pv)
+    else:
+        out["pearson_r"], out["pearson_p"] = float("nan"), float("nan")
+    pair = np.stack([g, p], axis=1) if len(d) else np.empty((0, 2))
+    out["icc2_1"] = icc(pair, "2,1") if len(d) >= 2 else float("nan")
+    out["icc3_1"] = icc(pair, "3,1") if len(d) >= 2 else float("nan")
+    return out
+
+
+# ------------------------------------------------------------------ IHDI grades
+def _grade_pairs(y_true, y_pred):
+    """Split grade pairs into usable (both 1-4), ungradable (a 0) and missing (NaN)."""
+    t = np.asarray(y_true, dtype=float).ravel()
+    p = np.asarray(y_pred, dtype=float).ravel()
+    missing = ~_finite(t, p)
+    ung_t = (t == 0) & ~missing
+    ung_p = (p == 0) & ~missing
+    use = ~missing & ~ung_t & ~ung_p
+    bad = use & ~(np.isin(t, GRADES) & np.isin(p, GRADES))
+    if np.any(bad):
+        raise ValueError(f"IHDI grades must be 0-4 (or NaN), got {sorted(set(t[bad]) | set(p[bad]))}")
+    counts = {"n": int(use.sum()), "n_missing": int(missing.sum()),
+              "n_ungradable_gt": int(ung_t.sum()), "n_ungradable_pred": int(ung_p.sum()),
+              "n_ungradable": int((ung_t | ung_p).sum())}
+    return t[use].astype(int), p[use].astype(int), counts
+
+
+def confusion_4class(y_true, y_pred) -> np.ndarray:
+    """4x4 confusion matrix, rows = reference grade I-IV, columns = predicted (grade 0 / NaN dropped)."""
+    t, p, _ = _grade_pairs(y_true, y_pred)
+    return confusion_matrix(t, p, labels=list(GRADES)) if len(t) else np.zeros((4, 4), dtype=int)
+
+
+def screening_confusion(y_true, y_pred) -> np.ndarray:
+    """2x2 confusion of the screening view, rows/cols ``[normal (I), abnormal (II-IV)]``."""
+    t, p, _ = _grade_pairs(y_true, y_pred)
+    return confusion_matrix(t >= 2, p >= 2, labels=[False, True]) if len(t) else np.zeros((2, 2), dtype=int)
+
+
+def screening_metrics(tp: int, fp: int, tn: int, fn: int) -> Dict[str, float]:
+    """Sensitivity, specificity, PPV, NPV, F1 from counts (positive = abnormal)."""
+    sens, spec = _div(tp, tp + fn), _div(tn, tn + fp)
+    ppv, npv = _div(tp, tp + fp), _div(tn, tn + fn)
+    f1 = _div(2 * tp, 2 * tp + fp + fn)
+    return {"sensitivity": sens, "specificity": spec, "ppv": ppv, "npv": npv, "f1": f1,
+            "tp": int(tp), "fp": int(fp), "tn": int(tn), "fn": int(fn)}
+
+
+def ihdi_metrics(y_true, y_pred) -> Dict:
+    """IHDI grade agreement on pairs where both grades are 1-4.
+
+    Accuracy, confusion matrix (labels I-IV fixed; ``confusion[gt][pred]``), macro
+    precision/recall/F1 over the grades present in either array (sklearn,
+    zero_division=0), per-grade P/R/F1/support, quadratic-weighted Cohen's kappa
+    (labels 1-4; NaN when undefined, e.g. a single grade in both) and the screening
+    view (grade I vs II-IV, positive = II-IV). Grade-0 and missing pairs are counted
+    and excluded.
+    """
+    t, p, counts = _grade_pairs(y_true, y_pred)
+    out: Dict = dict(counts)
+    cm = confusion_matrix(t, p, labels=list(GRADES)) if len(t) else np.zeros((4, 4), dtype=int)
+    out["confusion"] = {f"gt_{GRADE_LABELS[i]}": {f"pred_{GRADE_LABELS[j]}": int(cm[i, j]) for j in range(4)}
+                        for i in range(4)}
+    if len(t):
+        out["accuracy"] = float(np.mean(t == p))
+        pr, rc, f1, _ = precision_recall_fscore_support(t, p, average="macro", zero_division=0)
+        out["macro_precision"], out["macro_recall"], out["macro_f1"] = float(pr), float(rc), float(f1)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            out["kappa_quadratic"] = float(cohen_kappa_score(t, p, weights="quadratic", labels=list(GRADES)))
+        pr_c, rc_c, f1_c, sup = precision_recall_fscore_support(t, p, labels=list(GRADES), zero_division=0)
+    else:
+        out.update(accuracy=float("nan"), macro_precision=float("nan"), macro_recall=float("nan"),
+                   macro_f1=float("nan"), kappa_quadratic=float("nan"))
+        pr_c = rc_c = f1_c = np.full(4, np.nan)
+        sup = np.zeros(4, dtype=int)
+    out["per_grade"] = {GRADE_LABELS[i]: {"precision": float(pr_c[i]), "recall": float(rc_c[i]),
+                                          "f1": float(f1_c[i]), "support": int(sup[i])} for i in range(4)}
+    tb, pb = t >= 2, p >= 2
+    out["screening"] = screening_metrics(tp=int(np.sum(tb & pb)), fp=int(np.sum(~tb & pb)),
+                                         tn=int(np.sum(~tb & ~pb)), fn=int(np.sum(tb & ~pb)))
+    return out
+
+
+# ------------------------------------------------------------------ predictions DataFrame
+def _col(df, name, default=np.nan) -> np.ndarray:
+    if name in df.columns:
+        col = df[name]
+        if col.dtype == object or pd.api.types.is_string_dtype(col):  # booleans read back as strings
+            col = col.replace({"True": 1, "False": 0, "true": 1, "false": 0})
+        return pd.to_numeric(col, errors="coerce").to_numpy(dtype=float)
+    return np.full(len(df), default, dtype=float)
+
+
+def error_columns(df: pd.DataFrame, side: str) -> List[str]:
+    """The ``err_px_{side}_{j}`` columns of ``df`` in index order."""
+    pre = f"err_px_{side}_"
+    cols = [c for c in df.columns if c.startswith(pre) and c[len(pre):].isdigit()]
+    return sorted(cols, key=lambda c: int(c[len(pre):]))
+
+
+def infer_layout(df: pd.DataFrame, layout=None):
+    """The layout named by ``layout``, else by a ``layout`` column, else by the error/coordinate columns."""
+    if layout is not None:
+        return get_layout(layout)
+    if "layout" in df.columns and df["layout"].notna().any():
+        return get_layout(str(df["layout"].dropna().iloc[0]))
+    n = len(error_columns(df, "left")) + len(error_columns(df, "right"))
+    if n == 0:
+        n = sum(1 for c in df.columns if c.startswith("pred_x_"))
+    return layout_for_num_points(n)
+
+
+def error_index(layout, side: str, j: int) -> int:
+    """Absolute keypoint index of column ``err_px_{side}_{j}``.
+
+    ``j`` is normally absolute (right hip of ihdi12: 6-11). A right-side ``j`` below the
+    points per side is read as the position within the side's stored block instead
+    (0 -> index 6), so both numberings work; for the left side they coincide.
+    """
+    lay = get_layout(layout)
+    idx = lay.side_indices[side]
+    if j in idx:
+        return int(j)
+    if 0 <= j < lay.points_per_side:
+        return int(idx[j])
+    raise ValueError(f"err_px_{side}_{j}: index {j} is not a {side} keypoint of layout {lay.name}")
+
+
+def keypoint_name(layout, j: int) -> str:
+    """``{side}_{anatomical name}`` of absolute keypoint index ``j``."""
+    lay = get_layout(layout)
+    for s in SIDES:
+        if j in lay.side_indices[s]:
+            return f"{s}_{lay.side_point_names(s)[lay.local(s, j)]}"
+    raise ValueError(f"index {j} not in layout {lay.name}")
+
+
+def prediction_row(stem: str, pred_kps, layout, gt_kps=None, pred_boxes=None, gt_boxes=None,
+                   det_conf=None, pixel_spacing_mm=None, crop_sides=None,
+                   gt_ai=None, gt_ihdi=None) -> Dict:
+    """One row of the predictions DataFrame (see the module docstring for the columns).
+
+    - ``pred_kps``: (N, 2) image px, NaN rows for a side without a prediction.
+    - ``pred_boxes`` / ``gt_boxes``: ``{side: (x1, y1, x2, y2) or None}``; when
+      ``pred_boxes`` is None, a side counts as detected when its points are finite.
+    - ``det_conf``: ``{side: float}``; ``crop_sides``: ``{side: px}``.
+    - ``gt_ai`` / ``gt_ihdi``: ``{side: value}`` overriding the values measured on
+      ``gt_kps`` (e.g. a synthetic phantom's true angles).
+
+    AI and IHDI come from ``utils.hip_geometry`` on the full keypoint set; both need
+    the two triradiate points, so a missing side leaves the other side unmeasured.
+    """
+    from utils.hip_geometry import hip_frames
+
+    lay = get_layout(layout)
+    pred = np.asarray(pred_kps, dtype=float).reshape(lay.num_points, 2)
+    gt = None if gt_kps is None else np.asarray(gt_kps, dtype=float).reshape(lay.num_points, 2)
+    row: Dict = {"stem": str(stem), "layout": lay.name}
+    pred_boxes = pred_boxes or {}
+    gt_boxes = gt_boxes or {}
+    det_conf = det_conf or {}
+    crop_sides = crop_sides or {}
+    side_ok = {s: bool(np.all(np.isfinite(pred[lay.side_slice(s)]))) for s in SIDES}
+    for s in SIDES:
+        pb = pred_boxes.get(s)
+        gb = gt_boxes.get(s)
+        row[f"detected_{s}"] = (pb is not None) if pred_boxes else side_ok[s]
+        c = det_conf.get(s)
+        row[f"det_conf_{s}"] = float(c) if c is not None else np.nan
+        if gb is None:
+            row[f"iou_{s}"] = np.nan
+        else:
+            row[f"iou_{s}"] = float(box_iou(pb, gb)) if pb is not None else 0.0
+        for name, box in (("pred_box", pb), ("gt_box", gb)):
+            vals = np.full(4, np.nan) if box is None else np.asarray(box, dtype=float).ravel()
+            for c_name, v in zip(BOX_COORDS, vals):
+                row[f"{name}_{s}_{c_name}"] = float(v)
+        cs = crop_sides.get(s)
+        row[f"crop_side_{s}"] = float(cs) if cs is not None else np.nan
+    row["pixel_spacing_mm"] = float(pixel_spacing_mm) if pixel_spacing_mm else np.nan
+    if gt is not None:
+        tl, tr = gt[lay.triradiate["left"]], gt[lay.triradiate["right"]]
+        row["tri_dist"] = float(np.linalg.norm(tr - tl))
+    else:
+        row["tri_dist"] = np.nan
+    for j in range(lay.num_points):
+        row[f"pred_x_{j}"], row[f"pred_y_{j}"] = float(pred[j, 0]), float(pred[j, 1])
+        row[f"gt_x_{j}"] = float(gt[j, 0]) if gt is not None else np.nan
+        row[f"gt_y_{j}"] = float(gt[j, 1]) if gt is not None else np.nan
+    err = radial_errors(pred, gt) if gt is not None else np.full(lay.num_points, np.nan)
+    for s in SIDES:
+        for j in lay.side_indices[s]:
+            row[f"err_px_{s}_{j}"] = float(err[j])
+        e = err[lay.side_slice(s)]
+        row[f"mean_err_px_{s}"] = float(np.mean(e)) if np.all(np.isfinite(e)) else np.nan
+    fin = err[np.isfinite(err)]
+    row["mean_err_px"] = float(fin.mean()) if len(fin) else np.nan
+
+    def measure(kps):
+        if kps is None or not np.all(np.isfinite(kps)):
+            return None
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            return hip_frames(kps, lay)
+
+    fp, fg = measure(pred), measure(gt)
+    gt_ai = gt_ai or {}
+    gt_ihdi = gt_ihdi or {}
+    for s in SIDES:
+        row[f"pred_ai_{s}"] = float(fp[s]["ai_deg"]) if fp is not None else np.nan
+        row[f"pred_ihdi_{s}"] = int(fp[s]["grade"]) if fp is not None else np.nan
+        if s in gt_ai and gt_ai[s] is not None:
+            row[f"gt_ai_{s}"] = float(gt_ai[s])
+        else:
+            row[f"gt_ai_{s}"] = float(fg[s]["ai_deg"]) if fg is not None else np.nan
+        if s in gt_ihdi and gt_ihdi[s] is not None:
+            row[f"gt_ihdi_{s}"] = int(gt_ihdi[s])
+        else:
+            row[f"gt_ihdi_{s}"] = int(fg[s]["grade"]) if fg is not None else np.nan
+    return row
+
+
+def _side_values(df, prefix, mask_undetected: bool = False) -> Dict[str, np.ndarray]:
+    """``{left, right, pooled}`` arrays of ``{prefix}_{side}``; with ``mask_undetected`` the
+    sides whose ``detected_{side}`` is false become NaN (missing, whatever was written there)."""
+    vals = {s: _col(df, f"{prefix}_{s}") for s in SIDES}
+    if mask_undetected:
+        for s in SIDES:
+            if f"detected_{s}" in df.columns:
+                vals[s] = np.where(_col(df, f"detected_{s}") == 0, np.nan, vals[s])
+    vals[POOLED] = np.concatenate([vals[s] for s in SIDES])
+    return vals
+
+
+def detection_metrics(df: pd.DataFrame) -> Dict:
+    """Per side and pooled: fraction of sides detected, and recall at IoU >= 0.5 where GT boxes exist."""
+    out = {}
+    det = _side_values(df, "detected")
+    iou = _side_values(df, "iou") if any(f"iou_{s}" in df.columns for s in SIDES) else None
+    for key in (*SIDES, POOLED):
+        d = det[key]
+        d = d[np.isfinite(d)]
+        r = {"n": int(len(d)), "n_detected": int(np.sum(d > 0)),
+             "recall": float(np.mean(d > 0)) if len(d) else float("nan")}
+        if iou is not None:
+            v = iou[key][np.isfinite(iou[key])]
+            r["n_gt_boxes"] = int(len(v))
+            r["iou_mean"] = _nan_if_empty(np.mean, v)
+            r[f"recall_iou{IOU_THRESHOLD:g}"] = float(np.mean(v >= IOU_THRESHOLD)) if len(v) else float("nan")
+        out[key] = r
+    return out
+
+
+def keypoint_metrics(df: pd.DataFrame, layout=None, sdr_radii: Sequence[float] = SDR_RADII) -> Dict:
+    """MRE/SD/median in px and mm, NME (crop diagonal, inter-triradiate), SDR; per side, pooled, per keypoint."""
+    lay = infer_layout(df, layout)
+    spacing = _col(df, "pixel_spacing_mm")
+    spacing = np.where(spacing > 0, spacing, np.nan)
+    tri = _col(df, "tri_dist")
+    E = {s: np.stack([_col(df, c) for c in error_columns(df, s)], axis=1) if error_columns(df, s)
+         else np.empty((len(df), 0)) for s in SIDES}
+    # sides marked undetected are excluded (their errors should be NaN anyway)
+    for s in SIDES:
+        if f"detected_{s}" in df.columns:
+            undetected = _col(df, f"detected_{s}") == 0
+            E[s] = np.where(undetected[:, None], np.nan, E[s])
+    mm = {s: E[s] * spacing[:, None] for s in SIDES}
+    nme_crop = {s: normalized_errors(E[s], crop_diagonal(_col(df, f"crop_side_{s}"))) for s in SIDES}
+    nme_tri = {s: normalized_errors(E[s], tri) for s in SIDES}
+
+    def by_side(d):
+        r = {s: d[s] for s in SIDES}
+        r[POOLED] = np.concatenate([d[s].ravel() for s in SIDES])
+        return r
+
+    out: Dict = {"layout": lay.name, "n_images": int(len(df)),
+                 "n_images_with_spacing": int(np.sum(np.isfinite(spacing)))}
+    for s in SIDES:
+        n_side = E[s].shape[1]
+        out[f"n_missing_{s}"] = int(np.sum(~np.all(np.isfinite(E[s]), axis=1))) if n_side else int(len(df))
+    for name, d in (("px", E), ("mm", mm)):
+        bs = by_side(d)
+        block = {k: error_summary(v) for k, v in bs.items()}
+        per_kp = {}
+        for s in SIDES:
+            for i, col in enumerate(error_columns(df, s)):
+                j = error_index(lay, s, int(col.rsplit("_", 1)[1]))
+                per_kp[keypoint_name(lay, j)] = error_summary(d[s][:, i])
+        block["per_keypoint"] = per_kp
+        # the same anatomical point on both sides, pooled
+        per_point = {}
+        for k, pname in enumerate(lay.point_names):
+            vals = []
+            for s in SIDES:
+                cols = error_columns(df, s)
+                for i, col in enumerate(cols):
+                    j = error_index(lay, s, int(col.rsplit("_", 1)[1]))
+                    if lay.side_point_names(s)[lay.local(s, j)] == pname:
+                        vals.append(d[s][:, i])
+            per_point[pname] = error_summary(np.concatenate(vals) if vals else [])
+        block["per_point"] = per_point
+        out[name] = block
+    out["nme_crop"] = {k: error_summary(v) for k, v in by_side(nme_crop).items()}
+    out["nme_tri"] = {k: error_summary(v) for k, v in by_side(nme_tri).items()}
+    out["sdr_px"] = {k: success_detection_rate(v, sdr_radii) for k, v in by_side(E).items()}
+    if out["n_images_with_spacing"]:
+        out["sdr_mm"] = {k: success_detection_rate(v, sdr_radii) for k, v in by_side(mm).items()}
+    return out
+
+
+def ai_metrics(df: pd.DataFrame) -> Dict:
+    pred, gt = _side_values(df, "pred_ai", mask_undetected=True), _side_values(df, "gt_ai")
+    return {k: agreement(pred[k], gt[k]) for k in (*SIDES, POOLED)}
+
+
+def ihdi_side_metrics(df: pd.DataFrame) -> Dict:
+    pred, gt = _side_values(df, "pred_ihdi", mask_undetected=True), _side_values(df, "gt_ihdi")
+    return {k: ihdi_metrics(gt[k], pred[k]) for k in (*SIDES, POOLED)}
+
+
+def evaluate(df: pd.DataFrame, layout=None, sdr_radii: Sequence[float] = SDR_RADII) -> Dict:
+    """All metrics of a predictions DataFrame as a nested, JSON-serialisable dict.
+
+    Top-level keys (present when their columns are): ``n_images``, ``detection``,
+    ``keypoints``, ``ai``, ``ihdi``. Inside, ``left``/``right``/``pooled`` blocks.
+    NaN becomes None.
+    """
+    cols = set(df.columns)
+    out: Dict = {"n_images": int(len(df))}
+    if any(f"detected_{s}" in cols for s in SIDES):
+        out["detection"] = detection_metrics(df)
+    if any(c.startswith("err_px_") for c in cols):
+        out["keypoints"] = keypoint_metrics(df, layout, sdr_radii)
+    if any(f"pred_ai_{s}" in cols for s in SIDES) and any(f"gt_ai_{s}" in cols for s in SIDES):
+        out["ai"] = ai_metrics(df)
+    if any(f"pred_ihdi_{s}" in cols for s in SIDES) and any(f"gt_ihdi_{s}" in cols for s in SIDES):
+        out["ihdi"] = ihdi_side_metrics(df)
+    return to_jsonable(out)
+
+
+def flatten_metrics(metrics: Mapping, prefix: str = "", sep: str = "/") -> List[Tuple[str, object]]:
+    """Nested metrics dict -> ``[(name, value)]`` with names like ``ai/pooled/mae``.
+
+    Lists are indexed (``name/0``); values stay as they are (None for NaN).
+    """
+    rows: List[Tuple[str, object]] = []
+
+    def walk(obj, name):
+        if isinstance(obj, Mapping):
+            for k, v in obj.items():
+                walk(v, f"{name}{sep}{k}" if name else str(k))
+        elif isinstance(obj, (list, tuple)):
+            for i, v in enumerate(obj):
+                walk(v, f"{name}{sep}{i}")
+        else:
+            rows.append((name, to_jsonable(obj)))
+
+    walk(metrics, prefix)
+    return rows
+
+
+def read_predictions(path) -> pd.DataFrame:
+    """A predictions CSV with ``stem`` kept as text (so "0012" stays "0012")."""
+    return pd.read_csv(path, dtype={"stem": str, "layout": str})
+
+
+def write_metrics_csv(path, metrics: Mapping) -> None:
+    """``metric,value`` CSV of ``flatten_metrics(metrics)`` (empty value for None)."""
+    pd.DataFrame(flatten_metrics(metrics), columns=["metric", "value"]).to_csv(path, index=False)
+
+
+def read_metrics_csv(path) -> Dict[str, Optional[float]]:
+    """``metrics.csv`` -> ``{name: float or None}`` (non-numeric values kept as strings)."""
+    df = pd.read_csv(path, dtype={"metric": str}, keep_default_na=False)
+    out: Dict[str, object] = {}
+    for name, v in zip(df["metric"], df["value"]):
+        if v == "" or v is None:
+            out[name] = None
+            continue
+        try:
+            out[name] = float(v)
+        except (TypeError, ValueError):
+            out[name] = v
+    return out
