@@ -1,0 +1,98 @@
+"""Small fixtures shared by tests: a tiny dataset folder in the DESIGN.md section 5 format."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from datasets.formats import (write_annotation, write_classes, write_detection, write_metadata,
+                              write_yolo_label, round_keypoints)
+from datasets.layouts import get_layout
+from utils.hip_geometry import ihdi_grade
+
+# probability of each IHDI grade I..IV for a generated hip (grade I common, IV rare)
+GRADE_P = (0.55, 0.25, 0.12, 0.08)
+
+
+def _side_points(rng, side: str, grade: int, size: int, layout: str) -> np.ndarray:
+    """One hip's points with a horizontal H-line, placing the H-point in ``grade``'s zone."""
+    s = size
+    sign = -1.0 if side == "left" else 1.0            # lateral direction in image x
+    cx = s / 2 + sign * s * 0.12                      # triradiate point
+    cy = s * 0.50
+    tri = np.array([cx, cy])
+    edge = tri + [sign * s * rng.uniform(0.09, 0.12), -s * rng.uniform(0.03, 0.06)]
+    ox = edge[0]                                      # origin of the local frame: (edge x, tri y)
+    # H-point local (x lateral, y inferior), one zone per grade
+    if grade == 1:
+        lx, ly = -rng.uniform(0.02, 0.06) * s, rng.uniform(0.04, 0.08) * s
+    elif grade == 2:
+        ly = rng.uniform(0.05, 0.08) * s
+        lx = ly * rng.uniform(0.2, 0.8)
+    elif grade == 3:
+        ly = rng.uniform(0.01, 0.03) * s
+        lx = ly + rng.uniform(0.02, 0.04) * s
+    else:
+        lx, ly = rng.uniform(0.0, 0.04) * s, -rng.uniform(0.02, 0.04) * s
+    hp = np.array([ox + sign * lx, cy + ly])
+    if get_layout(layout).name == "mtddh8":
+        head = hp + [sign * 0.01 * s, -0.05 * s]
+        return np.array([edge, tri, head, hp])
+    mid = (edge + tri) / 2 + [0, -0.01 * s]
+    half = 0.035 * s
+    lat, med = hp + [sign * half, 0], hp - [sign * half, 0]
+    mmid = hp + [0, -0.005 * s]
+    pts = [edge, mid, tri, lat, mmid, med]        # left-side order: image-left to image-right
+    if side == "right":
+        pts = [tri, mid, edge, med, mmid, lat]
+    return np.array(pts)
+
+
+def _box(points, size, margin=0.06):
+    m = margin * size
+    x1, y1 = points.min(0) - m
+    x2, y2 = points.max(0) + m
+    return np.clip([x1, y1, x2, y2], 0, size - 1)
+
+
+def make_tiny_dataset(root, n: int = 20, size: int = 128, layout: str = "ihdi12", patients=None,
+                      seed: int = 0) -> Path:
+    """Write ``n`` random images with keypoints, boxes, YOLO labels and metadata.csv under ``root``.
+
+    ``patients``: None (one patient per image), an int (that many patients, assigned at
+    random, each with at least one image when n allows) or a list of ``n`` patient ids.
+    metadata.csv has stem, patient_id, ihdi_left, ihdi_right (computed from the written
+    keypoints). Returns ``root``.
+    """
+    root = Path(root)
+    lay = get_layout(layout)
+    rng = np.random.default_rng(seed)
+    for sub in ("images", "annotations", "detections", "yolo_labels"):
+        (root / sub).mkdir(parents=True, exist_ok=True)
+    write_classes(root / "yolo_labels")
+    if patients is None:
+        pids = [f"P{i:03d}" for i in range(n)]
+    elif isinstance(patients, int):
+        order = np.concatenate([np.arange(patients), rng.integers(0, patients, max(0, n - patients))])[:n]
+        pids = [f"P{int(p):03d}" for p in rng.permutation(order)]
+    else:
+        pids = [str(p) for p in patients]
+        assert len(pids) == n, "patients list must have n entries"
+    rows = []
+    for i in range(n):
+        stem = f"img{i:03d}"
+        grades = rng.choice([1, 2, 3, 4], size=2, p=GRADE_P)
+        kps = np.concatenate([_side_points(rng, "left", int(grades[0]), size, lay.name),
+                              _side_points(rng, "right", int(grades[1]), size, lay.name)])
+        kps = round_keypoints(kps)
+        img = rng.integers(0, 256, (size, size), dtype=np.uint8)
+        cv2.imwrite(str(root / "images" / f"{stem}.png"), img)
+        write_annotation(root / "annotations" / f"{stem}.csv", kps)
+        boxes = {s: _box(kps[lay.side_slice(s)], size) for s in ("left", "right")}
+        write_detection(root / "detections" / f"{stem}.json", boxes, f"{stem}.png")
+        write_yolo_label(root / "yolo_labels" / f"{stem}.txt", boxes, size, size)
+        gl, gr = ihdi_grade(kps, lay.name)
+        rows.append({"stem": stem, "patient_id": pids[i], "ihdi_left": gl, "ihdi_right": gr})
+    write_metadata(root, rows)
+    return root
