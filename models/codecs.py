@@ -1,0 +1,137 @@
+"""Label codecs (MMPose style): crop-pixel coordinates <-> training targets / model outputs.
+
+A codec is separate from the head: the head produces outputs, the codec says what they
+mean. Coordinates are crop pixels with pixel centres on integers (DESIGN.md section 2),
+shape (B, K, 2) as (x, y).
+
+SimCC (``SimCCCodec``, for simcc_1d / simcc_2d / simcc_2d_deconv)
+    N = round(input_size * split_ratio) bins per axis. Bin i stands for crop pixel
+    coordinate i / split_ratio, so bin 0 is pixel 0 and the bins cover
+    [0, input_size - 1 / split_ratio] (as in MMPose's SimCCLabel).
+    encode: a Gaussian of std ``sigma`` *bins* centred on coord * split_ratio, sampled at
+            the bins and normalised to sum 1 per keypoint and axis (computed as a softmax
+            of the log-density, so a point far outside the crop still gives a finite
+            distribution, piled at the nearest edge).
+    decode: "softargmax" (default): softmax over bins, expectation of bin / split_ratio;
+            "argmax": the best bin / split_ratio. Confidence = mean over the two axes of
+            the largest softmax probability (both modes).
+            On encoded targets soft-argmax is the exact inverse of encode wherever the
+            Gaussian is not cut by the ends of the bin range: with sigma = 6 bins and
+            split_ratio 2, more than ~4 sigma / split_ratio = 12 px inside, the error is
+            < 1e-3 px. Closer to an edge the cut-off tail pulls the expectation inwards
+            (a point on the end itself decodes sigma^2 / (sigma * sqrt(pi / 2) + 1/2) bins
+            inside, ~2.2 px for these values). Argmax has no such bias but is quantised to 1 / split_ratio px.
+    loss:   KL(target || softmax(logits)) per keypoint and axis, averaged (``losses``).
+
+Regression (``RegressionCodec``, for direct_regression)
+    encode: (coord + 0.5) / input_size, i.e. the crop's extent [-0.5, S - 0.5] -> [0, 1];
+    decode: the inverse, confidence = 1; loss: MSE on the normalised coordinates.
+"""
+from __future__ import annotations
+
+from typing import Dict, Optional, Tuple
+
+import torch
+
+from .heads import HEADS, SIMCC_HEADS, num_bins
+from .losses import coord_mse_loss, simcc_kl_loss
+
+DECODE_MODES = ("softargmax", "argmax")
+
+
+def _as_coords(coords) -> torch.Tensor:
+    c = torch.as_tensor(coords)
+    if not c.is_floating_point():
+        c = c.float()
+    if c.ndim != 3 or c.shape[-1] != 2:
+        raise ValueError(f"coordinates must have shape (B, K, 2), got {tuple(c.shape)}")
+    return c
+
+
+class SimCCCodec:
+    """SimCC labels: Gaussian bin targets, soft-argmax / argmax decoding, KL loss."""
+
+    def __init__(self, input_size: int, split_ratio: float = 2.0, sigma: float = 6.0,
+                 decode: str = "softargmax", head_type: str = "simcc_2d"):
+        if decode not in DECODE_MODES:
+            raise ValueError(f"unknown decode mode {decode!r}; known: {', '.join(DECODE_MODES)}")
+        if split_ratio <= 0 or sigma <= 0:
+            raise ValueError("split_ratio and sigma must be positive")
+        self.head_type = head_type
+        self.input_size = int(input_size)
+        self.split_ratio = float(split_ratio)
+        self.sigma = float(sigma)
+        self.decode_mode = decode
+        self.num_bins = num_bins(self.input_size, self.split_ratio)
+
+    def __repr__(self) -> str:
+        return (f"SimCCCodec(input_size={self.input_size}, split_ratio={self.split_ratio}, "
+                f"sigma={self.sigma}, bins={self.num_bins}, decode={self.decode_mode!r})")
+
+    def bin_coords(self, device=None, dtype=torch.float32) -> torch.Tensor:
+        """Crop pixel coordinate of each bin: i / split_ratio."""
+        return torch.arange(self.num_bins, device=device, dtype=dtype) / self.split_ratio
+
+    def encode(self, coords_px) -> Dict[str, torch.Tensor]:
+        """(B, K, 2) crop pixels -> {"x": (B, K, N), "y": (B, K, N)}, each row summing to 1."""
+        c = _as_coords(coords_px)
+        mu = c * self.split_ratio  # in bins
+        bins = torch.arange(self.num_bins, device=c.device, dtype=c.dtype)
+        logd = -(bins - mu[..., None]).pow(2) / (2.0 * self.sigma ** 2)  # (B, K, 2, N)
+        t = torch.softmax(logd, dim=-1)
+        return {"x": t[:, :, 0], "y": t[:, :, 1]}
+
+    def decode(self, outputs: Dict[str, torch.Tensor]) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Logits {"x", "y"} -> (coords_px (B, K, 2), confidence (B, K))."""
+        logits = torch.stack([outputs["x"], outputs["y"]], dim=2).float()  # (B, K, 2, N)
+        p = torch.softmax(logits, dim=-1)
+        pmax, idx = p.max(dim=-1)
+        if self.decode_mode == "softargmax":
+            coords = (p * self.bin_coords(p.device)).sum(-1)
+        else:
+            coords = idx.float() / self.split_ratio
+        return coords, pmax.mean(-1)
+
+    def loss(self, outputs: Dict[str, torch.Tensor], targets: Dict[str, torch.Tensor],
+             weights: Optional[torch.Tensor] = None) -> torch.Tensor:
+        return simcc_kl_loss(outputs["x"], outputs["y"], targets["x"], targets["y"], weights)
+
+
+class RegressionCodec:
+    """Direct regression: coordinates normalised to [0, 1] of the crop's extent, MSE loss."""
+
+    head_type = "direct_regression"
+
+    def __init__(self, input_size: int, decode: str = "softargmax", **_ignored):
+        # ``decode``, ``split_ratio`` and ``sigma`` do not apply; accepted so every config builds a codec
+        self.input_size = int(input_size)
+        self.split_ratio = None
+        self.sigma = None
+        self.decode_mode = None
+
+    def __repr__(self) -> str:
+        return f"RegressionCodec(input_size={self.input_size})"
+
+    def encode(self, coords_px) -> Dict[str, torch.Tensor]:
+        c = _as_coords(coords_px)
+        return {"coords": (c + 0.5) / self.input_size}
+
+    def decode(self, outputs: Dict[str, torch.Tensor]) -> Tuple[torch.Tensor, torch.Tensor]:
+        c = outputs["coords"].float()
+        return c * self.input_size - 0.5, torch.ones(c.shape[:2], device=c.device)
+
+    def loss(self, outputs: Dict[str, torch.Tensor], targets: Dict[str, torch.Tensor],
+             weights: Optional[torch.Tensor] = None) -> torch.Tensor:
+        return coord_mse_loss(outputs["coords"], targets["coords"], weights)
+
+
+def build_codec(head_type: str, input_size: int, split_ratio: float = 2.0, sigma: float = 6.0,
+                decode: str = "softargmax"):
+    """The codec that goes with ``head_type`` (one of ``HEADS``)."""
+    if head_type in SIMCC_HEADS:
+        return SimCCCodec(input_size, split_ratio, sigma, decode, head_type=head_type)
+    if head_type == "direct_regression":
+        if decode not in DECODE_MODES:
+            raise ValueError(f"unknown decode mode {decode!r}; known: {', '.join(DECODE_MODES)}")
+        return RegressionCodec(input_size)
+    raise ValueError(f"unknown head {head_type!r}; known heads: {', '.join(HEADS)}")

@@ -1,0 +1,120 @@
+"""Keypoint heads: any backbone feature map (B, C, H, W) -> the model's output dict.
+
+- ``direct_regression``: GAP -> LayerNorm -> Linear(C, 2K) -> sigmoid:
+  ``{"coords": (B, K, 2)}`` in [0, 1] of the crop (see ``codecs.RegressionCodec``).
+- ``simcc_1d``: GAP -> LayerNorm -> one Linear per axis (C -> K * N): ``{"x", "y"}`` logits.
+- ``simcc_2d``: 1x1 conv to K maps, flatten each to H*W, one Linear per axis (H*W -> N).
+- ``simcc_2d_deconv``: deconv layers [ConvTranspose2d k4 s2 p1, BN, ReLU] x n, 256 wide,
+  then as ``simcc_2d``. n = 3 for a stride-32 backbone (output stride 4, as in SimpleBaseline);
+  for finer backbones n is reduced so the output stride stays >= 4, with at least one
+  layer (a stride-4 backbone gets stride 2), which keeps the H*W -> N layers bounded.
+
+SimCC logits have N = round(input_size * split_ratio) bins per axis; their meaning
+(bin i = crop pixel i / split_ratio) lives in ``codecs.SimCCCodec``, not here.
+No head loops over keypoints; all work on channels_last input.
+"""
+from __future__ import annotations
+
+import math
+from typing import Dict, Tuple
+
+import torch
+import torch.nn as nn
+
+HEADS = ("direct_regression", "simcc_1d", "simcc_2d", "simcc_2d_deconv")
+SIMCC_HEADS = ("simcc_1d", "simcc_2d", "simcc_2d_deconv")
+
+
+def num_bins(input_size: int, split_ratio: float) -> int:
+    """SimCC bins per axis."""
+    return int(round(input_size * split_ratio))
+
+
+class DirectRegressionHead(nn.Module):
+    """GAP -> LayerNorm -> Linear to 2K -> sigmoid: coordinates in [0, 1]."""
+
+    def __init__(self, in_channels: int, num_keypoints: int):
+        super().__init__()
+        self.k = num_keypoints
+        self.norm = nn.LayerNorm(in_channels)
+        self.fc = nn.Linear(in_channels, 2 * num_keypoints)
+
+    def forward(self, f: torch.Tensor) -> Dict[str, torch.Tensor]:
+        z = self.norm(f.mean(dim=(2, 3)))
+        return {"coords": torch.sigmoid(self.fc(z)).view(-1, self.k, 2)}
+
+
+class SimCC1DHead(nn.Module):
+    """GAP -> LayerNorm -> per-axis Linear to K x N logits."""
+
+    def __init__(self, in_channels: int, num_keypoints: int, bins: Tuple[int, int]):
+        super().__init__()
+        self.k = num_keypoints
+        self.bins = bins
+        self.norm = nn.LayerNorm(in_channels)
+        self.fc_x = nn.Linear(in_channels, num_keypoints * bins[0])
+        self.fc_y = nn.Linear(in_channels, num_keypoints * bins[1])
+
+    def forward(self, f: torch.Tensor) -> Dict[str, torch.Tensor]:
+        z = self.norm(f.mean(dim=(2, 3)))
+        return {"x": self.fc_x(z).view(-1, self.k, self.bins[0]),
+                "y": self.fc_y(z).view(-1, self.k, self.bins[1])}
+
+
+class SimCC2DHead(nn.Module):
+    """1x1 conv to K maps -> flatten (H*W) -> per-axis Linear to N logits."""
+
+    def __init__(self, in_channels: int, num_keypoints: int, bins: Tuple[int, int], feat_hw: Tuple[int, int]):
+        super().__init__()
+        self.feat_hw = tuple(feat_hw)
+        hw = feat_hw[0] * feat_hw[1]
+        self.to_maps = nn.Conv2d(in_channels, num_keypoints, 1)
+        self.fc_x = nn.Linear(hw, bins[0])
+        self.fc_y = nn.Linear(hw, bins[1])
+
+    def forward(self, f: torch.Tensor) -> Dict[str, torch.Tensor]:
+        if tuple(f.shape[-2:]) != self.feat_hw:
+            raise ValueError(f"feature map {tuple(f.shape[-2:])} != {self.feat_hw} the head was built for "
+                             f"(the input size must be the model's input_size)")
+        m = self.to_maps(f).flatten(2)  # (B, K, H*W); reshape copies if channels_last
+        return {"x": self.fc_x(m), "y": self.fc_y(m)}
+
+
+def deconv_layers(stride: int, max_layers: int = 3) -> int:
+    """Deconv layers for a backbone of this stride: output stride 4 if possible, >= 1 layer."""
+    return max(1, min(max_layers, int(round(math.log2(stride))) - 2))
+
+
+class SimCC2DDeconvHead(nn.Module):
+    """[ConvTranspose2d k4 s2 p1 -> BN -> ReLU] x n (256 ch), then ``SimCC2DHead``."""
+
+    def __init__(self, in_channels: int, num_keypoints: int, bins: Tuple[int, int],
+                 feat_hw: Tuple[int, int], stride: int, width: int = 256):
+        super().__init__()
+        n = deconv_layers(stride)
+        layers, c = [], in_channels
+        for _ in range(n):
+            layers += [nn.ConvTranspose2d(c, width, 4, stride=2, padding=1, bias=False),
+                       nn.BatchNorm2d(width), nn.ReLU(inplace=True)]
+            c = width
+        self.deconv = nn.Sequential(*layers)
+        up = 2 ** n
+        self.simcc = SimCC2DHead(width, num_keypoints, bins, (feat_hw[0] * up, feat_hw[1] * up))
+
+    def forward(self, f: torch.Tensor) -> Dict[str, torch.Tensor]:
+        return self.simcc(self.deconv(f))
+
+
+def build_head(head_type: str, in_channels: int, num_keypoints: int, input_size: int,
+               split_ratio: float, feat_hw: Tuple[int, int], stride: int) -> nn.Module:
+    """Head ``head_type`` (one of ``HEADS``) for a backbone map of ``in_channels`` x ``feat_hw``."""
+    n = num_bins(input_size, split_ratio)
+    if head_type == "direct_regression":
+        return DirectRegressionHead(in_channels, num_keypoints)
+    if head_type == "simcc_1d":
+        return SimCC1DHead(in_channels, num_keypoints, (n, n))
+    if head_type == "simcc_2d":
+        return SimCC2DHead(in_channels, num_keypoints, (n, n), feat_hw)
+    if head_type == "simcc_2d_deconv":
+        return SimCC2DDeconvHead(in_channels, num_keypoints, (n, n), feat_hw, stride)
+    raise ValueError(f"unknown head {head_type!r}; known heads: {', '.join(HEADS)}")

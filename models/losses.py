@@ -1,0 +1,44 @@
+"""Losses on model outputs and codec targets (they see logits / values and targets only).
+
+Both take optional per-keypoint ``weights`` (B, K), e.g. 0 for a point outside the crop;
+the result is the weighted mean over (sample, keypoint[, axis]).
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+
+
+def _weighted_mean(per_item: torch.Tensor, weights: Optional[torch.Tensor]) -> torch.Tensor:
+    """Mean of (B, K) values, weighted by (B, K) weights when given."""
+    if weights is None:
+        return per_item.mean()
+    w = weights.to(per_item.dtype).expand_as(per_item)
+    return (per_item * w).sum() / w.sum().clamp_min(1e-12)
+
+
+def simcc_kl_loss(logits_x: torch.Tensor, logits_y: torch.Tensor,
+                  target_x: torch.Tensor, target_y: torch.Tensor,
+                  weights: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """KL(target || softmax(logits)) summed over bins, averaged over keypoints and the two axes.
+
+    Zero exactly when softmax(logits) equals the target (e.g. logits = log(target));
+    bins where the target is 0 contribute 0 even if the logit is -inf.
+    """
+    def kl(logits, target):
+        logp = F.log_softmax(logits.float(), dim=-1)
+        t = target.float()
+        terms = torch.where(t > 0, t * (torch.log(t.clamp_min(1e-38)) - logp), torch.zeros_like(t))
+        return terms.sum(-1)  # (B, K)
+
+    per_item = 0.5 * (kl(logits_x, target_x) + kl(logits_y, target_y))
+    return _weighted_mean(per_item, weights)
+
+
+def coord_mse_loss(pred: torch.Tensor, target: torch.Tensor,
+                   weights: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """Mean squared error of (B, K, 2) normalised coordinates, averaged over axes and keypoints."""
+    per_item = (pred.float() - target.float()).pow(2).mean(-1)
+    return _weighted_mean(per_item, weights)
