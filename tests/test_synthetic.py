@@ -1,0 +1,256 @@
+"""Synthetic phantom generator: dataset files, exact ground truth, boxes, determinism, CLI."""
+import csv
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from datasets.formats import load_dataset, read_metadata, read_yolo_label
+from datasets.image_io import read_image
+from datasets.layouts import SIDES, get_layout
+from datasets.synthetic import (DEFAULT_GRADE_MIX, METADATA_COLUMNS, contact_sheet, generate_dataset,
+                                parse_grade_mix, render_phantom)
+from utils.errors import UserError
+from utils.hip_geometry import acetabular_index, hip_frames, ihdi_grade
+
+ROOT = Path(__file__).resolve().parents[1]
+N_SMALL, SIZE_SMALL = 40, 256
+
+
+@pytest.fixture(scope="module")
+def small_ds(tmp_path_factory):
+    out = tmp_path_factory.mktemp("synth") / "ds"
+    generate_dataset(out, N_SMALL, seed=0, size=SIZE_SMALL, progress=False)
+    return out
+
+
+@pytest.fixture(scope="module")
+def films():
+    """200 in-memory phantoms at a small size (400 hips)."""
+    return [render_phantom(np.random.default_rng([7, i]), 128, return_film=True) for i in range(200)]
+
+
+def _files(folder):
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+# ------------------------------------------------------------------ dataset folder
+def test_dataset_folder_is_complete(small_ds):
+    stems = sorted(p.stem for p in (small_ds / "images").glob("*.png"))
+    assert len(stems) == N_SMALL
+    for sub, ext in (("annotations", ".csv"), ("detections", ".json"), ("yolo_labels", ".txt")):
+        assert sorted(p.stem for p in (small_ds / sub).glob(f"*{ext}") if p.stem != "classes") == stems
+    assert (small_ds / "yolo_labels" / "classes.txt").read_text().split() == ["LeftHip", "RightHip"]
+    with open(small_ds / "metadata.csv", newline="") as f:
+        reader = csv.DictReader(f)
+        assert tuple(reader.fieldnames) == METADATA_COLUMNS
+        rows = list(reader)
+    assert [r["stem"] for r in rows] == stems
+    for r in rows:
+        img, _ = read_image(small_ds / "images" / f"{r['stem']}.png")
+        h, w = img.shape
+        assert (int(r["width"]), int(r["height"])) == (w, h)
+        assert max(w, h) == SIZE_SMALL and 0.75 <= w / h <= 1.35
+        assert float(r["pixel_spacing_mm"]) > 0
+        assert len({r["patient_id"] for r in rows}) == N_SMALL       # one patient per image by default
+
+
+def test_metadata_equals_geometry_of_written_annotations(small_ds):
+    records = load_dataset(small_ds, require_annotations=True, require_boxes=True)
+    assert len(records) == N_SMALL
+    for rec in records:
+        assert rec.keypoints.shape == (12, 2) and rec.layout == "ihdi12"
+        ai = acetabular_index(rec.keypoints)
+        grades = ihdi_grade(rec.keypoints)
+        m = rec.meta
+        assert float(m["ai_left"]) == pytest.approx(ai[0], abs=1e-9)
+        assert float(m["ai_right"]) == pytest.approx(ai[1], abs=1e-9)
+        assert (int(m["ihdi_left"]), int(m["ihdi_right"])) == grades
+
+
+def test_keypoints_inside_image_and_boxes_enclose_their_side(small_ds):
+    lay = get_layout("ihdi12")
+    for rec in load_dataset(small_ds, require_annotations=True, require_boxes=True):
+        w, h = int(rec.meta["width"]), int(rec.meta["height"])
+        k = rec.keypoints
+        assert np.all(k >= 0) and np.all(k[:, 0] <= w - 1) and np.all(k[:, 1] <= h - 1)
+        yolo = read_yolo_label(small_ds / "yolo_labels" / f"{rec.stem}.txt", w, h)
+        for side in SIDES:
+            x1, y1, x2, y2 = rec.boxes[side]
+            assert 0 <= x1 < x2 <= w - 1 and 0 <= y1 < y2 <= h - 1
+            pts = k[lay.side_slice(side)]
+            bw, bh = x2 - x1, y2 - y1
+            # inside, with a margin on every side that was not clipped by the image border
+            gaps = [pts[:, 0].min() - x1, x2 - pts[:, 0].max(), pts[:, 1].min() - y1, y2 - pts[:, 1].max()]
+            assert min(gaps) > 0, (rec.stem, side, gaps)
+            for gap, size, clipped in zip(gaps, (bw, bw, bh, bh), (x1 <= 0, x2 >= w - 1, y1 <= 0, y2 >= h - 1)):
+                assert clipped or gap >= 0.08 * size, (rec.stem, side, gaps)
+            assert 0.6 < bw / bh < 1.6                          # roughly square hip region
+            assert np.allclose(yolo[side], rec.boxes[side], atol=0.02)
+        # the two hips do not swap: the left box lies left of the right box's centre
+        assert rec.boxes["left"][0] < (rec.boxes["right"][0] + rec.boxes["right"][2]) / 2
+
+
+def test_keypoints_sit_on_image_edges(films):
+    """Above the triradiate point is bone, below it the cartilage gap; the metaphysis margin
+    separates bright bone (below) from cartilage (above); above/medial of the lateral edge is bone."""
+    lay = get_layout("ihdi12")
+
+    def at(img, p):
+        return float(cv2.getRectSubPix(img.astype(np.float32), (1, 1), (float(p[0]), float(p[1])))[0, 0])
+
+    diffs = {"triradiate": [], "metaphysis": [], "lateral_edge": []}
+    for f in films[:60]:
+        img, k = f.image, f.keypoints
+        fr = hip_frames(k)
+        d = np.linalg.norm(k[lay.triradiate["left"]] - k[lay.triradiate["right"]])
+        for side in SIDES:
+            lat, inf = fr[side]["lateral"], fr[side]["inferior"]
+            t, e = fr[side]["triradiate"], fr[side]["lateral_edge"]
+            mid = k[lay.side_indices[side][4]]
+            diffs["triradiate"].append(at(img, t + d * (-0.04 * inf + 0.02 * lat))     # ilium above
+                                       - at(img, t + d * (0.012 * inf - 0.01 * lat)))   # gap below
+            diffs["metaphysis"].append(at(img, mid + 0.04 * d * inf) - at(img, mid - 0.04 * d * inf))
+            diffs["lateral_edge"].append(at(img, e - d * (0.04 * inf + 0.02 * lat))
+                                         - at(img, e + d * (0.04 * inf + 0.02 * lat)))
+    for name, v in diffs.items():
+        v = np.array(v)
+        assert v.mean() > 15 and (v > 0).mean() > 0.85, (name, v.mean(), (v > 0).mean())
+
+
+# ------------------------------------------------------------------ geometry sampling
+def test_grades_all_occur_match_targets_and_follow_the_mix(films):
+    measured = np.array([ihdi_grade(f.keypoints) for f in films]).ravel()
+    targets = np.array([f.target_grades for f in films]).ravel()
+    assert np.array_equal(measured, targets)            # margins keep every label unambiguous
+    counts = np.bincount(measured, minlength=5)[1:]
+    assert np.all(counts > 0), counts
+    frac = counts / counts.sum()
+    assert np.all(np.abs(frac - np.array(DEFAULT_GRADE_MIX)) < 0.08), frac
+
+
+def test_ai_range_and_correlation_with_grade(films):
+    ai = np.array([acetabular_index(f.keypoints) for f in films]).ravel()
+    grades = np.array([f.target_grades for f in films]).ravel()
+    assert ai.min() >= 10 - 1e-6 and ai.max() <= 45 + 1e-6
+    assert ai.min() < 15 and ai.max() > 38                # spans the range, not just the middle
+    assert np.allclose(ai, np.array([f.target_ai for f in films]).ravel(), atol=1e-3)
+    assert ai[grades >= 3].mean() > ai[grades == 1].mean() + 5
+
+
+def test_forced_grades_skewed_mix_and_bad_mix():
+    for g in [(1, 4), (4, 3), (2, 2), (3, 1)]:
+        _, k, _ = render_phantom(np.random.default_rng(sum(g)), 128, grades=g)
+        assert ihdi_grade(k) == g
+    only_iv = [ihdi_grade(render_phantom(np.random.default_rng(i), 96, grade_mix="0,0,0,1")[1]) for i in range(5)]
+    assert set(np.ravel(only_iv)) == {4}
+    assert parse_grade_mix("2,1,1,0") == (0.5, 0.25, 0.25, 0.0)
+    for bad in ("1,2,3", "a,b,c,d", "0,0,0,0", "-1,1,1,1"):
+        with pytest.raises(UserError):
+            parse_grade_mix(bad)
+
+
+def test_render_phantom_outputs(films):
+    img, k, boxes = render_phantom(np.random.default_rng(3), 200)
+    assert img.dtype == np.uint8 and img.ndim == 2 and max(img.shape) == 200
+    assert k.shape == (12, 2) and set(boxes) == {"left", "right"}
+    # radiograph-like: dark background somewhere, bright bone somewhere, not flat
+    p1 = []
+    for f in films[:20]:
+        lo, hi = np.percentile(f.image, [1, 99.5])
+        assert hi - lo > 60 and f.image.std() > 10, (lo, hi, f.image.std())
+        p1.append(lo)
+    assert np.median(p1) < 50
+    # the image changes with the rng, poses vary
+    assert not np.array_equal(films[0].image.shape, films[1].image.shape) or \
+        not np.array_equal(films[0].image, films[1].image)
+    tilts = [np.degrees(np.arctan2(*(f.keypoints[6] - f.keypoints[2])[::-1])) for f in films]
+    assert max(tilts) > 5 and min(tilts) < -5 and max(np.abs(tilts)) < 12
+
+
+# ------------------------------------------------------------------ determinism, layouts, patients
+def test_same_seed_identical_files_other_seed_differs(tmp_path):
+    a, b, c, short = tmp_path / "a", tmp_path / "b", tmp_path / "c", tmp_path / "short"
+    for out, seed, n in ((a, 5, 6), (b, 5, 6), (c, 6, 6), (short, 5, 3)):
+        generate_dataset(out, n, seed=seed, size=160, progress=False)
+    fa, fb, fc, fs = _files(a), _files(b), _files(c), _files(short)
+    assert fa == fb
+    assert fa.keys() == fc.keys()
+    assert all(fa[k] != fc[k] for k in fa if k.startswith("images/"))
+    # image i depends on (seed, i) only: a shorter run is a prefix of a longer one
+    assert all(fs[k] == fa[k] for k in fs if k.startswith(("images/", "annotations/")))
+
+
+def test_mtddh8_layout(tmp_path):
+    out = generate_dataset(tmp_path / "m", 6, seed=1, size=160, layout="mtddh8", progress=False)
+    records = load_dataset(out, require_annotations=True, require_boxes=True)
+    lay = get_layout("mtddh8")
+    for rec in records:
+        assert rec.keypoints.shape == (8, 2) and rec.layout == "mtddh8"
+        assert acetabular_index(rec.keypoints, "mtddh8") == pytest.approx(
+            (float(rec.meta["ai_left"]), float(rec.meta["ai_right"])), abs=1e-9)
+        assert ihdi_grade(rec.keypoints, "mtddh8") == (int(rec.meta["ihdi_left"]), int(rec.meta["ihdi_right"]))
+        k = rec.keypoints
+        for side in SIDES:
+            edge, tri, head, hp = k[list(lay.side_indices[side])]
+            assert head[1] < hp[1]                           # head centre above the H-point
+            x1, y1, x2, y2 = rec.boxes[side]
+            assert np.all((k[lay.side_slice(side)] > [x1, y1]) & (k[lay.side_slice(side)] < [x2, y2]))
+        assert k[lay.lateral_edge["left"]][0] < k[lay.triradiate["left"]][0]
+        assert k[lay.lateral_edge["right"]][0] > k[lay.triradiate["right"]][0]
+
+
+def test_patients_share_anatomy(tmp_path):
+    out = generate_dataset(tmp_path / "p", 12, seed=2, size=128, patients=4, progress=False)
+    meta = read_metadata(out)
+    by_patient = {}
+    for row in meta.values():
+        by_patient.setdefault(row["patient_id"], []).append(row)
+    assert len(by_patient) == 4
+    for rows in by_patient.values():
+        assert len({(r["ihdi_left"], r["ihdi_right"]) for r in rows}) == 1
+        ai = np.array([[float(r["ai_left"]), float(r["ai_right"])] for r in rows])
+        assert np.all(ai.max(axis=0) - ai.min(axis=0) < 8)
+    with pytest.raises(UserError):
+        generate_dataset(tmp_path / "q", 3, patients=5, progress=False)
+
+
+def test_contact_sheet(small_ds, tmp_path):
+    out = contact_sheet(small_ds, tmp_path / "sheet.png", n=6, cell=64, cols=3)
+    sheet = cv2.imread(str(out))
+    assert sheet.shape == (128, 192, 3)
+    assert np.any(sheet[..., 0] != sheet[..., 2])            # coloured keypoints drawn
+
+
+# ------------------------------------------------------------------ CLI
+def test_cli_refuses_existing_output_without_overwrite(tmp_path):
+    out = tmp_path / "cli"
+    cmd = [sys.executable, str(ROOT / "make_synthetic_dataset.py"), "--out", str(out), "--n", "2",
+           "--size", "96", "--seed", "3", "--no_progress"]
+    first = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+    assert first.returncode == 0, first.stderr
+    assert len(list((out / "images").glob("*.png"))) == 2
+    again = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+    assert again.returncode == 2
+    assert again.stderr.strip().startswith("error:") and len(again.stderr.strip().splitlines()) == 1
+    assert "--overwrite" in again.stderr
+    one = [a if a != "2" else "1" for a in cmd] + ["--overwrite"]
+    over = subprocess.run(one, cwd=ROOT, capture_output=True, text=True)
+    assert over.returncode == 0, over.stderr
+    assert len(list((out / "images").glob("*.png"))) == 1     # the old dataset was replaced
+    bad = subprocess.run(cmd[:4] + [str(tmp_path / "x"), "--grade_mix", "1,2"], cwd=ROOT,
+                         capture_output=True, text=True)
+    assert bad.returncode == 2 and "grade_mix" in bad.stderr
+
+
+def test_painter_mask_is_a_union_of_overlapping_polygons():
+    from datasets.synthetic import _Painter
+    P = _Painter(40, 40, np.array([[10.0, 0, 0], [0, 10.0, 0]]))     # 10 px per unit
+    sq = np.array([[0.5, 0.5], [2.5, 0.5], [2.5, 2.5], [0.5, 2.5]])
+    hole = np.array([[3.0, 3.0], [3.4, 3.0], [3.4, 3.4], [3.0, 3.4]])
+    m = P.mask([sq, sq + 1.0], holes=[hole])
+    assert m[20, 20] == 1.0 and m[10, 10] == 1.0 and m[28, 28] == 1.0   # overlap filled, not XOR-ed
+    assert m[32, 32] == 0.0 and m[5, 35] == 0.0                          # hole cut, outside empty
