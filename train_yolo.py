@@ -1,0 +1,24 @@
+#!/usr/bin/env python
+"""Train the YOLO hip detector (LeftHip / RightHip boxes) on one split.
+
+    python train_yolo.py --data data/data.yaml --model yolo12n.yaml --epochs 100 --imgsz 640 --name hip_yolo12n
+
+The best weights are copied to <weights_dir>/<name>.pt. Runs offline: see utils/yolo_env.py.
+"""
+import argparse
+
+import utils.yolo_env  # noqa: F401  (sets YOLO_OFFLINE / YOLO_CONFIG_DIR before anything imports ultralytics)
+from utils.errors import cli
+from utils.yolo_train import add_training_args, train_one
+
+
+@cli
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", default="data/data.yaml", help="Ultralytics data YAML (names LeftHip, RightHip)")
+    add_training_args(p)
+    return train_one(**vars(p.parse_args(argv)))
+
+
+if __name__ == "__main__":
+    main()

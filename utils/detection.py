@@ -1,0 +1,174 @@
+"""The hip detector: a trained YOLO model that finds one LeftHip and one RightHip box per image.
+
+``YoloDetector(weights).predict(images)`` returns, per image, ``{"left": Detection | None,
+"right": Detection | None}``: the highest-confidence box of each class, in image pixels. A side
+the model did not find is ``None``; the caller reports it (nothing is dropped silently).
+
+Sides are image sides (DESIGN.md section 2): class ``LeftHip`` is the hip on the image-left.
+The class ids come from the model's own ``names``, not from a hard-coded order.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+
+from datasets.formats import CLASS_NAMES, SIDE_OF_LABEL, read_yolo_label
+from datasets.image_io import read_image, to_uint8
+from datasets.layouts import SIDES
+from utils.errors import ItemError, ProblemLog, UserError
+
+
+@dataclass(frozen=True)
+class Detection:
+    box: np.ndarray  # (4,) float: x1, y1, x2, y2 in image pixels
+    conf: float
+
+
+SideDetections = Dict[str, Optional[Detection]]
+
+
+def as_bgr(image: np.ndarray) -> np.ndarray:
+    """uint8 gray (H, W) or BGR (H, W, 3) -> contiguous uint8 BGR (H, W, 3)."""
+    import cv2
+
+    im = np.asarray(image)
+    if im.ndim == 3 and im.shape[2] == 1:
+        im = im[:, :, 0]
+    if im.ndim == 2:
+        return np.ascontiguousarray(cv2.cvtColor(to_uint8(im), cv2.COLOR_GRAY2BGR))
+    if im.ndim == 3 and im.shape[2] == 3 and im.dtype == np.uint8:
+        return np.ascontiguousarray(im)
+    raise ValueError(f"expected a uint8 gray (H, W) or BGR (H, W, 3) image, got {im.dtype} {im.shape}")
+
+
+def side_class_ids(names: Dict[int, str]) -> Dict[str, int]:
+    """Map "left"/"right" to the model's class ids via its class names (LeftHip, RightHip)."""
+    ids = {}
+    for cid, label in names.items():
+        side = SIDE_OF_LABEL.get(str(label))
+        if side is not None:
+            ids[side] = int(cid)
+    if set(ids) != set(SIDES):
+        raise UserError(f"the detector's classes are {dict(names)}; expected {list(CLASS_NAMES)} "
+                        "(train it on a data.yaml with names [LeftHip, RightHip])")
+    return ids
+
+
+def best_per_side(xyxy: np.ndarray, conf: np.ndarray, cls: np.ndarray,
+                  class_ids: Dict[str, int]) -> SideDetections:
+    """Keep the highest-confidence box of each side's class; ``None`` where the class is absent."""
+    out: SideDetections = {}
+    for side, cid in class_ids.items():
+        idx = np.flatnonzero(cls.astype(int) == cid)
+        if idx.size == 0:
+            out[side] = None
+            continue
+        i = idx[np.argmax(conf[idx])]
+        out[side] = Detection(box=np.asarray(xyxy[i], dtype=float).copy(), conf=float(conf[i]))
+    return out
+
+
+class YoloDetector:
+    """A YOLO hip detector loaded once from a local weights file."""
+
+    def __init__(self, weights, device: str = "cpu", imgsz: int = 640, conf: float = 0.25):
+        path = Path(weights)
+        if not path.is_file():
+            raise UserError(f"detector weights not found: {path} (train one with train_yolo.py; "
+                            "nothing is downloaded)")
+        from utils.yolo_env import yolo_class
+
+        try:
+            self.model = yolo_class()(str(path), task="detect")
+        except Exception as e:  # a corrupt or foreign file: one line, not a traceback
+            raise UserError(f"cannot load detector weights {path}: {type(e).__name__}: {e}") from None
+        if getattr(self.model, "task", "detect") != "detect":
+            raise UserError(f"{path} is a {self.model.task!r} model, not a detection model")
+        self.weights = path
+        self.device = str(device)
+        self.imgsz = int(imgsz)
+        self.conf = float(conf)
+        self.class_ids = side_class_ids(self.model.names)
+
+    def predict(self, images: Sequence[np.ndarray], batch_size: int = 8) -> List[SideDetections]:
+        """Batched inference: per image ``{"left": Detection | None, "right": Detection | None}``."""
+        out: List[SideDetections] = []
+        batch_size = max(1, int(batch_size))
+        for start in range(0, len(images), batch_size):
+            chunk = [as_bgr(im) for im in images[start:start + batch_size]]
+            results = self.model.predict(chunk, imgsz=self.imgsz, conf=self.conf, device=self.device,
+                                         batch=len(chunk), verbose=False)
+            for r in results:
+                b = r.boxes
+                out.append(best_per_side(b.xyxy.cpu().numpy(), b.conf.cpu().numpy(),
+                                         b.cls.cpu().numpy(), self.class_ids))
+        return out
+
+    def predict_paths(self, paths: Sequence, batch_size: int = 8,
+                      problems: Optional[ProblemLog] = None) -> List[Optional[SideDetections]]:
+        """Read each image with ``read_image`` (PNG, JPEG, DICOM) and run ``predict``.
+
+        An unreadable image raises ``ItemError``; with ``problems`` given it is logged there
+        instead and its entry is ``None``.
+        """
+        out: List[Optional[SideDetections]] = []
+        batch_size = max(1, int(batch_size))
+        for start in range(0, len(paths), batch_size):
+            images, slots = [], []
+            for p in paths[start:start + batch_size]:
+                try:
+                    images.append(read_image(p)[0])
+                    slots.append(True)
+                except ItemError as e:
+                    if problems is None:
+                        raise
+                    problems.add(p, str(e))
+                    slots.append(False)
+            preds = iter(self.predict(images, batch_size=batch_size))
+            out.extend(next(preds) if ok else None for ok in slots)
+        return out
+
+
+# ---------------------------------------------------------------- evaluation
+def box_iou(a, b) -> float:
+    """IoU of two (x1, y1, x2, y2) boxes."""
+    a, b = np.asarray(a, float), np.asarray(b, float)
+    iw = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    ih = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = iw * ih
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return float(inter / union) if union > 0 else 0.0
+
+
+def evaluate_detector(detector: YoloDetector, image_paths: Sequence, label_paths: Sequence,
+                      iou_thr: float = 0.5, batch_size: int = 8) -> Dict[str, Dict[str, float]]:
+    """Recall of the detector as the pipeline uses it (top box per side, at ``detector.conf``).
+
+    A side counts as found when its box overlaps the ground-truth box of the same side with
+    IoU >= ``iou_thr``. Returns per side: ``recall``, ``mean_iou`` (0 for a missing box),
+    ``missing`` (no box of that class) and ``n`` (ground-truth boxes).
+    """
+    ious: Dict[str, List[float]] = {s: [] for s in SIDES}
+    missing = {s: 0 for s in SIDES}
+    for start in range(0, len(image_paths), batch_size):
+        images = [read_image(p)[0] for p in image_paths[start:start + batch_size]]
+        preds = detector.predict(images, batch_size=batch_size)
+        for img, lab, pred in zip(images, label_paths[start:start + batch_size], preds):
+            h, w = img.shape[:2]
+            gt = read_yolo_label(lab, w, h) if Path(lab).is_file() else {}
+            for side in SIDES:
+                if side not in gt:
+                    continue
+                det = pred[side]
+                missing[side] += det is None
+                ious[side].append(0.0 if det is None else box_iou(det.box, gt[side]))
+    out = {}
+    for side in SIDES:
+        v = np.asarray(ious[side])
+        out[side] = {"recall": float(np.mean(v >= iou_thr)) if v.size else float("nan"),
+                     "mean_iou": float(v.mean()) if v.size else float("nan"),
+                     "missing": missing[side], "n": int(v.size)}
+    return out
