@@ -48,6 +48,10 @@ def add_training_args(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="resume <project>/<name>/weights/last.pt")
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--patience", type=int, default=100, help="epochs without improvement before stopping")
+    p.add_argument("--nbs", type=int, default=64,
+                   help="nominal batch size: gradients are accumulated to this many images per optimiser step "
+                        "(Ultralytics' default 64; set it to --batch on small data sets for more steps per epoch)")
+    p.add_argument("--exist_ok", action="store_true", help="reuse <project>/<name> instead of making <name>2, ...")
     for k, v in AUGMENT_DEFAULTS.items():
         extra = " (must stay 0: a horizontal flip swaps LeftHip and RightHip)" if k == "fliplr" else ""
         p.add_argument(f"--{k}", type=float, default=v, help=f"Ultralytics augmentation '{k}'{extra}")
@@ -239,7 +243,8 @@ def train_detector(data, model: str = "yolo12n.yaml", epochs: int = 100, imgsz: 
                    batch: int = 8, device: Optional[str] = None, workers: int = 8,
                    project="runs/train", name: Optional[str] = None, pretrained: Optional[str] = None,
                    resume: bool = False, seed: int = 42, patience: int = 100, plots: bool = False,
-                   weights_dir="weights", evaluate: bool = True, **augment) -> Dict:
+                   weights_dir="weights", evaluate: bool = True, nbs: int = 64, exist_ok: bool = False,
+                   **augment) -> Dict:
     """Train the hip detector on one split and copy its best weights to ``<weights_dir>/<name>.pt``.
 
     Returns {"weights", "save_dir", "metrics" (see ``summarize_metrics``), "detector" (top-box
@@ -274,7 +279,7 @@ def train_detector(data, model: str = "yolo12n.yaml", epochs: int = 100, imgsz: 
         yolo = build_model(model)
         kwargs = dict(data=str(data_file), epochs=epochs, imgsz=imgsz, batch=batch, device=device,
                       workers=workers, project=str(project), name=name, seed=seed, deterministic=True,
-                      patience=patience, amp=amp, plots=plots, **aug)
+                      patience=patience, amp=amp, plots=plots, nbs=nbs, exist_ok=exist_ok, **aug)
         if pretrained:
             kwargs["pretrained"] = str(pretrained)
         log.info("training %s on %s (device %s, amp %s)", model, data, device, amp)

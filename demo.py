@@ -1,0 +1,15 @@
+#!/usr/bin/env python
+"""`make demo`: the whole study on a synthetic phantom. DEMO_SCALE=full uses the seed's real settings."""
+import os
+
+from utils.errors import cli
+
+
+@cli
+def main():
+    from utils.demo import run_demo
+    run_demo(os.environ.get("DEMO_SCALE", "cpu"))
+
+
+if __name__ == "__main__":
+    main()

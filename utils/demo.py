@@ -1,0 +1,130 @@
+"""The main job: the whole two-stage study on a synthetic phantom, end to end.
+
+Runs the project's own scripts one after the other (each step prints the command it
+runs, so a newcomer can copy them), then writes ``results/demo/report.md`` and refreshes
+the demo block of the README.
+
+Scales: ``cpu`` (default; minutes on a 2-core CPU) and ``full`` (the seed's settings:
+convnext_small_custom at 224, more data and epochs; meant for a GPU).
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+SCALES = {
+    "cpu": dict(n=240, size=512, yolo_model="yolo12n.yaml", yolo_epochs=25, yolo_imgsz=256, yolo_batch=16,
+                kp_model="convnext_atto_custom", kp_head="simcc_2d", kp_size=128, kp_epochs=30,
+                kp_batch=32, kp_lr=2e-3, device="auto"),
+    "full": dict(n=600, size=768, yolo_model="yolo12s.yaml", yolo_epochs=100, yolo_imgsz=640, yolo_batch=16,
+                 kp_model="convnext_small_custom", kp_head="simcc_2d", kp_size=224, kp_epochs=100,
+                 kp_batch=32, kp_lr=1e-4, device="auto"),
+}
+
+DATASET, SPLIT, RESULTS = "dataset/demo", "data/demo", "results/demo"
+YOLO_NAME, KP_NAME = "demo_yolo", "demo_kp"
+README_BEGIN, README_END = "<!-- demo:begin -->", "<!-- demo:end -->"
+
+
+def _step(title: str, args, timings: dict) -> None:
+    cmd = [sys.executable] + [str(a) for a in args]
+    shown = "python " + " ".join(shlex.quote(str(a)) for a in args)
+    print(f"\n\033[1m== {title}\033[0m\n$ {shown}", flush=True)
+    t0 = time.time()
+    r = subprocess.run(cmd, cwd=ROOT)
+    timings[title] = time.time() - t0
+    if r.returncode != 0:
+        print(f"\ndemo stopped: step '{title}' failed with exit code {r.returncode}", file=sys.stderr)
+        sys.exit(r.returncode)
+
+
+def run_demo(scale: str = "cpu") -> dict:
+    if scale not in SCALES:
+        from utils.errors import UserError
+        raise UserError(f"DEMO_SCALE must be one of {', '.join(SCALES)}, got {scale!r}")
+    c = SCALES[scale]
+    t_start = time.time()
+    timings: dict = {}
+    print(f"Hip keypoint toolkit demo (scale: {scale}). Synthetic phantom data; research use only.")
+    _step("1/5 generate a synthetic phantom set",
+          ["make_synthetic_dataset.py", "--out", DATASET, "--n", c["n"], "--size", c["size"], "--seed", 0,
+           "--overwrite"], timings)
+    _step("2/5 split into train/val/test",
+          ["split.py", "--dataset", DATASET, "--out", SPLIT, "--train", 0.8, "--val", 0.1, "--test", 0.1,
+           "--seed", 42, "--stratify", "--overwrite"], timings)
+    _step("3/5 train the YOLO hip detector",
+          ["train_yolo.py", "--model", c["yolo_model"], "--data", f"{SPLIT}/data.yaml", "--epochs", c["yolo_epochs"],
+           "--imgsz", c["yolo_imgsz"], "--batch", c["yolo_batch"], "--name", YOLO_NAME, "--project", "runs/demo",
+           "--device", c["device"], "--exist_ok"], timings)
+    _step("4/5 train the hip-crop keypoint model (one left-side model, right hips mirrored)",
+          ["train_hip_crop_keypoints.py", "--data_dir", SPLIT, "--model_name", c["kp_model"],
+           "--head_type", c["kp_head"], "--input_size", c["kp_size"], "--epochs", c["kp_epochs"],
+           "--batch_size", c["kp_batch"], "--learning_rate", c["kp_lr"], "--side", "left", "--mirror",
+           "--exp_name", KP_NAME, "--device", c["device"]], timings)
+    _step("5/5 predict and evaluate on the test split",
+          ["predict_hip_crop_keypoints.py", "--kp_left_path", f"weights/{KP_NAME}_best.pth",
+           "--yolo_weights", f"weights/{YOLO_NAME}.pt", "--data", f"{SPLIT}/test", "--output_dir", RESULTS,
+           "--imgsz", c["yolo_imgsz"], "--device", c["device"]], timings)
+    total = time.time() - t_start
+    report = write_report(Path(ROOT / RESULTS), scale, c, timings, total)
+    print(f"\nDemo finished in {total / 60:.1f} min. Report: {report}")
+    return {"seconds": total, "report": str(report)}
+
+
+def write_report(out: Path, scale: str, c: dict, timings: dict, total: float) -> Path:
+    from utils.tables import headline_table
+    metrics = json.loads((out / "metrics.json").read_text())
+    table = headline_table(metrics)
+    plots = [p for p in ("ai_scatter.png", "ai_bland_altman.png", "ihdi_confusion.png",
+                         "ihdi_screening_confusion.png", "keypoint_errors_px.png", "error_hist_px.png")
+             if (out / "plots" / p).exists()]
+    overlays = sorted((out / "overlays").glob("*.png"))
+    worst = sorted((out / "worst_cases").glob("*.png"))
+    n_img = metrics.get("n_images", "?")
+    lines = [
+        "# Demo report: two-stage hip keypoint pipeline on synthetic phantoms", "",
+        f"Test split: {n_img} phantom images ({c['size']} px), scale `{scale}`: "
+        f"YOLO `{c['yolo_model']}` at {c['yolo_imgsz']} px, keypoints `{c['kp_model']}` + `{c['kp_head']}` "
+        f"at {c['kp_size']} px. Total time {total / 60:.1f} min.", "",
+        table, "",
+        "Sides are image sides: *left* is the hip on the image-left (the patient's right).", "",
+        "## Plots", "",
+    ]
+    lines += [f"![{p[:-4]}](plots/{p})" for p in plots]
+    if overlays:
+        lines += ["", "## An overlay", "", f"![overlay](overlays/{overlays[0].name})"]
+    if worst:
+        lines += ["", "## Worst cases", "", f"See `worst_cases/` ({len(worst)} images), "
+                  f"worst first: ![worst](worst_cases/{worst[0].name})"]
+    lines += ["", "## Step times", "", "| step | seconds |", "| :--- | ---: |"]
+    lines += [f"| {k} | {v:.0f} |" for k, v in timings.items()]
+    report = out / "report.md"
+    report.write_text("\n".join(lines) + "\n")
+    _update_readme(table, overlays[0] if overlays else None, scale, c, total, n_img)
+    return report
+
+
+def _update_readme(table: str, overlay, scale: str, c: dict, total: float, n_img) -> None:
+    """Refresh the README's demo block (only for the default CPU scale)."""
+    readme = ROOT / "README.md"
+    if scale != "cpu" or not readme.exists():
+        return
+    text = readme.read_text()
+    if README_BEGIN not in text or README_END not in text:
+        return
+    if overlay is not None:
+        (ROOT / "docs").mkdir(exist_ok=True)
+        shutil.copyfile(overlay, ROOT / "docs" / "demo_overlay.png")
+    block = (f"{README_BEGIN}\nLast `make demo` run: {n_img} test images, {total / 60:.1f} min "
+             f"on {os.cpu_count()} CPU cores.\n\n{table}\n\n![A demo overlay](docs/demo_overlay.png)\n{README_END}")
+    text = re.sub(re.escape(README_BEGIN) + ".*?" + re.escape(README_END), lambda m: block, text, flags=re.S)
+    readme.write_text(text)

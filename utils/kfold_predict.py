@@ -1,0 +1,119 @@
+"""K-fold evaluation: run ``utils.predict.run_prediction`` on each fold's test split, then
+write the paper table (mean ± SD across folds) and pooled out-of-fold metrics and plots."""
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence
+
+from utils.errors import UserError
+
+log = logging.getLogger("hipkp")
+
+
+def parse_folds(folds: Optional[str], k: int) -> List[int]:
+    """'1,3' -> [1, 3]; None -> 1..k. Folds are numbered from 1."""
+    if not folds:
+        return list(range(1, k + 1))
+    try:
+        out = sorted({int(f) for f in str(folds).split(",") if f.strip()})
+    except ValueError:
+        raise UserError(f"--folds must be comma-separated fold numbers like 1,3 (got {folds!r})") from None
+    bad = [f for f in out if not 1 <= f <= k]
+    if bad:
+        raise UserError(f"--folds {bad} out of range 1..{k}")
+    return out
+
+
+def _fill(tpl: Optional[str], fold: int) -> Optional[str]:
+    if not tpl:
+        return None
+    if "{fold}" not in tpl:
+        raise UserError(f"template {tpl!r} has no {{fold}} placeholder")
+    return tpl.format(fold=fold)
+
+
+def fold_test_dir(data_root, fold: int, test_subdir: Optional[str] = None) -> Path:
+    """The test data of ``fold``: ``data_root/fold{i}`` (kfold_split.py's layout) or a subfolder."""
+    d = Path(data_root) / f"fold{fold}"
+    if test_subdir:
+        d = d / test_subdir
+    if not d.is_dir():
+        raise UserError(f"fold {fold} test data not found: {d} (run kfold_split.py first)")
+    return d
+
+
+def run_kfold_prediction(data_root, output_dir, k: int = 5, folds: Optional[str] = None,
+                         kp_left_tpl: Optional[str] = None, kp_right_tpl: Optional[str] = None,
+                         yolo_tpl: Optional[str] = None, use_gt_box: bool = False,
+                         test_subdir: Optional[str] = None, summarize_only: bool = False,
+                         **predict_kwargs) -> Dict:
+    """Predict each fold's test split into ``output_dir/fold{i}`` and summarise all folds found."""
+    from utils.predict import run_prediction
+
+    out = Path(output_dir)
+    if not summarize_only:
+        if not Path(data_root).is_dir():
+            raise UserError(f"--data_root not found: {data_root}")
+        for i in parse_folds(folds, k):
+            print(f"\n=== fold {i}/{k} ===")
+            run_prediction(fold_test_dir(data_root, i, test_subdir), out / f"fold{i}",
+                           kp_left_path=_fill(kp_left_tpl, i), kp_right_path=_fill(kp_right_tpl, i),
+                           yolo_weights=_fill(yolo_tpl, i), use_gt_box=use_gt_box, **predict_kwargs)
+    return summarize_folds(out, k)
+
+
+def summarize_folds(output_dir, k: int) -> Dict:
+    """Collect ``fold{i}/metrics.json`` and ``fold{i}/predictions.csv`` for every fold present."""
+    import pandas as pd
+
+    from utils.metrics import evaluate, read_predictions, write_metrics_csv
+    from utils.plots import plot_all
+    from utils.tables import write_kfold_summary
+
+    out = Path(output_dir)
+    present = [i for i in range(1, k + 1) if (out / f"fold{i}" / "metrics.json").is_file()]
+    if not present:
+        raise UserError(f"no fold results (fold*/metrics.json) in {out}")
+    fold_metrics = [json.loads((out / f"fold{i}" / "metrics.json").read_text()) for i in present]
+    paths = write_kfold_summary(fold_metrics, out, title=f"{len(present)}-fold cross-validation "
+                                                         f"(folds {', '.join(map(str, present))}), mean ± SD")
+    frames = []
+    for i in present:
+        df = read_predictions(out / f"fold{i}" / "predictions.csv")
+        df.insert(0, "fold", i)
+        frames.append(df)
+    pooled = pd.concat(frames, ignore_index=True)
+    pooled.to_csv(out / "oof_predictions.csv", index=False)
+    pooled_metrics = evaluate(pooled)
+    (out / "oof_metrics.json").write_text(json.dumps(pooled_metrics, indent=2))
+    write_metrics_csv(out / "oof_metrics.csv", pooled_metrics)
+    plot_all(pooled, out / "oof_plots")
+    missing = sorted(set(range(1, k + 1)) - set(present))
+    if missing:
+        log.warning("folds %s have no results yet; the summary covers folds %s", missing, present)
+    print(paths["md"].read_text())
+    return {"folds": present, "missing": missing, "paths": {k_: str(v) for k_, v in paths.items()},
+            "oof_metrics": pooled_metrics}
+
+
+def compare_results(result_dirs: Sequence[str], output_dir, names: Optional[Sequence[str]] = None) -> Dict:
+    """One table, a row per experiment, from k-fold result folders (kfold_summary.csv) or single
+    prediction folders (metrics.json)."""
+    from utils.tables import compare_experiments, write_comparison
+
+    exps = {}
+    for j, d in enumerate(result_dirs):
+        d = Path(d)
+        name = names[j] if names and j < len(names) else d.name
+        if (d / "kfold_summary.csv").is_file():
+            exps[name] = d / "kfold_summary.csv"
+        elif (d / "metrics.json").is_file():
+            exps[name] = json.loads((d / "metrics.json").read_text())
+        else:
+            raise UserError(f"{d} has neither kfold_summary.csv nor metrics.json")
+    df = compare_experiments(exps)
+    paths = write_comparison(df, output_dir, title="Comparison of experiments")
+    print(paths["md"].read_text())
+    return {"paths": {k: str(v) for k, v in paths.items()}}
