@@ -1,0 +1,197 @@
+"""The training crop dataset: exact mappings, augmentation that moves keypoints with the
+image content, mirrored right hips that look like left hips, reproducible epochs."""
+import cv2
+import numpy as np
+import pytest
+
+from datasets.crops import (Augment, EpochSampler, HipCropDataset, crop_to_image_points, preprocess_crop)
+from datasets.formats import HipRecord, load_dataset
+from datasets.layouts import get_layout, mirror_image_keypoints
+from utils.cropping import apply_matrix, crop_points_to_side, side_crop_matrix, warp
+from tests.helpers import make_tiny_dataset
+
+
+@pytest.fixture(scope="module")
+def tiny_records(tmp_path_factory):
+    root = make_tiny_dataset(tmp_path_factory.mktemp("crops") / "ds", n=6, size=160, seed=3)
+    return load_dataset(root, require_annotations=True, require_boxes=True)
+
+
+def _dot_image(tmp_path, kps, size=256, radius=3, name="dots"):
+    """Black image with a bright disc at every keypoint; returns its path."""
+    img = np.zeros((size, size), np.uint8)
+    for x, y in kps:
+        cv2.circle(img, (int(round(x)), int(round(y))), radius, 255, -1)
+    path = tmp_path / f"{name}.png"
+    cv2.imwrite(str(path), img)
+    return path
+
+
+def _record_from_points(tmp_path, kps, size=256, margin=14, name="dots", image=None):
+    lay = get_layout("ihdi12")
+    boxes = {}
+    for side in ("left", "right"):
+        p = kps[lay.side_slice(side)]
+        boxes[side] = np.array([*(p.min(0) - margin), *(p.max(0) + margin)])
+    if image is None:
+        path = _dot_image(tmp_path, kps, size, name=name)
+    else:
+        path = tmp_path / f"{name}.png"
+        cv2.imwrite(str(path), image)
+    return HipRecord(stem=name, image_path=path, keypoints=np.asarray(kps, float), boxes=boxes)
+
+
+def _left_points(rng, size=256):
+    """Six left-hip points (layout order) in the image-left half, well apart."""
+    base = np.array([[60, 100], [80, 92], [104, 104], [66, 140], [80, 134], [94, 140]], float)
+    return base + rng.uniform(-4, 4, base.shape)
+
+
+def test_validation_sample_maps_back_exactly(tiny_records):
+    ds = HipCropDataset(tiny_records, input_size=64, side="left", mirror=True, crop_expand=0.1)
+    lay = ds.layout
+    assert len(ds) == 2 * len(tiny_records)
+    by_stem = {r.stem: r for r in tiny_records}
+    seen = set()
+    for i in range(len(ds)):
+        item = ds[i]
+        s = ds.samples[i]
+        gt = by_stem[s.stem].keypoints[lay.side_slice(s.side)]
+        back = crop_points_to_side(item["keypoints"].numpy().astype(float), item["matrix"].numpy(),
+                                   bool(item["mirrored"]), lay)
+        np.testing.assert_allclose(back, gt, atol=1e-3)
+        np.testing.assert_array_equal(item["image_kps"].numpy(), gt)
+        # the crop is exactly what prediction computes from the same box
+        M = side_crop_matrix(by_stem[s.stem].boxes[s.side], 64, 0.1, s.mirrored)
+        np.testing.assert_allclose(item["matrix"].numpy(), M)
+        from datasets.image_io import read_image
+        expect = preprocess_crop(warp(read_image(by_stem[s.stem].image_path)[0], M, 64))
+        np.testing.assert_array_equal(item["image"].numpy(), expect)
+        assert item["image"].shape == (3, 64, 64)
+        seen.add((s.side, s.mirrored))
+    assert seen == {("left", False), ("right", True)}
+
+
+def test_augmented_keypoints_follow_the_image_content(tmp_path):
+    rng = np.random.default_rng(0)
+    left = _left_points(rng)
+    kps = np.concatenate([left, mirror_image_keypoints(np.concatenate([left, left]), 256)[6:]])
+    rec = _record_from_points(tmp_path, kps)
+    aug = Augment(rot=30, shift=8, scale=0.15, box_jitter=0.08)
+    ds = HipCropDataset([rec], input_size=96, side="left", mirror=True, augment=aug, seed=5)
+    hits, total, draws = 0, 0, set()
+    for epoch in range(12):
+        for i in range(len(ds)):
+            crop, M = ds.crop(epoch * len(ds) + i)
+            item = ds[epoch * len(ds) + i]
+            np.testing.assert_allclose(item["matrix"].numpy(), M)
+            draws.add(round(float(M[0, 0]), 6))
+            pts = item["keypoints"].numpy()
+            # the mapping is exact: back through the augmented matrix lands on the annotation
+            back = crop_points_to_side(pts.astype(float), M, ds.samples[i].mirrored, ds.layout)
+            np.testing.assert_allclose(back, ds.samples[i].image_kps, atol=1e-3)
+            for x, y in pts:
+                xi, yi = int(round(x)), int(round(y))
+                if 1 <= xi < 95 and 1 <= yi < 95:
+                    total += 1
+                    hits += crop[yi, xi] > 150
+            # and the bright pixels are the dots: a pixel far from every dot (either side) is dark
+            dots = apply_matrix(M, kps)
+            yy, xx = np.mgrid[0:96, 0:96]
+            far = np.min(np.hypot(xx[..., None] - dots[:, 0], yy[..., None] - dots[:, 1]), axis=-1) > 6
+            assert crop[far].max() < 40
+    assert total > 100 and hits == total
+    assert len(draws) > 10  # a fresh draw per sample per epoch
+
+
+def test_augmentation_is_a_function_of_seed_epoch_and_index(tiny_records):
+    mk = lambda seed: HipCropDataset(tiny_records, 64, augment=Augment(), seed=seed)  # noqa: E731
+    a, b, c = mk(1), mk(1), mk(2)
+    n = len(a)
+    np.testing.assert_array_equal(a.crop(n + 3)[0], b.crop(n + 3)[0])
+    assert not np.allclose(a.crop(n + 3)[1], a.crop(2 * n + 3)[1])  # another epoch, another draw
+    assert not np.allclose(a.crop(n + 3)[1], c.crop(n + 3)[1])      # another seed, another draw
+    # the cached base is large enough: a maximal draw shows no black corner of the crop
+    assert a.samples[0].pixels.shape[0] >= Augment().context(64) > 64
+
+
+def test_mirrored_right_hip_is_a_left_hip(tmp_path):
+    """A left-right symmetric image: the mirrored right crop equals the left crop, and its
+    targets equal the left targets only because the mirror permutation is applied."""
+    rng = np.random.default_rng(1)
+    W = 256
+    left = _left_points(rng)
+    kps = mirror_image_keypoints(np.concatenate([left, left]), W)   # right block = mirrored left
+    kps[:6] = left
+    img = rng.integers(0, 255, (W, W), dtype=np.uint8)
+    img[:, W // 2:] = img[:, :W // 2][:, ::-1]                       # x -> W - 1 - x symmetric
+    rec = _record_from_points(tmp_path, kps, image=img, name="sym")
+    lay = get_layout("ihdi12")
+    # boxes symmetric too
+    b = rec.boxes["left"]
+    rec.boxes["right"] = np.array([W - 1 - b[2], b[1], W - 1 - b[0], b[3]])
+    ds = HipCropDataset([rec], input_size=64, side="left", mirror=True)
+    (left_s, right_s) = ds.samples
+    assert (left_s.side, left_s.mirrored, right_s.side, right_s.mirrored) == ("left", False, "right", True)
+    li, ri = ds[0], ds[1]
+    np.testing.assert_allclose(ri["keypoints"].numpy(), li["keypoints"].numpy(), atol=1e-3)
+    assert np.abs(li["image"].numpy() - ri["image"].numpy()).max() < 0.1
+    # without the permutation the right points would not line up (points 0 and 2 swap)
+    raw = ri["matrix"].numpy()
+    unpermuted = (kps[lay.side_slice("right")] @ raw[:2, :2].T + raw[:2, 2])
+    assert np.abs(unpermuted - li["keypoints"].numpy()).max() > 10
+    # a right-side model: the right hip as is, the left hip mirrored
+    dr = HipCropDataset([rec], input_size=64, side="right", mirror=True)
+    assert [(s.side, s.mirrored) for s in dr.samples] == [("right", False), ("left", True)]
+    np.testing.assert_allclose(dr[1]["keypoints"].numpy(), dr[0]["keypoints"].numpy(), atol=1e-3)
+    # no mirror: one side only
+    assert len(HipCropDataset([rec], input_size=64, side="left", mirror=False)) == 1
+
+
+def test_batched_map_back(tiny_records):
+    ds = HipCropDataset(tiny_records, input_size=64)
+    items = [ds[i] for i in range(4)]
+    pts = crop_to_image_points(np.stack([it["keypoints"].numpy() for it in items]),
+                               np.stack([it["matrix"].numpy() for it in items]),
+                               [bool(it["mirrored"]) for it in items], ds.layout)
+    np.testing.assert_allclose(pts, np.stack([it["image_kps"].numpy() for it in items]), atol=1e-3)
+
+
+def test_epoch_sampler_order():
+    s = EpochSampler(7, shuffle=True, seed=3)
+    s.set_epoch(2)
+    e2 = list(s)
+    assert sorted(e2) == list(range(14, 21))
+    s.set_epoch(3)
+    assert sorted(list(s)) == list(range(21, 28))
+    s2 = EpochSampler(7, shuffle=True, seed=3)
+    s2.set_epoch(2)
+    assert list(s2) == e2
+    plain = EpochSampler(5, shuffle=False)
+    assert list(plain) == [0, 1, 2, 3, 4]
+
+
+def test_unusable_records_are_skipped(tiny_records, tmp_path):
+    from utils.errors import ProblemLog, UserError
+    bad = HipRecord(stem="gone", image_path=tmp_path / "gone.png", keypoints=tiny_records[0].keypoints,
+                    boxes=tiny_records[0].boxes)
+    nolabel = HipRecord(stem="nolabel", image_path=tiny_records[0].image_path)
+    problems = ProblemLog()
+    ds = HipCropDataset([bad, nolabel, *tiny_records[:2]], input_size=64, problems=problems)
+    assert len(ds) == 4 and len(problems) == 2
+    assert any("gone.png" in item for item, _ in problems.items)
+    with pytest.raises(UserError):
+        HipCropDataset([bad], input_size=64, layout="ihdi12")
+
+
+def test_cached_base_covers_every_draw(tmp_path):
+    """On a uniform image much larger than the crop's context, no augmented crop shows a
+    black (outside-the-base) pixel, even at the extreme draws."""
+    kps = np.concatenate([_left_points(np.random.default_rng(2)) + 200, _left_points(np.random.default_rng(3)) + 300])
+    img = np.full((700, 700), 200, np.uint8)
+    rec = _record_from_points(tmp_path, kps, image=img, name="flat")
+    aug = Augment(rot=10, shift=20, scale=0.1, box_jitter=0.05)
+    ds = HipCropDataset([rec], input_size=64, side="left", mirror=False, augment=aug)
+    assert ds.samples[0].pixels.shape == (aug.context(64),) * 2
+    lows = [ds.crop(e)[0].min() for e in range(300)]
+    assert min(lows) > 150

@@ -1,0 +1,35 @@
+#!/usr/bin/env python
+"""Train a hip-crop keypoint model on the ground-truth boxes of a split dataset.
+
+    python train_hip_crop_keypoints.py --data_dir data --model_name convnext_small_custom \
+        --head_type simcc_2d --input_size 224 --epochs 100 --side left --mirror
+
+Writes weights/{exp}_best.pth and weights/{exp}_last.pth (config inside),
+logs/{exp}_training_log.csv and logs/{exp}_training_plot.png. ``--resume auto`` continues
+an interrupted run. See utils/training.py for the loop.
+"""
+import argparse
+import sys
+
+from utils.errors import cli
+from utils.training import Interrupted, add_train_args, train
+
+
+def build_parser() -> argparse.ArgumentParser:
+    return add_train_args(argparse.ArgumentParser(
+        description="Train a keypoint model on hip crops (ground-truth boxes).",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter))
+
+
+@cli
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    try:
+        train(args)
+    except Interrupted as e:  # 'last' is saved; 130 for Ctrl-C, 143 for SIGTERM
+        print(f"interrupted: saved {e.last_path}; continue with --resume auto", file=sys.stderr)
+        sys.exit(e.exit_code)
+
+
+if __name__ == "__main__":
+    main()
