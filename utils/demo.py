@@ -63,7 +63,7 @@ def run_demo(scale: str = "cpu") -> dict:
            "--seed", 42, "--stratify", "--overwrite"], timings)
     _step("3/5 train the YOLO hip detector",
           ["train_yolo.py", "--model", c["yolo_model"], "--data", f"{SPLIT}/data.yaml", "--epochs", c["yolo_epochs"],
-           "--imgsz", c["yolo_imgsz"], "--batch", c["yolo_batch"], "--name", YOLO_NAME, "--project", "runs/demo",
+           "--imgsz", c["yolo_imgsz"], "--batch", c["yolo_batch"], "--nbs", c["yolo_batch"], "--name", YOLO_NAME, "--project", "runs/demo",
            "--device", c["device"], "--exist_ok"], timings)
     _step("4/5 train the hip-crop keypoint model (one left-side model, right hips mirrored)",
           ["train_hip_crop_keypoints.py", "--data_dir", SPLIT, "--model_name", c["kp_model"],

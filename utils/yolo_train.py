@@ -39,7 +39,7 @@ def add_training_args(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--imgsz", type=int, default=640)
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--device", default=None,
-                   help='"cpu", "0", or "0,1" (multi-GPU, Ultralytics DDP); default: "0" if CUDA is available, else "cpu"')
+                   help='"cpu", "0", or "0,1" (multi-GPU, Ultralytics DDP); default or "auto": "0" if CUDA is available, else "cpu"')
     p.add_argument("--workers", type=int, default=8, help="data loader workers")
     p.add_argument("--project", default="runs/train", help="folder of the Ultralytics run folders")
     p.add_argument("--name", default=None, help="run name; also the weights file name (default: hip_<model stem>)")
@@ -260,7 +260,11 @@ def train_detector(data, model: str = "yolo12n.yaml", epochs: int = 100, imgsz: 
         raise UserError(f"need epochs >= 1, imgsz >= 32 and batch >= 1 (got {epochs}, {imgsz}, {batch})")
     if pretrained is not None and not Path(pretrained).is_file():
         raise UserError(f"--pretrained {pretrained}: weights file not found (nothing is downloaded)")
-    device = str(device) if device not in (None, "") else default_device()
+    device = str(device) if device not in (None, "", "auto") else default_device()
+    if device.lower() not in ("cpu", "mps"):
+        import torch
+        if not torch.cuda.is_available():
+            raise UserError(f"--device {device} asks for a CUDA GPU, but none is available (use --device cpu)")
     amp = device.lower() not in ("cpu", "mps")  # on CUDA Ultralytics' AMP check decides
 
     if resume:
