@@ -4,7 +4,7 @@
 """
 import argparse
 
-from utils.errors import cli
+from utils.errors import ProblemLog, cli
 
 
 def parse_args(argv=None):
@@ -17,6 +17,8 @@ def parse_args(argv=None):
     p.add_argument("--group_by", default=None, help="metadata.csv column (e.g. patient_id) kept within one fold")
     p.add_argument("--link", action="store_true", help="symlink files (absolute targets) instead of copying")
     p.add_argument("--overwrite", action="store_true", help="replace the folds in a non-empty --dst")
+    p.add_argument("--strict", action="store_true",
+                   help="stop at the first unusable item (corrupt image, bad annotation) instead of skipping it")
     return p.parse_args(argv)
 
 
@@ -25,8 +27,10 @@ def main(argv=None):
     args = parse_args(argv)
     from datasets.splits import make_kfold
     s = make_kfold(args.src, args.dst, k=args.k, seed=args.seed, stratify=args.stratify,
-                   group_by=args.group_by, link=args.link, overwrite=args.overwrite)
-    print(f"wrote {s['out']}: " + ", ".join(f"{k} {v}" for k, v in s["counts"].items()))
+                   group_by=args.group_by, link=args.link, overwrite=args.overwrite,
+                   problems=ProblemLog(strict=args.strict))
+    print(f"wrote {s['out']}: " + ", ".join(f"{k} {v}" for k, v in s["counts"].items())
+          + (f"; {len(s['skipped'])} item(s) skipped, listed in folds.json" if s["skipped"] else ""))
 
 
 if __name__ == "__main__":

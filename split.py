@@ -5,7 +5,7 @@
 """
 import argparse
 
-from utils.errors import cli
+from utils.errors import ProblemLog, cli
 
 
 def parse_args(argv=None):
@@ -20,6 +20,8 @@ def parse_args(argv=None):
     p.add_argument("--group_by", default=None, help="metadata.csv column (e.g. patient_id) kept within one split")
     p.add_argument("--link", action="store_true", help="symlink files (absolute targets) instead of copying")
     p.add_argument("--overwrite", action="store_true", help="replace the splits in a non-empty --out")
+    p.add_argument("--strict", action="store_true",
+                   help="stop at the first unusable item (corrupt image, bad annotation) instead of skipping it")
     p.add_argument("--splits", default=None,
                    help="published split JSON ({train,val,test} lists or MTDDH dataset_splits.json) "
                         "instead of random ratios")
@@ -32,9 +34,10 @@ def main(argv=None):
     from datasets.splits import make_splits
     s = make_splits(args.dataset, args.out, args.train, args.val, args.test, seed=args.seed,
                     stratify=args.stratify, group_by=args.group_by, link=args.link,
-                    overwrite=args.overwrite, splits_file=args.splits)
+                    overwrite=args.overwrite, splits_file=args.splits, problems=ProblemLog(strict=args.strict))
     print(f"wrote {s['out']}: " + ", ".join(f"{k} {v}" for k, v in s["counts"].items())
-          + (f"; {len(s['missing'])} listed but missing, {len(s['unassigned'])} in no split" if args.splits else ""))
+          + (f"; {len(s['missing'])} listed but missing, {len(s['unassigned'])} in no split" if args.splits else "")
+          + (f"; {len(s['skipped'])} item(s) skipped, listed in splits.json" if s["skipped"] else ""))
 
 
 if __name__ == "__main__":

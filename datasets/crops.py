@@ -174,12 +174,12 @@ class HipCropDataset(Dataset):
     # ------------------------------------------------------------------ caching
     def _load_record(self, rec):
         """All samples of one image (decoded once), or an ItemError."""
-        from datasets.image_io import read_image
+        from datasets.formats import read_record_image
         try:
             if len(rec.keypoints) != self.layout.num_points:
                 raise ItemError(f"{len(rec.keypoints)} keypoints, the dataset's layout "
                                 f"{self.layout.name} has {self.layout.num_points}")
-            image, _ = read_image(rec.image_path)
+            image, _ = read_record_image(rec)
             out = []
             size = self.input_size
             for side, mirrored in self.sides:

@@ -167,8 +167,12 @@ def read_metadata(dataset_dir) -> Dict[str, Dict[str, str]]:
     path = Path(dataset_dir) / "metadata.csv"
     if not path.exists():
         return {}
-    with open(path, newline="") as f:
-        return {row["stem"]: row for row in csv.DictReader(f) if row.get("stem")}
+    try:
+        with open(path, newline="") as f:
+            return {row["stem"]: row for row in csv.DictReader(f) if row.get("stem")}
+    except (OSError, UnicodeDecodeError, csv.Error) as e:
+        raise UserError(f"{path}: unreadable metadata file ({type(e).__name__}: {e}); fix it, "
+                        "or move it away (it is optional)") from None
 
 
 def write_metadata(dataset_dir, rows: List[Dict]) -> None:
@@ -206,6 +210,38 @@ class HipRecord:
     @property
     def pixel_spacing_mm(self) -> Optional[float]:
         return pixel_spacing_from_meta(self.meta)
+
+
+def check_record(rec: HipRecord, width: int, height: int) -> None:
+    """``ItemError`` when the record's labels do not fit its ``width`` x ``height`` image: a
+    keypoint outside the image (pixel centres on integers, so the image spans -0.5 .. W - 0.5)
+    or a hip box that does not overlap it."""
+    where = rec.image_path.parent.parent
+    if rec.keypoints is not None:
+        k = np.asarray(rec.keypoints, dtype=float)
+        out = (k[:, 0] < -0.5) | (k[:, 0] > width - 0.5) | (k[:, 1] < -0.5) | (k[:, 1] > height - 0.5)
+        if out.any():
+            i = int(np.flatnonzero(out)[0])
+            raise ItemError(f"{where / 'annotations' / (rec.stem + '.csv')}: keypoint {i} at "
+                            f"({_fmt(k[i, 0])}, {_fmt(k[i, 1])}) lies outside the {width}x{height} image "
+                            f"({int(out.sum())} point(s) outside; is the annotation for this image?)")
+    for side, box in (rec.boxes or {}).items():
+        x1, y1, x2, y2 = (float(v) for v in box)
+        if x2 <= -0.5 or y2 <= -0.5 or x1 >= width - 0.5 or y1 >= height - 0.5:
+            raise ItemError(f"{where / 'detections' / (rec.stem + '.json')}: {LABEL_OF_SIDE[side]} box "
+                            f"({_fmt(x1)}, {_fmt(y1)}, {_fmt(x2)}, {_fmt(y2)}) lies outside the "
+                            f"{width}x{height} image")
+
+
+def read_record_image(rec: HipRecord):
+    """``(gray uint8 (H, W), info)`` of a record's image, checked against its labels.
+
+    The one place where a record's image is read (training crops, prediction, splitting):
+    ``ItemError`` when the image cannot be decoded or ``check_record`` fails."""
+    from datasets.image_io import read_image
+    image, info = read_image(rec.image_path)
+    check_record(rec, image.shape[1], image.shape[0])
+    return image, info
 
 
 def list_images(folder) -> List[Path]:

@@ -39,6 +39,28 @@ def to_uint8(img: np.ndarray) -> np.ndarray:
     return np.clip((img - lo) * (255.0 / (hi - lo)) + 0.5, 0, 255).astype(np.uint8)
 
 
+def check_jpeg_complete(path) -> None:
+    """``ItemError`` for a truncated JPEG file, which OpenCV decodes without an error (the
+    missing part comes out gray). A file that does not end with the end-of-image marker
+    (trailing data after it is allowed) is decoded once more with Pillow, which refuses a
+    truncated one."""
+    path = Path(path)
+    with open(path, "rb") as f:
+        if f.read(2) != b"\xff\xd8":
+            return                                    # not a JPEG
+        f.seek(0, 2)
+        f.seek(max(0, f.tell() - 1024))
+        tail = f.read()
+    if tail.rstrip(b"\x00\r\n ").endswith(b"\xff\xd9"):
+        return
+    from PIL import Image
+    try:
+        with Image.open(path) as im:
+            im.load()
+    except (OSError, SyntaxError, ValueError) as e:
+        raise ItemError(f"{path}: truncated or corrupt JPEG ({e})") from None
+
+
 def read_image(path) -> Tuple[np.ndarray, Dict]:
     path = Path(path)
     if not path.is_file():
@@ -49,6 +71,7 @@ def read_image(path) -> Tuple[np.ndarray, Dict]:
     img = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
     if img is None or img.size == 0:
         raise ItemError(f"{path}: cannot decode image (corrupt, truncated or not an image)")
+    check_jpeg_complete(path)
     if img.ndim == 3:
         if img.shape[2] == 4:
             img = img[:, :, :3]

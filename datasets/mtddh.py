@@ -1,7 +1,7 @@
 """Convert MTDDH YOLO-pose labels (radoss-org/open-hip-dysplasia) to the dataset folder format.
 
     python -m datasets.mtddh --src mtddh_xray_2d/data --out dataset/mtddh [--images DIR]
-                             [--femur_order head_first|hpoint_first] [--overwrite]
+                             [--femur_order head_first|hpoint_first] [--overwrite] [--strict]
 
 Input (DESIGN.md section 3, "mtddh8"): one ``<stem>.txt`` per image with 4 lines
 ``class cx cy w h kx1 ky1 v1 kx2 ky2 v2``, normalised by the image's width and height:
@@ -247,12 +247,14 @@ def _write_item(out: Path, stem: str, image: Path, kps, boxes, width: int, heigh
         raise LabelProblem(f"cannot write output: {e}") from None
 
 
-def convert_mtddh(src, out, images=None, femur_order: str = "head_first", overwrite: bool = False) -> Dict:
+def convert_mtddh(src, out, images=None, femur_order: str = "head_first", overwrite: bool = False,
+                  strict: bool = False) -> Dict:
     """Convert every ``*.txt`` label file in ``src`` (see the module docstring).
 
     Returns ``{"converted", "skipped", "reasons" {reason: count}, "out", "log"}``; raises
     ``UserError`` for a missing or label-less ``src``, a non-empty ``out`` without
-    ``overwrite``, or when no file converts (the log is still written)."""
+    ``overwrite``, when no file converts (the log is still written), or with ``strict`` at the
+    first file that fails a check."""
     from utils.hip_geometry import acetabular_index, ihdi_grade
 
     src, out = Path(src), Path(out)
@@ -290,6 +292,9 @@ def convert_mtddh(src, out, images=None, femur_order: str = "head_first", overwr
             boxes = side_boxes(kps, width, height)
             _write_item(out, stem, image, kps, boxes, width, height)
         except LabelProblem as e:
+            if strict:
+                raise UserError(f"{lab}: {e} (stopped by --strict; without it this file is skipped "
+                                "and listed in conversion_log.csv)") from None
             log_rows.append({"file": lab.name, "status": "skipped", "reason": str(e)})
             log.warning("skipped %s: %s", lab.name, e)
             continue
@@ -320,6 +325,7 @@ def parse_args(argv=None):
     p.add_argument("--femur_order", choices=FEMUR_ORDERS, default="head_first",
                    help="femur keypoint 1 = head centre, 2 = H-point (head_first) or the reverse")
     p.add_argument("--overwrite", action="store_true", help="replace the dataset files in a non-empty --out")
+    p.add_argument("--strict", action="store_true", help="stop at the first file that fails a check")
     return p.parse_args(argv)
 
 
@@ -327,7 +333,7 @@ def parse_args(argv=None):
 def main(argv=None):
     args = parse_args(argv)
     s = convert_mtddh(args.src, args.out, images=args.images, femur_order=args.femur_order,
-                      overwrite=args.overwrite)
+                      overwrite=args.overwrite, strict=args.strict)
     reasons = ", ".join(f"{k} {v}" for k, v in s["reasons"].items())
     print(f"converted {s['converted']}, skipped {s['skipped']}" + (f" ({reasons})" if reasons else "")
           + f" -> {s['out']} (log: {s['log']})")

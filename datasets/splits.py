@@ -41,9 +41,9 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
-from datasets.formats import (CLASS_NAMES, HipRecord, IMAGE_EXTS, load_dataset, write_classes,
+from datasets.formats import (CLASS_NAMES, HipRecord, IMAGE_EXTS, load_dataset, read_record_image, write_classes,
                               write_metadata, write_yolo_label)
-from utils.errors import ProblemLog, UserError
+from utils.errors import ItemError, ProblemLog, UserError
 
 log = logging.getLogger("hipkp")
 
@@ -195,7 +195,7 @@ def kfold_assign(n: int, k: int, seed: int, strata=None, groups=None) -> List[in
     if k < 2:
         raise UserError(f"--k must be at least 2, got {k}")
     if k > n_groups:
-        raise UserError(f"--k {k} is larger than the number of {what} ({n_groups})")
+        raise UserError(f"--k {k} is larger than the number of {what} ({n_groups}); use a smaller --k")
     from sklearn.model_selection import GroupKFold, KFold, StratifiedGroupKFold, StratifiedKFold
 
     X = np.zeros((n, 1))
@@ -418,7 +418,23 @@ def _load(dataset_dir, problems: ProblemLog) -> List[HipRecord]:
     if not (root / "images").is_dir() or not any(p.suffix.lower() in IMAGE_EXTS
                                                  for p in (root / "images").iterdir()):
         raise UserError(f"empty dataset: no images in {root / 'images'}")
-    return load_dataset(root, problems=problems)
+    return _readable(load_dataset(root, problems=problems), root, problems)
+
+
+def _readable(records: List[HipRecord], root: Path, problems: ProblemLog) -> List[HipRecord]:
+    """The records whose image decodes and whose labels fit it (``read_record_image``); the
+    others are skipped and listed, so that no split holds an image training would drop."""
+    ok = []
+    for r in records:
+        try:
+            read_record_image(r)
+        except ItemError as e:
+            problems.add(r.image_path, str(e))
+            continue
+        ok.append(r)
+    if not ok:
+        raise UserError(f"no usable images in {root} ({problems.summary_line()})")
+    return ok
 
 
 def _labels(records, dataset_dir, stratify: bool, group_by: Optional[str]):
@@ -443,7 +459,9 @@ def make_splits(dataset, out, train: float = 0.8, val: float = 0.1, test: float 
                 stratify: bool = False, group_by: Optional[str] = None, link: bool = False,
                 overwrite: bool = False, splits_file=None, problems: Optional[ProblemLog] = None) -> Dict:
     """Split ``dataset`` into ``out/{train,val,test}`` and write ``out/data.yaml`` and
-    ``out/splits.json`` (the stems per split, seed and options; readable by ``splits_file``).
+    ``out/splits.json`` (the stems per split, seed and options, and the skipped items with
+    their problem; readable by ``splits_file``). Images that do not decode, or whose labels do
+    not fit them, are skipped (``problems``; ``ProblemLog(strict=True)`` makes them errors).
 
     Empty splits are not written and are left out of data.yaml (with a warning).
     Returns a summary dict."""
@@ -502,6 +520,7 @@ def make_splits(dataset, out, train: float = 0.8, val: float = 0.1, test: float 
         "group_by": group_by, "link": link, "source": str(dataset.resolve()),
         "splits_file": str(Path(splits_file).resolve()) if splits_file is not None else None,
         "grade_counts": {n: _grade_counts(manifest[n], strata_of) for n in SPLIT_NAMES} if strata_of else None,
+        "skipped": problems.to_dicts(),
     })
     (out / "splits.json").write_text(json.dumps(manifest, indent=1) + "\n")
     summary = {"counts": {n: len(members[n]) for n in SPLIT_NAMES}, "written": written,
@@ -514,7 +533,8 @@ def make_splits(dataset, out, train: float = 0.8, val: float = 0.1, test: float 
 def make_kfold(src, dst, k: int = 5, seed: int = 42, stratify: bool = False, group_by: Optional[str] = None,
                link: bool = False, overwrite: bool = False, problems: Optional[ProblemLog] = None) -> Dict:
     """Write ``dst/fold{i}`` (i = 1..k, section 5 layout plus labels/), ``dst/data_fold{i}.yaml``
-    (fold i is val, the others train) and ``dst/folds.json`` (stems per fold, seed, k, options)."""
+    (fold i is val, the others train) and ``dst/folds.json`` (stems per fold, seed, k, options, skipped
+    items). Unusable items are skipped as in ``make_splits``."""
     src, dst = Path(src), Path(dst)
     problems = problems if problems is not None else ProblemLog()
     if k < 2:
@@ -538,7 +558,8 @@ def make_kfold(src, dst, k: int = 5, seed: int = 42, stratify: bool = False, gro
     folds = {n: sorted(r.stem for r in members[n]) for n in names}
     manifest = {"k": k, "seed": seed, "stratify": bool(stratify) and strata is not None, "group_by": group_by,
                 "link": link, "source": str(src.resolve()), "folds": folds,
-                "grade_counts": {n: _grade_counts(folds[n], strata_of) for n in names} if strata_of else None}
+                "grade_counts": {n: _grade_counts(folds[n], strata_of) for n in names} if strata_of else None,
+                "skipped": problems.to_dicts()}
     (dst / "folds.json").write_text(json.dumps(manifest, indent=1) + "\n")
     summary = {"counts": {n: len(v) for n, v in members.items()}, "grade_counts": manifest["grade_counts"],
                "skipped": problems.to_dicts(), "out": str(dst)}

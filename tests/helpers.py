@@ -96,3 +96,78 @@ def make_tiny_dataset(root, n: int = 20, size: int = 128, layout: str = "ihdi12"
         rows.append({"stem": stem, "patient_id": pids[i], "ihdi_left": gl, "ihdi_right": gr})
     write_metadata(root, rows)
     return root
+
+
+# ---------------------------------------------------------------- bad inputs (tests/test_bad_inputs.py)
+# case -> (file of the spoilt item, relative to the dataset; text its warning must contain)
+BAD_ITEM_CASES = {
+    "corrupt_image": ("images/{stem}.png", "cannot decode image"),
+    "truncated_image": ("images/{stem}.jpg", "truncated or corrupt JPEG"),
+    "wrong_point_count": ("annotations/{stem}.csv", "5 keypoint pairs, expected 12 or 8"),
+    "unparsable_csv": ("annotations/{stem}.csv", "unparsable keypoint text"),
+    "no_lefthip_box": ("detections/{stem}.json", "no LeftHip box"),
+    "zero_size_box": ("detections/{stem}.json", "LeftHip box has zero size"),
+    "keypoint_outside": ("annotations/{stem}.csv", "keypoint 0 at (104, 10) lies outside the 64x64 image"),
+    "non_image_file": ("images/notes.txt", "not an image file"),
+    "dicom_no_pixels": ("images/{stem}.dcm", "DICOM has no pixel data"),
+}
+
+
+def write_dicom_without_pixels(path) -> Path:
+    """A valid DICOM file (file meta, patient and SOP tags) that has no pixel data."""
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    ds = Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.1.1"
+    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+    ds.Modality, ds.PatientID = "DX", "P0"
+    ds.save_as(path, enforce_file_format=True)
+    return Path(path)
+
+
+def add_bad_item(root, case: str, stem: str) -> Path:
+    """Spoil item ``stem`` of a ``make_tiny_dataset`` folder (made with size=64) as ``case``
+    (a key of ``BAD_ITEM_CASES``) says. Returns the spoilt file, which the warning names."""
+    import json
+
+    from datasets.formats import read_annotation
+
+    root = Path(root)
+    rel, _ = BAD_ITEM_CASES[case]
+    path = root / rel.format(stem=stem)
+    png = root / "images" / f"{stem}.png"
+    ann = root / "annotations" / f"{stem}.csv"
+    det = root / "detections" / f"{stem}.json"
+    if case == "corrupt_image":
+        path.write_bytes(b"\x89PNG\r\n\x1a\n this is not image data")
+    elif case == "truncated_image":       # OpenCV decodes a truncated JPEG without an error
+        ok, buf = cv2.imencode(".jpg", cv2.imread(str(png), cv2.IMREAD_UNCHANGED))
+        path.write_bytes(buf.tobytes()[: len(buf) // 2])
+        png.unlink()
+    elif case == "wrong_point_count":
+        path.write_text(",".join(f'"({i},{i})"' for i in range(5)) + "\n")
+    elif case == "unparsable_csv":
+        path.write_text('"(1,abc)",' + ann.read_text().split(",", 2)[2])
+    elif case in ("no_lefthip_box", "zero_size_box"):
+        data = json.loads(det.read_text())
+        if case == "no_lefthip_box":
+            data["objects"] = [o for o in data["objects"] if o["label"] != "LeftHip"]
+        else:
+            left = next(o for o in data["objects"] if o["label"] == "LeftHip")
+            left["points"][1][0] = left["points"][0][0]
+        path.write_text(json.dumps(data))
+    elif case == "keypoint_outside":
+        kps = read_annotation(ann)
+        kps[0] = (104, 10)
+        write_annotation(path, kps)
+    elif case == "non_image_file":
+        path.write_text("notes about this data set\n")
+    elif case == "dicom_no_pixels":
+        write_dicom_without_pixels(path)
+        png.unlink()
+    else:
+        raise KeyError(case)
+    return path

@@ -36,8 +36,12 @@ class ProblemLog:
 
     def add(self, item, message: str) -> None:
         item = str(item)
+        message = str(message)
+        if message.startswith(f"{item}: "):  # loaders' messages often start with the same path
+            message = message[len(item) + 2:]
         if self.strict:
-            raise UserError(f"{item}: {message} (--strict turns per-item problems into errors)")
+            raise UserError(f"{item}: {message} (stopped by --strict; without it this item is skipped "
+                            "and listed)")
         self.items.append((item, message))
         log.warning("skipped %s: %s", item, message)
 

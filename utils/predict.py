@@ -20,8 +20,7 @@ from typing import Dict, List, Optional
 import numpy as np
 
 from datasets.crops import preprocess_crop
-from datasets.formats import HipRecord, dataset_layout, load_dataset
-from datasets.image_io import read_image
+from datasets.formats import HipRecord, dataset_layout, load_dataset, read_record_image
 from datasets.layouts import SIDES, get_layout
 from utils.cropping import crop_points_to_side, side_crop_matrix, square_box, warp
 from utils.errors import ItemError, ProblemLog, UserError
@@ -53,7 +52,7 @@ def load_side_models(kp_left_path=None, kp_right_path=None, device="cpu", model_
         if not p:
             continue
         if not Path(p).is_file():
-            raise UserError(f"keypoint checkpoint not found: {p}")
+            raise UserError(f"--kp_{side}_path: keypoint checkpoint not found: {p}")
         try:
             model, codec, cfg = load_keypoint_model(p, device=device)
         except ValueError as e:
@@ -167,7 +166,7 @@ class KeypointPredictor:
 def _gt_boxes_from_record(rec: HipRecord, problems: ProblemLog):
     if rec.boxes is None:
         raise ItemError(f"{rec.stem}: --use_gt_box needs detections/{rec.stem}.json")
-    return {s: (rec.boxes[s], 1.0) for s in SIDES}
+    return {s: (rec.boxes[s], None) for s in SIDES}   # no detector confidence: det_conf_* is NaN
 
 
 def run_prediction(data, output_dir, kp_left_path=None, kp_right_path=None, yolo_weights=None,
@@ -186,6 +185,8 @@ def run_prediction(data, output_dir, kp_left_path=None, kp_right_path=None, yolo
     out = Path(output_dir)
     if out.exists() and any(out.iterdir()) and not overwrite:
         raise UserError(f"output folder {out} exists and is not empty (use --overwrite)")
+    if int(batch_size) < 1:
+        raise UserError(f"--batch_size must be at least 1, got {batch_size}")
     if not use_gt_box and not yolo_weights:
         raise UserError("give --yolo_weights (a trained detector .pt), or --use_gt_box to crop on ground-truth boxes")
     problems = ProblemLog(strict=strict)
@@ -205,6 +206,7 @@ def run_prediction(data, output_dir, kp_left_path=None, kp_right_path=None, yolo
                                 imgsz=imgsz, conf=conf)
 
     out.mkdir(parents=True, exist_ok=True)
+    remove_previous_results(out)
     (out / "overlays").mkdir(exist_ok=True)
     cols = output_columns(layout, with_gt)
     csv_tmp = out / "predictions.csv.partial"
@@ -221,7 +223,7 @@ def run_prediction(data, output_dir, kp_left_path=None, kp_right_path=None, yolo
             imgs, infos, ok = [], [], []
             for rec in chunk:
                 try:
-                    img, info = read_image(rec.image_path)
+                    img, info = read_record_image(rec)
                 except ItemError as e:
                     problems.add(rec.image_path, str(e))
                     continue
@@ -267,7 +269,9 @@ def run_prediction(data, output_dir, kp_left_path=None, kp_right_path=None, yolo
         f.close()
     if not rows:
         csv_tmp.unlink(missing_ok=True)
-        raise UserError(f"no image of {data} could be predicted ({problems.summary_line()})")
+        problems.write(out / "skipped.json")
+        raise UserError(f"no image of {data} could be predicted ({problems.summary_line()}, "
+                        f"listed in {out / 'skipped.json'})")
     os.replace(csv_tmp, out / "predictions.csv")       # complete file appears only at the end
 
     import pandas as pd
@@ -293,6 +297,17 @@ def run_prediction(data, output_dir, kp_left_path=None, kp_right_path=None, yolo
     summary["metrics"] = metrics
     (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
     return summary
+
+
+RESULT_FILES = ("predictions.csv", "predictions.csv.partial", "metrics.json", "metrics.csv", "summary.json",
+                "skipped.json")
+
+
+def remove_previous_results(out: Path) -> None:
+    """Delete an earlier run's result files, so that a run that dies half-way leaves only
+    ``predictions.csv.partial``, never a complete-looking but stale ``predictions.csv``."""
+    for name in RESULT_FILES:
+        (out / name).unlink(missing_ok=True)
 
 
 def _row(rec, img, info, boxes, pred, layout, side_models, with_gt):
