@@ -23,11 +23,11 @@ ROOT = Path(__file__).resolve().parents[1]
 
 SCALES = {
     "cpu": dict(n=240, size=512, yolo_model="yolo12n.yaml", yolo_epochs=25, yolo_imgsz=256, yolo_batch=16,
-                kp_model="convnext_atto_custom", kp_head="simcc_2d", kp_size=128, kp_epochs=30,
-                kp_batch=32, kp_lr=2e-3, device="auto"),
+                kp_model="convnext_atto_custom", kp_head="simcc_2d", kp_size=128, kp_epochs=60,
+                kp_batch=32, kp_lr=2e-3, kp_sigma=4.0, device="auto"),
     "full": dict(n=600, size=768, yolo_model="yolo12s.yaml", yolo_epochs=100, yolo_imgsz=640, yolo_batch=16,
                  kp_model="convnext_small_custom", kp_head="simcc_2d", kp_size=224, kp_epochs=100,
-                 kp_batch=32, kp_lr=1e-4, device="auto"),
+                 kp_batch=32, kp_lr=1e-4, kp_sigma=6.0, device="auto"),
 }
 
 DATASET, SPLIT, RESULTS = "dataset/demo", "data/demo", "results/demo"
@@ -68,7 +68,8 @@ def run_demo(scale: str = "cpu") -> dict:
     _step("4/5 train the hip-crop keypoint model (one left-side model, right hips mirrored)",
           ["train_hip_crop_keypoints.py", "--data_dir", SPLIT, "--model_name", c["kp_model"],
            "--head_type", c["kp_head"], "--input_size", c["kp_size"], "--epochs", c["kp_epochs"],
-           "--batch_size", c["kp_batch"], "--learning_rate", c["kp_lr"], "--side", "left", "--mirror",
+           "--batch_size", c["kp_batch"], "--learning_rate", c["kp_lr"], "--sigma", c["kp_sigma"],
+           "--side", "left", "--mirror",
            "--exp_name", KP_NAME, "--device", c["device"]], timings)
     _step("5/5 predict and evaluate on the test split",
           ["predict_hip_crop_keypoints.py", "--kp_left_path", f"weights/{KP_NAME}_best.pth",
