@@ -13,6 +13,10 @@ and ``_val.txt``): nothing is copied, it is reproducible and can be inspected. A
 result file exists is skipped unless ``overwrite``; ``summarize_only`` just collects results,
 so folds can run as separate jobs and be summarised afterwards.
 
+Under torchrun every process runs this function: the process group is joined once, before the
+first fold, and each fold's ``train`` uses it. Rank 0 writes the fold lists first (the others
+then read them), the per-fold config/result files and the summary.
+
 Outputs per fold (``exp = {exp_name}_fold{i}``): ``{out}/{exp}_best.pth`` / ``_last.pth``,
 ``{out}/{exp}_config.json`` (the fully resolved configuration), ``{out}/{exp}_result.json``;
 logs from ``train``. Summary: ``{log_dir}/{exp_name}_kfold_summary.csv`` / ``.txt`` and
@@ -108,10 +112,14 @@ def run_kfold_training(cfg: Dict, data_root, k: int = 5, mode: str = "outer_inne
                        inner_val_ratio: float = 0.1, inner_seed: int = 42, summarize_only: bool = False,
                        overwrite: bool = False) -> Dict:
     """Train the requested folds (skipping finished ones) and write the summary of all finished folds."""
+    from utils.distributed import init_distributed, is_main_process, main_process_first
     from utils.kfold_predict import parse_folds
-    from utils.training import default_exp_name, resolve_config, train
+    from utils.training import default_exp_name, resolve_config, select_device, train
 
     cfg = resolve_config(cfg)
+    if not summarize_only:
+        init_distributed(select_device(cfg["device"]))  # under torchrun: once, for all folds; else a no-op
+    main = is_main_process()
     base = cfg.get("exp_name") or default_exp_name(cfg)
     out, logs = Path(cfg["out"]), Path(cfg["log_dir"])
     if not summarize_only:
@@ -121,21 +129,27 @@ def run_kfold_training(cfg: Dict, data_root, k: int = 5, mode: str = "outer_inne
             exp = f"{base}_fold{i}"
             result_path = out / f"{exp}_result.json"
             if result_path.exists() and not overwrite:
-                print(f"fold {i}: already finished ({result_path}); skipping (use --overwrite to retrain)")
+                if main:
+                    print(f"fold {i}: already finished ({result_path}); skipping (use --overwrite to retrain)")
                 continue
-            lists = write_fold_lists(data_root, i, k, mode, inner_val_ratio, inner_seed)
+            with main_process_first():  # rank 0 writes the lists, the others read them
+                lists = write_fold_lists(data_root, i, k, mode, inner_val_ratio, inner_seed)
             fold_cfg = dict(cfg, train_dir=lists["train"], val_dir=lists["val"], exp_name=exp)
             if overwrite:
                 fold_cfg["resume"] = None
-            out.mkdir(parents=True, exist_ok=True)
-            (out / f"{exp}_config.json").write_text(json.dumps(
-                dict(fold_cfg, fold=i, k=k, mode=mode, inner_val_ratio=inner_val_ratio, inner_seed=inner_seed,
-                     test_data=lists["test"]), indent=2, default=str))
-            print(f"\n=== fold {i}/{k} ({mode}): train {lists['train']}  val {lists['val']} ===")
+            if main:
+                out.mkdir(parents=True, exist_ok=True)
+                (out / f"{exp}_config.json").write_text(json.dumps(
+                    dict(fold_cfg, fold=i, k=k, mode=mode, inner_val_ratio=inner_val_ratio, inner_seed=inner_seed,
+                         test_data=lists["test"]), indent=2, default=str))
+                print(f"\n=== fold {i}/{k} ({mode}): train {lists['train']}  val {lists['val']} ===")
             res = train(fold_cfg)
-            result = {"fold": i, "exp_name": exp, "best_metrics": res.get("best_metrics"),
-                      "epochs_run": res.get("epochs_run"), "paths": res.get("paths"), "test_data": lists["test"]}
-            result_path.write_text(json.dumps(result, indent=2, default=str))
+            if main:
+                result = {"fold": i, "exp_name": exp, "best_metrics": res.get("best_metrics"),
+                          "epochs_run": res.get("epochs_run"), "paths": res.get("paths"), "test_data": lists["test"]}
+                result_path.write_text(json.dumps(result, indent=2, default=str))
+    if not main:
+        return {}
     return summarize_kfold(base, k, out, logs)
 
 

@@ -24,8 +24,20 @@ for each epoch: train (tqdm bar with the live loss), validate, log, checkpoint.
   (exit code 130 / 143 in the script). A second Ctrl-C aborts at once.
 - A non-finite loss stops training before it is back-propagated (``NonFiniteLoss``);
   the checkpoints on disk stay those of the last good epoch.
+- On CUDA: mixed precision (``amp``: bf16 where the GPU has it natively, else fp16 with a
+  GradScaler), ``cudnn.benchmark`` unless ``deterministic``, optional ``channels_last`` and
+  ``compile`` (``torch.compile``, tried on one batch before training; eager on failure).
 
-File writes happen only on the main process (``is_main_process``), to leave room for DDP.
+Multi-GPU (``torchrun --nproc_per_node N``): ``utils.distributed.init_distributed`` joins the
+process group and the model is wrapped in DistributedDataParallel. ``batch_size`` is per
+process (effective batch = batch_size x N; the learning rate is not scaled). Each rank trains
+on its shard of the epoch order (``ShardedSampler`` over ``EpochSampler``) and validates its
+shard of the validation set; the validation sums and counts are all-reduced, so every rank
+sees the same exact means and makes the same best-checkpoint choice. Every rank agrees, by
+an all-reduce, on a non-finite loss (before back-propagating it) and on a stop signal (after
+the step), so all ranks stop at the same step. Only the main process (``is_main_process``,
+rank 0) writes files: the ``if main:`` block after validation, ``save_last``, the folders and
+TensorBoard. Without torchrun all of this is a no-op and the run is single-process.
 """
 from __future__ import annotations
 
@@ -38,6 +50,7 @@ import random
 import signal
 import threading
 import time
+import warnings
 from contextlib import nullcontext
 from pathlib import Path
 from typing import Dict, List, Optional
@@ -49,6 +62,9 @@ from torch.utils.data import DataLoader
 from datasets.crops import IMAGENET_MEAN, IMAGENET_STD, Augment, EpochSampler, HipCropDataset, crop_to_image_points
 from datasets.formats import dataset_layout, load_records
 from datasets.layouts import get_layout
+from utils import distributed
+from utils.distributed import (ShardedSampler, all_reduce_max, all_reduce_sum, barrier, get_world_size,
+                               init_distributed, local_world_size, shard_indices)
 from utils.errors import ProblemLog, UserError
 
 log = logging.getLogger("hipkp")
@@ -65,14 +81,16 @@ DEFAULTS: Dict[str, object] = dict(
     epochs=100, batch_size=32, learning_rate=1e-4, weight_decay=0.01, grad_clip=1.0,
     warmup=0.1, min_lr=1e-6, max_steps=None, val_every=1,
     # system
-    device="auto", amp="auto", channels_last=False, workers=None, seed=42, deterministic=False,
+    device="auto", amp="auto", channels_last=False, compile=False, sync_bn=False, workers=None, seed=42,
+    deterministic=False,
     # outputs
     out="weights", log_dir="logs", exp_name=None, resume=None, progress=True, tensorboard=True,
 )
 
 # On resume these may differ from the checkpoint's run; everything else is taken from it.
 RESUME_MAY_CHANGE = ("data_dir", "train_dir", "val_dir", "strict", "epochs", "max_steps", "val_every",
-                     "device", "amp", "workers", "out", "log_dir", "resume", "progress", "tensorboard")
+                     "device", "amp", "compile", "workers", "out", "log_dir", "resume", "progress",
+                     "tensorboard")
 
 LOG_COLUMNS = ("epoch", "lr", "train_loss", "val_loss", "val_nme", "val_px_error", "time")
 
@@ -122,9 +140,8 @@ def default_exp_name(cfg) -> str:
 
 
 def is_main_process() -> bool:
-    """True on the process that writes files (always, until DDP is added)."""
-    d = torch.distributed
-    return not (d.is_available() and d.is_initialized()) or d.get_rank() == 0
+    """True on the process that writes files: rank 0 under torchrun, else the only process."""
+    return distributed.is_main_process()
 
 
 def seed_everything(seed: int, deterministic: bool = False) -> None:
@@ -160,8 +177,12 @@ def select_amp(mode: str, device: torch.device):
         if mode in ("bf16", "fp16"):
             log.warning("--amp %s needs CUDA; training in float32 on %s", mode, device)
         return None, False
+    native_bf16 = torch.cuda.is_bf16_supported(including_emulation=False)  # Ampere (sm_80) and newer
     if mode == "auto":
-        mode = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+        mode = "bf16" if native_bf16 else "fp16"
+    elif mode == "bf16" and not native_bf16:
+        log.warning("--amp bf16: %s has no native bfloat16 (it is emulated, slowly); --amp fp16 is faster there",
+                    torch.cuda.get_device_name(device))
     return (torch.bfloat16, False) if mode == "bf16" else (torch.float16, True)
 
 
@@ -215,8 +236,10 @@ def set_rng_state(state: Dict[str, object]) -> None:
 class StopRequest:
     """Turns SIGINT/SIGTERM into a flag the loop checks between steps (no half-done step).
 
-    A second signal raises KeyboardInterrupt at once. Handlers are installed only in the
-    main thread and restored on exit.
+    A second Ctrl-C (SIGINT) raises KeyboardInterrupt at once. A repeated SIGTERM changes
+    nothing: under SLURM, ``scancel`` signals every process of the job and torchrun passes its
+    own SIGTERM on, so a worker often gets two. Handlers are installed only in the main
+    thread and restored on exit.
     """
 
     def __init__(self):
@@ -225,7 +248,9 @@ class StopRequest:
 
     def _handle(self, signum, frame):
         if self.signum is not None:
-            raise KeyboardInterrupt
+            if signum == signal.SIGINT:
+                raise KeyboardInterrupt
+            return
         self.signum = signum
         log.warning("stop requested (signal %d): finishing this step and saving 'last' "
                     "(Ctrl-C again to abort without saving)", signum)
@@ -243,8 +268,26 @@ class StopRequest:
 
 
 def _worker_init(worker_id: int) -> None:
-    """Data-loader workers leave Ctrl-C to the main process, which stops between steps."""
+    """Data-loader workers leave Ctrl-C and SIGTERM to the main process, which stops between
+    steps and then ends its workers itself (``shutdown_workers``). torchrun, SLURM and a
+    terminal signal a process's whole group: a loader worker killed mid-epoch would break
+    the step in flight, and under DDP leave the other ranks waiting in a collective."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
+def shutdown_workers(*loaders) -> None:
+    """End the persistent worker processes of these DataLoaders now, as Lightning does.
+
+    Needed because the workers ignore SIGTERM: an exception (``Interrupted``) keeps the
+    loaders alive until the interpreter exits, whose multiprocessing handler would then
+    SIGTERM the workers and wait for them forever. (``_iterator`` / ``_shutdown_workers``
+    are DataLoader internals, stable since torch 1.7.)"""
+    for loader in loaders:
+        it = getattr(loader, "_iterator", None)
+        if it is not None and hasattr(it, "_shutdown_workers"):
+            it._shutdown_workers()
+        loader._iterator = None
 
 
 def write_log_csv(history: List[Dict], path) -> None:
@@ -306,7 +349,11 @@ def keypoint_weights(kps: torch.Tensor, size: int) -> torch.Tensor:
 
 @torch.no_grad()
 def evaluate(model, loader, codec, device, layout, autocast_dtype=None, channels_last=False) -> Dict[str, float]:
-    """Validation loss, mean keypoint error in original-image pixels, and NME."""
+    """Validation loss, mean keypoint error in original-image pixels, and NME.
+
+    Under DDP each rank passes the loader of its shard and the plain model (not the DDP
+    wrapper, whose forward would synchronise ranks that have different numbers of batches);
+    the sums and counts are all-reduced, so every rank returns the same exact means."""
     model.eval()
     mf = torch.channels_last if channels_last else torch.contiguous_format
     loss_sum, n_samples, err_sum, n_points, nme_sum = 0.0, 0, 0.0, 0, 0.0
@@ -328,11 +375,47 @@ def evaluate(model, loader, codec, device, layout, autocast_dtype=None, channels
         n_points += err.size
         nme_sum += float((err.mean(1) / batch["crop_side_px"].numpy()).sum())
     model.train()
+    loss_sum, n_samples, err_sum, n_points, nme_sum = all_reduce_sum([loss_sum, n_samples, err_sum, n_points, nme_sum])
     return {"val_loss": loss_sum / n_samples, "val_px_error": err_sum / n_points, "val_nme": nme_sum / n_samples}
 
 
 def _autocast(device, dtype):
     return torch.autocast(device.type, dtype=dtype) if dtype is not None else nullcontext()
+
+
+def compile_model(model, input_shape, device, autocast_dtype=None, memory_format=torch.contiguous_format):
+    """``torch.compile(model)``, or ``model`` itself when compiling fails.
+
+    Compile errors surface at the first call, so the compiled model runs one forward and
+    backward pass on a zero batch of ``input_shape`` here, before training (the graphs are
+    cached and reused by the first real step). The pass leaves no trace: gradients are
+    cleared and buffers (BatchNorm statistics) and RNG states restored. On any error the
+    eager model is returned with a warning; under DDP, if any rank failed, all use eager.
+    """
+    compiled, error = None, None
+    buffers = [b.detach().clone() for b in model.buffers()]
+    try:
+        compiled = torch.compile(model)
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            x = torch.zeros(input_shape, device=device).contiguous(memory_format=memory_format)
+            with _autocast(device, autocast_dtype):
+                out = compiled(x)
+            sum(v.float().sum() for v in out.values()).backward()
+    except Exception as e:  # noqa: BLE001  (inductor/triton/compiler errors have no common base class)
+        error = e
+    model.zero_grad(set_to_none=True)
+    with torch.no_grad():
+        for b, saved in zip(model.buffers(), buffers):
+            b.copy_(saved)
+    if all_reduce_max(float(error is not None)) > 0:
+        if error is None:
+            reason = "it failed on another rank"
+        else:  # the first line only: inductor's messages run to pages
+            reason = f"{type(error).__name__}: {(str(error).strip().splitlines() or [''])[0]}"
+        log.warning("--compile: torch.compile failed (%s); training the eager model instead", reason)
+        return model
+    log.info("--compile: model compiled")
+    return compiled
 
 
 def find_split_dirs(cfg) -> (Path, Path):
@@ -394,13 +477,17 @@ def _merge_resumed_config(cfg, saved: Dict[str, object]) -> Dict[str, object]:
 # ============================================================================ the loop
 def train(cfg) -> Dict[str, object]:
     """Train one keypoint model. Returns ``{"best_metrics", "paths", "exp_name", "epochs_run",
-    "global_step", "train_images_per_s", "step_seconds", "history"}``; raises ``UserError`` for bad input,
-    ``NonFiniteLoss`` when the loss diverges and ``Interrupted`` on Ctrl-C / SIGTERM."""
+    "global_step", "train_images_per_s" (all ranks together), "step_seconds", "history"}``;
+    raises ``UserError`` for bad input, ``NonFiniteLoss`` when the loss diverges and ``Interrupted``
+    on Ctrl-C / SIGTERM."""
     from models import build_codec, build_model
     from models.checkpoint import read_checkpoint, save_checkpoint
 
     # ---------------------------------------------------------------- setup
     cfg = resolve_config(cfg)
+    # under torchrun: join the process group (once per process) and take GPU LOCAL_RANK; else a no-op
+    device = init_distributed(select_device(cfg["device"]))
+    ddp, world, main = distributed.is_distributed(), get_world_size(), is_main_process()
     out_dir, log_dir = Path(cfg["out"]), Path(cfg["log_dir"])
     exp_name = cfg["exp_name"] or default_exp_name(cfg)
     resume_path = resolve_resume(cfg, out_dir, exp_name)
@@ -416,14 +503,16 @@ def train(cfg) -> Dict[str, object]:
         cfg = _merge_resumed_config(cfg, saved.get("train", {}))
         exp_name = cfg["exp_name"] or saved.get("exp_name") or exp_name
         log.info("resuming %s from %s (epoch %d done)", exp_name, resume_path, ckpt["epoch"])
-    main = is_main_process()
+        if int(ckpt.get("world_size", 1)) != world:
+            log.warning("--resume: the run had %d process(es), this one has %d: the epoch order (not the "
+                        "augmentation draws) differs from an uninterrupted run", int(ckpt.get("world_size", 1)), world)
     paths = {"best": out_dir / f"{exp_name}_best.pth", "last": out_dir / f"{exp_name}_last.pth",
-             "log": log_dir / f"{exp_name}_training_log.csv", "plot": log_dir / f"{exp_name}_training_plot.png"}
+             "log": log_dir / f"{exp_name}_training_log.csv", "plot": log_dir / f"{exp_name}_training_plot.png",
+             "skipped": log_dir / f"{exp_name}_skipped.json"}
     if main:
         out_dir.mkdir(parents=True, exist_ok=True)
         log_dir.mkdir(parents=True, exist_ok=True)
     seed_everything(cfg["seed"], cfg["deterministic"])
-    device = select_device(cfg["device"])
     autocast_dtype, use_scaler = select_amp(cfg["amp"], device)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = not cfg["deterministic"]
@@ -432,6 +521,11 @@ def train(cfg) -> Dict[str, object]:
     mf = torch.channels_last if cfg["channels_last"] else torch.contiguous_format
 
     # ---------------------------------------------------------------- data
+    from models import HEADS, list_backbones
+    if cfg["model_name"] not in list_backbones():           # fail before reading any data
+        raise UserError(f"unknown --model_name {cfg['model_name']!r}; known: {', '.join(list_backbones())}")
+    if cfg["head_type"] not in HEADS:
+        raise UserError(f"unknown --head_type {cfg['head_type']!r}; known: {', '.join(HEADS)}")
     problems = ProblemLog(strict=bool(cfg["strict"]))
     train_dir, val_dir = find_split_dirs(cfg)
     train_records = load_records(train_dir, require_annotations=True, require_boxes=True, problems=problems)
@@ -454,16 +548,21 @@ def train(cfg) -> Dict[str, object]:
     log.info("data: %d train crops (%d images), %d val crops (%d images), layout %s, %d points per side, "
              "cached in %.1fs%s", len(train_set), len(train_records), len(val_set), len(val_records),
              layout.name, layout.points_per_side, time.time() - t0,
-             f"; {problems.summary_line()}" if len(problems) else "")
+             f"; {problems.summary_line()}, listed in {paths['skipped']}" if len(problems) else "")
+    if main:
+        problems.write(paths["skipped"])
     workers = cfg["workers"]
     if workers is None:  # the cached crops are cheap: workers pay off only when the GPU waits
-        workers = min(8, os.cpu_count() or 1) if device.type == "cuda" else 0
+        workers = min(8, max(1, (os.cpu_count() or 1) // local_world_size())) if device.type == "cuda" else 0
     workers = int(workers)
     train_sampler = EpochSampler(len(train_set), shuffle=True, seed=cfg["seed"])
+    if ddp:  # each rank: its shard of the same epoch order, padded so all ranks take the same number of steps
+        train_sampler = ShardedSampler(train_sampler, distributed.get_rank(), world)
     loader_args = dict(num_workers=workers, pin_memory=device.type == "cuda", persistent_workers=workers > 0,
                        worker_init_fn=_worker_init if workers > 0 else None)
     train_loader = DataLoader(train_set, batch_size=cfg["batch_size"], sampler=train_sampler, **loader_args)
-    val_loader = DataLoader(val_set, batch_size=cfg["batch_size"], shuffle=False, **loader_args)
+    val_loader = DataLoader(val_set, batch_size=cfg["batch_size"], shuffle=False,
+                            sampler=shard_indices(len(val_set)) if ddp else None, **loader_args)
 
     # ---------------------------------------------------------------- model
     try:
@@ -473,11 +572,22 @@ def train(cfg) -> Dict[str, object]:
         codec = build_codec(cfg["head_type"], cfg["input_size"], float(cfg["split_ratio"]), float(cfg["sigma"]))
     except ValueError as e:
         raise UserError(str(e)) from None
+    if cfg["sync_bn"]:
+        has_bn = any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in model.modules())
+        if not has_bn:
+            log.info("--sync_bn: %s has no BatchNorm layers; nothing to convert", cfg["model_name"])
+        elif not ddp:
+            log.info("--sync_bn: single process; BatchNorm stays as it is")
+        elif device.type != "cuda":
+            log.warning("--sync_bn: SyncBatchNorm needs CUDA; BatchNorm stays per-process on %s", device)
+        else:  # BatchNorm statistics over the whole batch of all ranks (same parameter names in checkpoints)
+            model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
     model.to(device=device, memory_format=mf)
     n_params = sum(p.numel() for p in model.parameters())
-    log.info("model %s + %s, %.2fM parameters, input %d, device %s, amp %s, workers %d",
+    log.info("model %s + %s, %.2fM parameters, input %d, device %s, amp %s, workers %d%s",
              cfg["model_name"], cfg["head_type"], n_params / 1e6, cfg["input_size"], device,
-             autocast_dtype or "off", workers)
+             autocast_dtype or "off", workers,
+             f"; {world} processes, batch {cfg['batch_size']} each, {cfg['batch_size'] * world} in all" if ddp else "")
 
     # ---------------------------------------------------------------- optimizer and schedule
     steps_per_epoch = len(train_loader)
@@ -504,6 +614,21 @@ def train(cfg) -> Dict[str, object]:
         history = [dict(r) for r in ckpt.get("history", [])]
     del ckpt
 
+    # ---------------------------------------------------------------- the model each step calls
+    # ``model`` stays the plain module: checkpoints, validation. ``train_model`` is what the
+    # training step calls: compiled (--compile) and/or wrapped in DDP (under torchrun), which
+    # averages the gradients over the ranks in backward. Compile first, then DDP (as nanoGPT).
+    train_model = model
+    if cfg["compile"]:
+        train_model = compile_model(model, (cfg["batch_size"], 3, cfg["input_size"], cfg["input_size"]), device,
+                                    autocast_dtype, mf)
+    if ddp:
+        # (torch warns once that depthwise-conv gradients have other strides than DDP's buckets: they
+        # differ only in a size-1 dimension, the same memory layout)
+        warnings.filterwarnings("ignore", message="Grad strides do not match bucket view strides")
+        train_model = torch.nn.parallel.DistributedDataParallel(
+            train_model, device_ids=[device.index] if device.type == "cuda" else None)
+
     def save_last(epoch_done: int) -> None:
         if not main:
             return
@@ -512,7 +637,7 @@ def train(cfg) -> Dict[str, object]:
                         optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(),
                         scaler=scaler.state_dict() if use_scaler else None, epoch=int(epoch_done),
                         global_step=int(global_step), best_metric=float(best_px), rng=rng_state(),
-                        history=history)
+                        history=history, world_size=world)
 
     tb = None
     if main and cfg["tensorboard"]:
@@ -529,13 +654,20 @@ def train(cfg) -> Dict[str, object]:
     epoch_done = start_epoch - 1
     model.train()
     stop = StopRequest()
+
+    def stop_signal() -> Optional[int]:
+        """The signal to stop on, or None. Under DDP every rank calls this at the same points and
+        they agree (the highest signal any rank received), so all ranks stop at the same step."""
+        return int(all_reduce_max(stop.signum or 0)) or None
+
     try:
         with stop:
             for epoch in range(start_epoch, cfg["epochs"] + 1):
                 if cfg["max_steps"] and global_step >= int(cfg["max_steps"]):
                     break
-                if stop.signum is not None:  # arrived while the previous epoch was being saved
-                    raise Interrupted(stop.signum, str(paths["last"]))
+                signum = stop_signal()
+                if signum is not None:  # arrived while the previous epoch was being saved
+                    raise Interrupted(signum, str(paths["last"]))
                 t_epoch = time.time()
                 train_sampler.set_epoch(epoch)
                 loss_sum, loss_n = 0.0, 0
@@ -548,12 +680,15 @@ def train(cfg) -> Dict[str, object]:
                     kps = batch["keypoints"].to(device, non_blocking=True)
                     targets = codec.encode(kps)
                     with _autocast(device, autocast_dtype):
-                        out = model(x)
+                        out = train_model(x)
                     out = {k: v.float() for k, v in out.items()}
                     loss = codec.loss(out, targets, keypoint_weights(kps, cfg["input_size"]))
                     loss_value = float(loss.detach())
-                    if not math.isfinite(loss_value):
-                        raise NonFiniteLoss(f"non-finite training loss ({loss_value}) at epoch {epoch}, step "
+                    # summed over the ranks under DDP: a NaN on one rank is a NaN on all, and all stop here
+                    step_loss, step_n = all_reduce_sum([loss_value * len(x), len(x)])
+                    if not math.isfinite(step_loss):
+                        shown = loss_value if not math.isfinite(loss_value) else f"{step_loss} on another rank"
+                        raise NonFiniteLoss(f"non-finite training loss ({shown}) at epoch {epoch}, step "
                                             f"{global_step + 1}; stopped before back-propagating it. The checkpoints "
                                             f"on disk are those of the last good epoch ({paths['last']}). Try a "
                                             "lower --learning_rate or --amp off.")
@@ -570,23 +705,25 @@ def train(cfg) -> Dict[str, object]:
                     scaler.update()
                     scheduler.step()
                     global_step += 1
-                    loss_sum += loss_value * len(x)
-                    loss_n += len(x)
+                    loss_sum += step_loss
+                    loss_n += step_n
                     now = time.time()
                     if global_step > start_step + 1:  # a run's first step includes one-off warm-up costs
-                        timed_images += len(x)
+                        timed_images += len(x) * world  # (all ranks take equal batches)
                         timed_seconds += now - t_step
                         step_seconds.append(now - t_step)
                     t_step = now
                     bar.set_postfix(loss=f"{loss_sum / loss_n:.4f}", lr=f"{lr_used:.2e}")
-                    if stop.signum is not None or (cfg["max_steps"] and global_step >= int(cfg["max_steps"])):
+                    if stop_signal() is not None or (cfg["max_steps"] and global_step >= int(cfg["max_steps"])):
                         break
                 bar.close()
-                if stop.signum is not None:
+                signum = stop_signal()
+                if signum is not None:
                     # the epoch is unfinished: 'last' records the previous epoch as done, with the
                     # weights and optimizer state of the steps taken since
                     save_last(epoch - 1)
-                    raise Interrupted(stop.signum, str(paths["last"]))
+                    barrier()  # under torchrun one rank's exit stops them all: exit once 'last' is saved
+                    raise Interrupted(signum, str(paths["last"]))
                 train_loss = loss_sum / max(1, loss_n)
 
                 # -------------------------------------------------------- validate
@@ -598,9 +735,10 @@ def train(cfg) -> Dict[str, object]:
                 row = {"epoch": epoch, "lr": lr_used, "train_loss": train_loss, **metrics,
                        "time": round(time.time() - t_epoch, 2)}
                 history.append(row)
-                improved = metrics["val_px_error"] < best_px
+                improved = metrics["val_px_error"] < best_px  # the same on every rank (all-reduced metrics)
                 if improved:
                     best_px = metrics["val_px_error"]
+                    best_metrics = {"epoch": epoch, **metrics}
                 epoch_done = epoch
 
                 # -------------------------------------------------------- log and checkpoint
@@ -609,7 +747,6 @@ def train(cfg) -> Dict[str, object]:
                          metrics["val_px_error"], metrics["val_nme"], best_px, row["time"])
                 if main:  # every file the run writes is written here (and in save_last)
                     if improved:  # to disk at once: the best file is a real copy of these weights
-                        best_metrics = {"epoch": epoch, **metrics}
                         save_checkpoint(paths["best"], model,
                                         checkpoint_config(cfg, layout, exp_name, epoch, metrics))
                     save_last(epoch)
@@ -630,6 +767,7 @@ def train(cfg) -> Dict[str, object]:
     finally:
         if tb is not None:
             tb.close()
+        shutdown_workers(train_loader, val_loader)
 
     if not best_metrics and paths["best"].is_file():  # resumed run that did not improve
         best_metrics = dict(read_checkpoint(paths["best"])["config"].get("metrics", {}))
@@ -678,8 +816,10 @@ def add_train_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     g.add_argument("--pretrained", default=d["pretrained"], help="backbone weights: a local file, or 'timm' (download)")
     g = parser.add_argument_group("optimisation")
     g.add_argument("--epochs", type=int, default=d["epochs"])
-    g.add_argument("--batch_size", type=int, default=d["batch_size"])
-    g.add_argument("--learning_rate", type=float, default=d["learning_rate"])
+    g.add_argument("--batch_size", type=int, default=d["batch_size"],
+                   help="batch per process: under torchrun the effective batch is batch_size x processes")
+    g.add_argument("--learning_rate", type=float, default=d["learning_rate"],
+                   help="peak learning rate; never scaled with the number of processes (scale it yourself)")
     g.add_argument("--weight_decay", type=float, default=d["weight_decay"])
     g.add_argument("--grad_clip", type=float, default=d["grad_clip"], help="max gradient norm (0: no clipping)")
     g.add_argument("--warmup", type=float, default=d["warmup"], help="fraction of steps of linear warm-up")
@@ -689,8 +829,14 @@ def add_train_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     g = parser.add_argument_group("system")
     g.add_argument("--device", default=d["device"], help="auto (cuda if available), cpu, cuda, cuda:N")
     g.add_argument("--amp", choices=("auto", "bf16", "fp16", "off"), default=d["amp"],
-                   help="mixed precision on CUDA (auto: bf16 if supported, else fp16); always off on CPU")
+                   help="mixed precision on CUDA (auto: bf16 where the GPU has it natively, else fp16 with loss "
+                        "scaling); always off on CPU")
     g.add_argument("--channels_last", action="store_true", help="channels-last memory format")
+    g.add_argument("--compile", action="store_true",
+                   help="torch.compile the model (tried before the first step; falls back to eager with a warning)")
+    g.add_argument("--sync_bn", action="store_true",
+                   help="under torchrun on CUDA: BatchNorm statistics over all processes (SyncBatchNorm); "
+                        "no effect on LayerNorm models such as ConvNeXt")
     g.add_argument("--workers", type=int, default=None, help="data loader workers (default: 0 on CPU, 8 on CUDA)")
     g.add_argument("--seed", type=int, default=d["seed"])
     g.add_argument("--deterministic", action="store_true", help="deterministic kernels (slower)")
