@@ -162,7 +162,7 @@ def test_ddp_two_processes_gloo(data_dir, tmp_path):
     # only rank 0 wrote: its writers were called, rank 1's never; the folders hold one run's files
     assert p1["writes"] == [] and len(p0["writes"]) >= 6
     assert _files(tmp_path / "w") == ["ddp_best.pth", "ddp_last.pth"]
-    assert _files(tmp_path / "logs") == ["ddp_training_log.csv", "ddp_training_plot.png"]
+    assert _files(tmp_path / "logs") == ["ddp_skipped.json", "ddp_training_log.csv", "ddp_training_plot.png"]
     assert sorted(os.listdir(tmp_path)) == ["dump", "logs", "w"]
     assert out.count("epoch 2/2") == 1   # rank 1 logs warnings only
 

@@ -523,9 +523,10 @@ def train(cfg) -> Dict[str, object]:
     # ---------------------------------------------------------------- data
     from models import HEADS, list_backbones
     if cfg["model_name"] not in list_backbones():           # fail before reading any data
-        raise UserError(f"unknown --model_name {cfg['model_name']!r}; known: {', '.join(list_backbones())}")
+        raise UserError(f"--model_name: unknown backbone {cfg['model_name']!r}; known backbones: "
+                        f"{', '.join(list_backbones())}")
     if cfg["head_type"] not in HEADS:
-        raise UserError(f"unknown --head_type {cfg['head_type']!r}; known: {', '.join(HEADS)}")
+        raise UserError(f"--head_type: unknown head {cfg['head_type']!r}; known heads: {', '.join(HEADS)}")
     problems = ProblemLog(strict=bool(cfg["strict"]))
     train_dir, val_dir = find_split_dirs(cfg)
     train_records = load_records(train_dir, require_annotations=True, require_boxes=True, problems=problems)
