@@ -82,8 +82,7 @@ def summarize_folds(output_dir, k: int) -> Dict:
     frames = []
     for i in present:
         df = read_predictions(out / f"fold{i}" / "predictions.csv")
-        df.insert(0, "fold", i)
-        frames.append(df)
+        frames.append(pd.concat([pd.Series(i, index=df.index, name="fold"), df], axis=1))
     pooled = pd.concat(frames, ignore_index=True)
     pooled.to_csv(out / "oof_predictions.csv", index=False)
     pooled_metrics = evaluate(pooled)
