@@ -19,7 +19,8 @@ import train_yolo
 from utils.detection import (Detection, YoloDetector, as_bgr, best_per_side, box_iou, evaluate_detector,
                              side_class_ids)
 from utils.errors import UserError
-from utils.yolo_train import _merge_csv, load_data_yaml, parse_folds
+from utils.folds import parse_folds
+from utils.yolo_train import _merge_csv, load_data_yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 SIZE = 96

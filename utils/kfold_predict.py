@@ -8,30 +8,10 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
 from utils.errors import UserError
+from utils.folds import fill_template as _fill
+from utils.folds import parse_folds
 
 log = logging.getLogger("hipkp")
-
-
-def parse_folds(folds: Optional[str], k: int) -> List[int]:
-    """'1,3' -> [1, 3]; None -> 1..k. Folds are numbered from 1."""
-    if not folds:
-        return list(range(1, k + 1))
-    try:
-        out = sorted({int(f) for f in str(folds).split(",") if f.strip()})
-    except ValueError:
-        raise UserError(f"--folds must be comma-separated fold numbers like 1,3 (got {folds!r})") from None
-    bad = [f for f in out if not 1 <= f <= k]
-    if bad:
-        raise UserError(f"--folds {bad} out of range 1..{k}")
-    return out
-
-
-def _fill(tpl: Optional[str], fold: int) -> Optional[str]:
-    if not tpl:
-        return None
-    if "{fold}" not in tpl:
-        raise UserError(f"template {tpl!r} has no {{fold}} placeholder")
-    return tpl.format(fold=fold)
 
 
 def fold_test_dir(data_root, fold: int, test_subdir: Optional[str] = None) -> Path:

@@ -113,7 +113,7 @@ def run_kfold_training(cfg: Dict, data_root, k: int = 5, mode: str = "outer_inne
                        overwrite: bool = False) -> Dict:
     """Train the requested folds (skipping finished ones) and write the summary of all finished folds."""
     from utils.distributed import init_distributed, is_main_process, main_process_first
-    from utils.kfold_predict import parse_folds
+    from utils.folds import parse_folds
     from utils.training import default_exp_name, resolve_config, select_device, train
 
     cfg = resolve_config(cfg)

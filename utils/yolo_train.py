@@ -19,6 +19,7 @@ import yaml
 
 from datasets.formats import CLASS_NAMES, list_images
 from utils.errors import UserError
+from utils.folds import parse_folds
 
 log = logging.getLogger("hipkp")
 
@@ -314,22 +315,6 @@ def train_one(data, **kwargs) -> Dict:
 
 
 # ---------------------------------------------------------------- k-fold
-def parse_folds(folds: Optional[str], k: int) -> List[int]:
-    """"1,3" -> [1, 3]; None -> 1..k."""
-    if k < 2:
-        raise UserError(f"--k must be >= 2, got {k}")
-    if not folds:
-        return list(range(1, k + 1))
-    try:
-        out = sorted({int(f) for f in str(folds).split(",") if f.strip()})
-    except ValueError:
-        raise UserError(f"--folds {folds!r}: expected comma-separated fold numbers, e.g. 1,3") from None
-    bad = [f for f in out if not 1 <= f <= k]
-    if bad or not out:
-        raise UserError(f"--folds {folds!r}: folds are numbered 1..{k}")
-    return out
-
-
 def _merge_csv(path: Path, rows: List[Dict], cols: Sequence[str]) -> List[Dict]:
     """Write ``rows`` into the CSV, replacing earlier rows of the same folds (folds run as separate jobs)."""
     old = []
