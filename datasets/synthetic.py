@@ -7,12 +7,15 @@ shafts ending in the proximal metaphyses, the cartilaginous femoral heads with a
 optional ossific nucleus, soft tissue and bowel gas. Every keypoint is a corner or
 margin of a drawn structure (DESIGN.md section 3):
 
-- lateral acetabular edge: the corner where the roof meets the lateral iliac wall;
+- lateral acetabular edge: the corner where the roof, lined by a bright cortical band (the
+  sourcil), ends and the outline turns sharply (at least 55 degrees) up into the lateral iliac
+  wall, which rises about vertically before it flares into the wing;
 - mid acetabular roof: the middle of the roof outline (a shallow curve);
 - triradiate point: the inferomedial corner of the ilium above the Y-cartilage gap;
 - metaphysis corners and the middle of its superior margin (a bright, straight line);
 - femoral head centre (``mtddh8``): the centre of the cartilaginous head and of its
-  ossific nucleus when one is drawn.
+  ossific nucleus when one is drawn. The nucleus lies below the roof line (and, in located
+  hips, medial to the lateral edge), never over the ilium.
 
 Geometry is built in a *pelvis frame* whose unit is the distance between the two
 triradiate points (D); each hip also has a *side frame* (origin at its triradiate
@@ -61,6 +64,17 @@ GRADE_MARGIN = 0.02
 # AI (degrees) per IHDI grade: mean, sd, low, high (dysplastic hips have higher AI)
 AI_BY_GRADE = {1: (21.0, 4.5, 10.0, 33.0), 2: (27.0, 5.0, 13.0, 40.0),
                3: (31.0, 5.5, 16.0, 45.0), 4: (35.0, 5.5, 18.0, 45.0)}
+# lateral acetabular edge: the lateral iliac wall leaves the edge at WALL_DEG (degrees up from the
+# lateral H-line direction; 90 = straight up, > 90 leaning medially), turning at least
+# MIN_EDGE_TURN_DEG away from the roof, and runs straight for WALL_LEN (D) before flaring into the wing
+WALL_DEG = (72.0, 96.0)
+MIN_EDGE_TURN_DEG = 55.0
+WALL_LEN = (0.09, 0.15)
+# a grade-IV metaphysis (both corners) lies at least this far (D) below the roof line (the line
+# triradiate -> lateral edge), so that it does not project over the roof and its lateral edge
+GRADE4_BELOW_ROOF = 0.03
+# the ossific nucleus keeps this distance (D) below the roof line and above the metaphysis
+NUCLEUS_CLEARANCE = 0.015
 METADATA_COLUMNS = ("stem", "patient_id", "pixel_spacing_mm", "ai_left", "ai_right",
                     "ihdi_left", "ihdi_right", "width", "height")
 _SUBDIRS = ("images", "annotations", "detections", "yolo_labels")
@@ -83,6 +97,9 @@ class HipAnatomy:
     nucleus: float          # ossific nucleus radius (0: none)
     gap: float              # height of the triradiate cartilage gap
     wing: float             # iliac wing size factor (per side, small asymmetry)
+    wall_deg: float = 90.0  # direction of the lateral iliac wall above the lateral edge (degrees
+    #                         from the lateral H-line direction, upwards; > 90 leans medially)
+    wall_len: float = 0.12  # length of its straight part
 
 
 @dataclass(frozen=True)
@@ -145,13 +162,33 @@ def clip_to_grade(x: float, y: float, grade: int, margin: float = GRADE_MARGIN) 
     return x, min(y, -m)
 
 
+def _below_roof(pt, ai_deg: float, roof_len: float) -> float:
+    """Signed distance (D) of a local-frame point (x from the P-line, y from the H-line) below the
+    roof line, the line through the triradiate point and the lateral edge (positive: inferior)."""
+    a = np.radians(ai_deg)
+    p = roof_len * np.cos(a) + pt[0]                       # side-frame p (origin at the triradiate point)
+    return float(p * np.sin(a) + pt[1] * np.cos(a))
+
+
 def _sample_hip(rng, grade: int, maturity: float, layout_name: str) -> HipAnatomy:
     mean, sd, lo, hi = AI_BY_GRADE[grade]
     ai = float(rng.normal(mean, sd))
     while not lo <= ai <= hi:                             # truncated normal (no pile-up at the limits)
         ai = float(rng.normal(mean, sd))
-    hx, hy = sample_hpoint(rng, grade)
+    roof_len = _uniform(rng, 0.27, 0.38)
     width = _uniform(rng, 0.34, 0.46)
+    tilt = _uniform(rng, -4.0, 16.0)
+    hx, hy = sample_hpoint(rng, grade)
+    if grade == 4:       # a dislocated femur rides up lateral to the acetabulum, not over its roof
+        b = np.radians(tilt)
+        half = 0.5 * width * np.array([np.cos(b), -np.sin(b)])      # H-point -> lateral metaphysis corner
+        for _ in range(1000):
+            if min(_below_roof(np.add((hx, hy), half), ai, roof_len),
+                   _below_roof(np.subtract((hx, hy), half), ai, roof_len)) >= GRADE4_BELOW_ROOF:
+                break
+            hx, hy = sample_hpoint(rng, grade)
+        else:                                             # (not reached in practice)
+            hx, hy = 0.3, -GRADE_MARGIN - 0.01
     p_nucleus = float(np.clip(0.15 + 0.9 * maturity, 0.1, 0.95)) * (0.6 if grade >= 3 else 1.0)
     if layout_name == "mtddh8":          # the head centre is a keypoint: make it visible more often
         p_nucleus = max(p_nucleus, 0.85)
@@ -160,15 +197,16 @@ def _sample_hip(rng, grade: int, maturity: float, layout_name: str) -> HipAnatom
         nucleus = (0.025 + 0.06 * maturity) * _uniform(rng, 0.7, 1.2) * (0.75 if grade >= 3 else 1.0)
     return HipAnatomy(
         grade=grade, ai_deg=ai,
-        roof_len=_uniform(rng, 0.27, 0.38),
+        roof_len=roof_len,
         roof_sag=_uniform(rng, 0.0, 0.10) * (0.5 if grade >= 3 else 1.0),
         hx=hx, hy=hy, meta_width=width,
-        meta_tilt_deg=_uniform(rng, -4.0, 16.0),
+        meta_tilt_deg=tilt,
         shaft_deg=_uniform(rng, 1.0, 11.0) + (3.0 if grade >= 3 else 0.0),
         head_ratio=_uniform(rng, 0.42, 0.55),
         nucleus=nucleus,
         gap=_uniform(rng, 0.035, 0.065) - 0.02 * maturity,
         wing=_uniform(rng, 0.95, 1.05),
+        wall_deg=_uniform(rng, *WALL_DEG), wall_len=_uniform(rng, *WALL_LEN),
     )
 
 
@@ -237,6 +275,7 @@ class HipShapes:
     ilium: np.ndarray
     ilium_body: np.ndarray
     roof_band: np.ndarray
+    sourcil: np.ndarray
     roof: np.ndarray
     ischium: np.ndarray
     pubis: np.ndarray
@@ -246,6 +285,38 @@ class HipShapes:
     meta_band: np.ndarray
     head: np.ndarray
     nucleus: Optional[np.ndarray]
+
+
+def _place_head(h: HipAnatomy, E, H, dlat, up_m, Rh: float):
+    """Centre of the femoral head (and of its ossific nucleus) and the nucleus radius.
+
+    The head sits on the metaphysis, 0.85 head radii above the H-point, unless that puts the
+    nucleus at or above the roof line (the line triradiate -> lateral edge): then it comes down
+    towards the metaphysis and, for located hips (grades I-II), medially into the socket; for
+    subluxated and dislocated hips (III-IV) laterally, away from the ilium. The nucleus always
+    lies wholly below the roof line and above the metaphysis, and for grades I-II its centre is
+    medial to the lateral edge. A nucleus that cannot fit shrinks, or is left out.
+    """
+    a = np.radians(h.ai_deg)
+    n_roof = np.array([np.sin(a), np.cos(a)])              # unit normal of the roof line, inferior
+    side = -1.0 if h.grade <= 2 else 1.0                     # shift along dlat: medial / lateral
+    gap = NUCLEUS_CLEARANCE
+    for scale in ((1.0, 0.8, 0.6) if h.nucleus > 0 else (0.0,)):
+        rn = h.nucleus * scale
+        for j in np.linspace(0.0, 0.45 * h.meta_width, 10):
+            for k in np.linspace(0.85, 0.4, 10):
+                C = H + k * Rh * up_m + side * j * dlat
+                above_meta = float((C - H) @ up_m)
+                ok = (float(C @ n_roof) >= rn + gap                 # below the roof line
+                      and above_meta >= rn + gap                     # above the metaphysis margin
+                      and above_meta >= 0.03 + 0.25 * abs(float((C - H) @ dlat))   # over the neck
+                      and (h.grade > 2 or C[0] <= E[0] - 0.01 - 0.5 * rn))        # in the socket
+                if ok:
+                    return C, rn
+    if h.nucleus > 0:                                        # no room for a nucleus: place the head alone
+        C, _ = _place_head(replace(h, nucleus=0.0), E, H, dlat, up_m, Rh)
+        return C, 0.0
+    return H + 0.85 * Rh * up_m, 0.0                         # (a head without nucleus: as it comes)
 
 
 def hip_shapes(h: HipAnatomy, wing_w: float, wing_h: float, ischium: float) -> HipShapes:
@@ -258,24 +329,32 @@ def hip_shapes(h: HipAnatomy, wing_w: float, wing_h: float, ischium: float) -> H
     roof = _bezier(T, ctrl, E)
     mid_roof = 0.25 * T + 0.5 * ctrl + 0.25 * E
 
-    # ilium: open chain E -> lateral border -> wing (an oval leaning laterally) -> medial border -> T,
-    # then the roof back to E. The corners at E and T stay sharp.
+    # ilium: open chain E -> lateral wall -> wing (an oval leaning laterally) -> medial border -> T,
+    # then the roof back to E. The corners at E and T stay sharp. At E the outline turns from the
+    # roof (rising laterally at the AI) into the lateral wall, which runs about straight up for
+    # wall_len before flaring laterally into the wing: the lateral edge is a visible corner.
     ww, wh = wing_w * h.wing, wing_h
     cx, cy, rx, ry = 0.33 * ww, -0.52 * wh, 0.47 * ww, 0.5 * wh
-    t = np.radians(np.linspace(0, 200, 13))
+    phi = np.radians(max(h.wall_deg, h.ai_deg + MIN_EDGE_TURN_DEG))   # steep even for a steep roof
+    W1 = E + h.wall_len * np.array([np.cos(phi), -np.sin(phi)])
+    W2 = W1 + [0.045, -0.06]                  # the wall curves out to the anterior inferior iliac spine
+    # the wing's rim starts above W2, its lateral half not medial to W2
+    t0 = np.arcsin(np.clip((cy - W2[1] + 0.04) / ry, 0.0, 0.95))
+    t = np.linspace(t0, np.radians(200), 13)
     wing = np.stack([cx + rx * np.cos(t), cy - ry * np.sin(t)], axis=1)
-    wall = 0.03 + 0.03 * (h.grade <= 2)                   # short lateral wall above the edge
-    lateral = np.array([E, E + [0.3 * wall, -wall], E + [0.22, -0.18 - wall]])
+    wing[:, 0] = np.maximum(wing[:, 0], np.where(t < np.pi / 2, W2[0] + 0.02, -np.inf))
+    lateral = np.array([E, E + 0.5 * (W1 - E), W1, W2])
     medial = np.array([[-0.03, -0.2], [-0.01, -0.07], [-0.002, -0.02], T])
     chain = _chaikin(np.concatenate([lateral, wing, medial]), iters=2)
-    ilium = np.concatenate([chain, roof[1:-1][::-1]])
-    body_top = min(E[1] - 0.18, -0.3)
-    ilium_body = np.concatenate([_chaikin(np.array([E, E + [0.006, -wall], [E[0] + 0.06, body_top],
+    ilium = np.concatenate([chain, roof[1:-1]])
+    body_top = min(W1[1] - 0.1, -0.3)
+    ilium_body = np.concatenate([_chaikin(np.array([E, W1 - [0.006, 0.0], W1 + [0.02, -0.07],
                                                     [-0.04, body_top - 0.05], [-0.03, -0.2], [-0.01, -0.07],
                                                     [-0.002, -0.02], T]),
-                                          2), roof[1:-1][::-1]])
-    band_w = 0.03
-    roof_band = np.concatenate([roof, (roof + band_w * up)[::-1]])
+                                          2), roof[1:-1]])
+    band_w = 0.03                             # sclerotic band along the roof; its densest, thin cortical
+    roof_band = np.concatenate([roof, (roof + band_w * up)[::-1]])          # line (the sourcil) lines
+    sourcil = np.concatenate([roof, (roof + 0.012 * up)[::-1]])            # the edge from T to E
 
     # ischium: a vertical bar below the Y-cartilage gap; pubis: superior ramus, body and inferior
     # ramus around the obturator foramen, not yet fused to the ischium (ischiopubic synchondrosis)
@@ -321,12 +400,12 @@ def hip_shapes(h: HipAnatomy, wing_w: float, wing_h: float, ischium: float) -> H
     meta_band = np.array([Lc, Mc, Mc + 0.028 * n_down, Lc + 0.028 * n_down])
     up_m = -n_down
     Rh = h.head_ratio * w
-    C = H + 0.85 * Rh * up_m
+    C, rn = _place_head(h, E, H, dlat, up_m, Rh)
     head = _ellipse(C, Rh, Rh * 0.97, 0, 36)
-    nucleus = _ellipse(C, h.nucleus, h.nucleus * 0.92, 0, 28) if h.nucleus > 0 else None
+    nucleus = _ellipse(C, rn, rn * 0.92, 0, 28) if rn > 0 else None
     points = {"lateral_edge": E, "mid_roof": mid_roof, "triradiate": T, "metaphysis_lateral": Lc,
               "metaphysis_mid": (Lc + Mc) / 2, "metaphysis_medial": Mc, "head_centre": C}
-    return HipShapes(points, ilium, ilium_body, roof_band, roof, isch, pub, foramen,
+    return HipShapes(points, ilium, ilium_body, roof_band, sourcil, roof, isch, pub, foramen,
                      femur, medulla, meta_band, head, nucleus)
 
 
@@ -563,7 +642,7 @@ def _draw_anatomy(rng, P: _Painter, anat: PelvisAnatomy, shapes, maps) -> np.nda
     bone += (0.24 + 0.16 * rim) * ilium * (1.0 + 0.3 * _smooth_noise(rng, H, W, 10))
     bone += 0.22 * P.blur(P.mask(both("ilium_body")), 0.04) * ilium
     bone += 0.12 * P.mask(lines=both("ilium"), line_w=0.014, closed_lines=True) * ilium
-    bone += 0.35 * P.mask(both("roof_band"))
+    bone += 0.25 * P.mask(both("roof_band")) + 0.25 * P.mask(both("sourcil"))
     bone += P.blur(0.4 * P.mask(both("ischium")) + 0.3 * P.mask(both("pubis"), holes=both("foramen")
                                                                   + both("ischium")), 0.008)
     femur = P.mask(both("femur"))
@@ -583,7 +662,7 @@ def _draw_anatomy(rng, P: _Painter, anat: PelvisAnatomy, shapes, maps) -> np.nda
 def _photometry(rng, P: _Painter, att: np.ndarray) -> np.ndarray:
     H, W = att.shape
     val = 1.0 - np.exp(-_uniform(rng, 1.0, 1.5) * att)
-    sig = _uniform(rng, 0.5, 1.5) * max(H, W) / 512
+    sig = _uniform(rng, 0.4, 1.1) * max(H, W) / 512      # modest: the roof and its corner stay crisp
     if sig > 0.3:
         val = cv2.GaussianBlur(val, (0, 0), sig)
     yy, xx = np.mgrid[0:H, 0:W].astype(np.float32)

@@ -11,8 +11,8 @@ import pytest
 from datasets.formats import load_dataset, read_metadata, read_yolo_label
 from datasets.image_io import read_image
 from datasets.layouts import SIDES, get_layout
-from datasets.synthetic import (DEFAULT_GRADE_MIX, METADATA_COLUMNS, contact_sheet, generate_dataset,
-                                parse_grade_mix, render_phantom)
+from datasets.synthetic import (DEFAULT_GRADE_MIX, METADATA_COLUMNS, contact_sheet, generate_dataset, hip_shapes,
+                                parse_grade_mix, render_phantom, sample_anatomy)
 from utils.errors import UserError
 from utils.hip_geometry import acetabular_index, hip_frames, ihdi_grade
 
@@ -31,6 +31,16 @@ def small_ds(tmp_path_factory):
 def films():
     """200 in-memory phantoms at a small size (400 hips)."""
     return [render_phantom(np.random.default_rng([7, i]), 128, return_film=True) for i in range(200)]
+
+
+@pytest.fixture(scope="module")
+def films256():
+    """80 phantoms at 256 px: fine enough to sample the bone outline around the lateral edge."""
+    return [render_phantom(np.random.default_rng([11, i]), 256, return_film=True) for i in range(80)]
+
+
+def _at(img, p):
+    return float(cv2.getRectSubPix(img.astype(np.float32), (1, 1), (float(p[0]), float(p[1])))[0, 0])
 
 
 def _files(folder):
@@ -119,6 +129,84 @@ def test_keypoints_sit_on_image_edges(films):
     for name, v in diffs.items():
         v = np.array(v)
         assert v.mean() > 15 and (v > 0).mean() > 0.85, (name, v.mean(), (v > 0).mean())
+
+
+def test_lateral_edge_is_a_corner(films256):
+    """The bright roof ends at the lateral edge, where the bone outline turns sharply up into the
+    lateral iliac wall. Just medial to the edge, along the roof, is bone; beyond the edge, along
+    the roof line and along rays turned up to 40 degrees above it, is soft tissue, as dark as
+    the soft tissue lateral to the edge (a smooth outline continuing past the edge fails)."""
+    lay = get_layout("ihdi12")
+    bone, soft, rays = [], [], {0: [], 20: [], 40: []}
+    for f in films256:
+        img, k = f.image, f.keypoints
+        fr = hip_frames(k)
+        d = np.linalg.norm(k[lay.triradiate["left"]] - k[lay.triradiate["right"]])
+        for side in SIDES:
+            t, e = fr[side]["triradiate"], fr[side]["lateral_edge"]
+            u = (e - t) / np.linalg.norm(e - t)                  # along the roof line, laterally
+            n = np.array([-u[1], u[0]])
+            n = n if n @ fr[side]["inferior"] > 0 else -n           # its normal, inferior
+            steps = (0.04, 0.07, 0.1)                               # in D, the inter-triradiate distance
+            bone.append(np.mean([_at(img, e - d * (x * u + 0.03 * n)) for x in steps]))
+            soft.append(_at(img, e + d * (0.06 * fr[side]["lateral"] + 0.02 * fr[side]["inferior"])))
+            for deg in rays:
+                c, s = np.cos(np.radians(deg)), np.sin(np.radians(deg))
+                rays[deg].append(np.mean([_at(img, e + d * x * (c * u - s * n)) for x in steps]))
+    bone, soft = np.array(bone), np.array(soft)
+    contrast = bone - soft
+    assert contrast.mean() > 30 and (contrast > 10).mean() > 0.95, (contrast.mean(), (contrast > 10).mean())
+    for deg, v in rays.items():
+        v = np.array(v)
+        assert (bone - v > 10).mean() > 0.95, (deg, (bone - v > 10).mean())
+        rel = (v - soft) / np.maximum(contrast, 1.0)              # 0: soft tissue, 1: roof bone
+        assert rel.mean() < 0.2 and (rel > 0.5).mean() < 0.08, (deg, rel.mean(), (rel > 0.5).mean())
+
+
+def test_lateral_wall_turns_sharply_from_the_roof():
+    """In the anatomy, the outline leaves the lateral edge at least 50 degrees steeper than the roof."""
+    for i in range(200):
+        anat = sample_anatomy(np.random.default_rng([5, i]))
+        for h in anat.hips.values():
+            sh = hip_shapes(h, anat.wing_w, anat.wing_h, anat.ischium)
+            e = sh.points["lateral_edge"]
+            assert np.allclose(sh.ilium[0], e) and np.allclose(sh.roof[-1], e)
+            roof_dir = e - sh.roof[-2]
+            wall_dir = sh.ilium[1] - e
+            turn = np.degrees(np.arccos(roof_dir @ wall_dir / np.linalg.norm(roof_dir) / np.linalg.norm(wall_dir)))
+            assert turn >= 50, (i, h.ai_deg, turn)
+
+
+def test_nucleus_lies_in_the_head_below_the_roof():
+    """The ossific nucleus is concentric with the cartilaginous head, wholly below the roof line
+    (triradiate -> lateral edge) and above the metaphysis; in located hips (IHDI I-II) its centre
+    is medial to the lateral edge. Few drawn nuclei are lost to these constraints."""
+    drawn = wanted = 0
+    for i in range(300):
+        anat = sample_anatomy(np.random.default_rng([6, i]))
+        for h in anat.hips.values():
+            sh = hip_shapes(h, anat.wing_w, anat.wing_h, anat.ischium)
+            pts = sh.points
+            t, e, c = pts["triradiate"], pts["lateral_edge"], pts["head_centre"]     # side frame: p lateral, q down
+            u = (e - t) / np.linalg.norm(e - t)
+            n = np.array([-u[1], u[0]]) * np.sign(u[0])             # normal of the roof line, inferior (q > 0)
+            assert n[1] > 0
+            mid = pts["metaphysis_mid"]
+            assert c[1] < mid[1]                                     # head above its metaphysis
+            wanted += h.nucleus > 0
+            if sh.nucleus is None:
+                continue
+            drawn += 1
+            assert np.allclose(sh.nucleus.mean(axis=0), c, atol=1e-9)
+            assert np.all((sh.nucleus - t) @ n > 0.01), (i, h.grade)     # below the roof line
+            assert np.all(np.linalg.norm(sh.nucleus - c, axis=1) < np.linalg.norm(sh.head - c, axis=1).min())
+            m_dir = pts["metaphysis_lateral"] - pts["metaphysis_medial"]
+            down = np.array([-m_dir[1], m_dir[0]]) / np.linalg.norm(m_dir)
+            down = down if down[1] > 0 else -down
+            assert np.all((sh.nucleus - mid) @ down < -0.01)           # above the metaphysis margin
+            if h.grade <= 2:
+                assert c[0] < e[0], (i, h.grade)                       # medial to the lateral edge
+    assert wanted > 100 and drawn >= 0.97 * wanted, (drawn, wanted)
 
 
 # ------------------------------------------------------------------ geometry sampling
