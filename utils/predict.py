@@ -9,13 +9,12 @@ from __future__ import annotations
 import csv
 import json
 import logging
-import math
 import os
 import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Dict, List
 
 import numpy as np
 
@@ -24,7 +23,6 @@ from datasets.formats import HipRecord, dataset_layout, load_dataset, read_recor
 from datasets.layouts import SIDES, get_layout
 from utils.cropping import crop_points_to_side, side_crop_matrix, square_box, warp
 from utils.errors import ItemError, ProblemLog, UserError
-from utils.hip_geometry import hip_frames
 
 log = logging.getLogger("hipkp")
 
@@ -212,7 +210,6 @@ def run_prediction(data, output_dir, kp_left_path=None, kp_right_path=None, yolo
     csv_tmp = out / "predictions.csv.partial"
     rows = []
     n_overlays = 0
-    images_for_worst = {}
     f = open(csv_tmp, "w", newline="")
     writer = csv.DictWriter(f, fieldnames=cols, extrasaction="ignore")
     writer.writeheader()

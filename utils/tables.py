@@ -236,7 +236,7 @@ def latex_table(header: Sequence[str], rows: Sequence[Sequence[str]], align: str
     """
     align = align or "l" + "r" * (len(header) - 1)
     ncol = len(header)
-    lines = [f"% kfold / comparison table, needs \\usepackage{{booktabs}}"]
+    lines = ["% kfold / comparison table, needs \\usepackage{booktabs}"]
     if caption or label:
         lines += ["\\begin{table}[t]", "\\centering"]
         if caption:
