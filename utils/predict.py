@@ -281,13 +281,10 @@ def run_prediction(data, output_dir, kp_left_path=None, kp_right_path=None, yolo
     problems.write(out / "skipped.json")
     metrics = None
     if with_gt:
-        from utils.metrics import evaluate, flatten_metrics
+        from utils.metrics import evaluate, write_metrics_csv
         metrics = evaluate(df, layout=layout.name)
         (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
-        with open(out / "metrics.csv", "w", newline="") as fm:
-            w = csv.writer(fm)
-            w.writerow(["metric", "value"])
-            w.writerows(flatten_metrics(metrics))
+        write_metrics_csv(out / "metrics.csv", metrics)
         if make_plots:
             _plots(df, out, layout, records, worst_n)
     summary["seconds"] = round(time.time() - t0, 2)
@@ -298,6 +295,7 @@ def run_prediction(data, output_dir, kp_left_path=None, kp_right_path=None, yolo
 
 RESULT_FILES = ("predictions.csv", "predictions.csv.partial", "metrics.json", "metrics.csv", "summary.json",
                 "skipped.json")
+RESULT_IMAGE_DIRS = ("overlays", "worst_cases", "plots")
 
 
 def remove_previous_results(out: Path) -> None:
@@ -305,6 +303,9 @@ def remove_previous_results(out: Path) -> None:
     ``predictions.csv.partial``, never a complete-looking but stale ``predictions.csv``."""
     for name in RESULT_FILES:
         (out / name).unlink(missing_ok=True)
+    for sub in RESULT_IMAGE_DIRS:                 # stale overlays would mix with this run's
+        for png in (out / sub).glob("*.png"):
+            png.unlink()
 
 
 def _row(rec, img, info, boxes, pred, layout, side_models, with_gt):
