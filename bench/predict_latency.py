@@ -174,7 +174,7 @@ def run(a):
                                                                    a.input_size)
     yolo_path = Path(a.yolo_weights) if a.yolo_weights else make_yolo_weights(root / "yolo.pt")
 
-    dev = P._device(a.device)
+    dev = P.select_device(a.device)
     clock = Clock()
     side_models = P.load_side_models(str(kp_path), device=str(dev))
     cfg = side_models["left"].config

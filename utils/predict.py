@@ -22,6 +22,7 @@ from datasets.crops import preprocess_crop
 from datasets.formats import HipRecord, dataset_layout, load_dataset, read_record_image
 from datasets.layouts import SIDES, get_layout
 from utils.cropping import crop_points_to_side, side_crop_matrix, square_box, warp
+from utils.devices import select_device
 from utils.errors import ItemError, ProblemLog, UserError
 
 log = logging.getLogger("hipkp")
@@ -95,18 +96,6 @@ def extra_columns(layout) -> List[str]:
 
 
 # ---------------------------------------------------------------------- core
-def _device(device: str):
-    import torch
-    if device in (None, "", "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if str(device).isdigit():
-        device = f"cuda:{device}"
-    d = torch.device(device)
-    if d.type == "cuda" and not torch.cuda.is_available():
-        raise UserError(f"--device {device} asked for CUDA, but no CUDA GPU is available (use --device cpu)")
-    return d
-
-
 class KeypointPredictor:
     """Crops, batches and runs the keypoint model(s); maps predictions back to image pixels."""
 
@@ -189,7 +178,7 @@ def run_prediction(data, output_dir, kp_left_path=None, kp_right_path=None, yolo
         raise UserError("give --yolo_weights (a trained detector .pt), or --use_gt_box to crop on ground-truth boxes")
     problems = ProblemLog(strict=strict)
     records = load_dataset(data, require_boxes=use_gt_box, problems=problems)
-    dev = _device(device)
+    dev = select_device(device)
     side_models = load_side_models(kp_left_path, kp_right_path, device=str(dev), model_name=model_name)
     predictor = KeypointPredictor(side_models, dev)
     layout = predictor.layout

@@ -65,6 +65,7 @@ from datasets.layouts import get_layout
 from utils import distributed
 from utils.distributed import (ShardedSampler, all_reduce_max, all_reduce_sum, barrier, get_world_size,
                                init_distributed, local_world_size, shard_indices)
+from utils.devices import select_device
 from utils.errors import ProblemLog, UserError
 
 log = logging.getLogger("hipkp")
@@ -154,19 +155,6 @@ def seed_everything(seed: int, deterministic: bool = False) -> None:
     # set both ways: the flags are process-wide and a k-fold script trains several times
     torch.use_deterministic_algorithms(bool(deterministic), warn_only=True)
     torch.backends.cudnn.deterministic = bool(deterministic)
-
-
-def select_device(name: str = "auto") -> torch.device:
-    """``auto`` -> cuda when available, else cpu; otherwise the named device (checked)."""
-    if name in (None, "", "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(name)
-    except RuntimeError:
-        raise UserError(f"unknown device {name!r} (use auto, cpu, cuda or cuda:N)") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise UserError(f"--device {name}: CUDA is not available on this machine")
-    return dev
 
 
 def select_amp(mode: str, device: torch.device):
