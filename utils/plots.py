@@ -63,11 +63,16 @@ def _pairs(df, pred_prefix, gt_prefix):
 
 
 # ------------------------------------------------------------------ AI agreement
+def _ai_pairs(df: pd.DataFrame):
+    """Per-side (pred, ref) AI pairs and both sides pooled."""
+    pairs = _pairs(df, "pred_ai", "gt_ai")
+    return (pairs, np.concatenate([pairs[s][0] for s in SIDES]),
+            np.concatenate([pairs[s][1] for s in SIDES]))
+
+
 def plot_ai_scatter(df: pd.DataFrame, path, title: str = "Acetabular index") -> Path:
     """Predicted vs reference AI per hip, left/right markers, identity line; r, ICC(2,1), MAE in the title."""
-    pairs = _pairs(df, "pred_ai", "gt_ai")
-    p_all = np.concatenate([pairs[s][0] for s in SIDES])
-    g_all = np.concatenate([pairs[s][1] for s in SIDES])
+    pairs, p_all, g_all = _ai_pairs(df)
     ag = M.agreement(p_all, g_all)
     fig, ax = plt.subplots(figsize=(5.2, 5.2))
     for s in SIDES:
@@ -98,9 +103,7 @@ def plot_ai_scatter(df: pd.DataFrame, path, title: str = "Acetabular index") -> 
 
 def plot_bland_altman(df: pd.DataFrame, path, title: str = "Acetabular index: Bland-Altman") -> Path:
     """Difference (pred - ref) vs mean of the two, with bias and bias ± 1.96 SD lines labelled."""
-    pairs = _pairs(df, "pred_ai", "gt_ai")
-    p_all = np.concatenate([pairs[s][0] for s in SIDES])
-    g_all = np.concatenate([pairs[s][1] for s in SIDES])
+    pairs, p_all, g_all = _ai_pairs(df)
     ba = M.bland_altman(p_all, g_all)
     fig, ax = plt.subplots(figsize=(6.4, 4.6))
     for s in SIDES:
