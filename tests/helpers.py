@@ -171,3 +171,25 @@ def add_bad_item(root, case: str, stem: str) -> Path:
     else:
         raise KeyError(case)
     return path
+
+
+def sigterm_after_first_epoch(cmd, cwd, log_csv, start_timeout: float, exit_timeout: float):
+    """Start a training command, wait until its first epoch is logged (``log_csv`` appears,
+    after that epoch's checkpoints), send SIGTERM, and return ``(returncode, stderr)``."""
+    import signal
+    import subprocess
+    import time
+
+    proc = subprocess.Popen([str(c) for c in cmd], cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    try:
+        deadline = time.time() + start_timeout
+        while not Path(log_csv).exists():
+            assert proc.poll() is None and time.time() < deadline, proc.communicate()[1][-3000:]
+            time.sleep(0.2)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=exit_timeout)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    return proc.returncode, err

@@ -18,10 +18,8 @@ import ast
 import functools
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 import warnings
 from pathlib import Path
 
@@ -29,7 +27,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.helpers import BAD_ITEM_CASES, add_bad_item, make_tiny_dataset
+from tests.helpers import BAD_ITEM_CASES, add_bad_item, make_tiny_dataset, sigterm_after_first_epoch
 
 ROOT = Path(__file__).resolve().parents[1]
 SPLIT_ARGS = ["--train", "0.6", "--val", "0.2", "--test", "0.2"]
@@ -384,18 +382,8 @@ def test_sigterm_leaves_a_loadable_last_checkpoint_and_resume_continues(tmp_path
     out, logs = tmp_path / "w", tmp_path / "logs"
     cmd = [sys.executable, "train_hip_crop_keypoints.py", "--data_dir", str(tmp_path / "data"), *TRAIN_FAST,
            "--epochs", "1000", "--out", str(out), "--log_dir", str(logs), "--exp_name", "sig"]
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        deadline = time.time() + 240
-        while not (logs / "sig_training_log.csv").exists():   # written after the first epoch's checkpoints
-            assert proc.poll() is None and time.time() < deadline, proc.communicate()[1][-3000:]
-            time.sleep(0.2)
-        proc.send_signal(signal.SIGTERM)
-        _, err = proc.communicate(timeout=120)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    assert proc.returncode == 143 and "Traceback" not in err, err[-3000:]
+    returncode, err = sigterm_after_first_epoch(cmd, ROOT, logs / "sig_training_log.csv", 240, 120)
+    assert returncode == 143 and "Traceback" not in err, err[-3000:]
     from models.checkpoint import load_keypoint_model, read_checkpoint
     last = read_checkpoint(out / "sig_last.pth")                  # weights_only=True
     load_keypoint_model(out / "sig_last.pth")

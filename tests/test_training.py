@@ -6,7 +6,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import cv2
@@ -15,7 +14,7 @@ import pytest
 import torch
 
 import utils.training as T
-from tests.helpers import make_tiny_dataset
+from tests.helpers import make_tiny_dataset, sigterm_after_first_epoch
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -206,18 +205,8 @@ def test_script_sigterm_saves_last_and_exits_143(data_dir, tmp_path):
     cmd = [sys.executable, "train_hip_crop_keypoints.py", "--data_dir", str(data_dir), "--model_name",
            "convnext_atto_custom", "--input_size", "64", "--epochs", "500", "--batch_size", "8",
            "--out", str(out), "--log_dir", str(logs), "--exp_name", "sig", "--no-progress"]
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        deadline = time.time() + 120
-        while not (logs / "sig_training_log.csv").exists():
-            assert proc.poll() is None and time.time() < deadline, proc.communicate()[1][-2000:]
-            time.sleep(0.2)
-        proc.send_signal(signal.SIGTERM)
-        _, err = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    assert proc.returncode == 143, err[-2000:]
+    returncode, err = sigterm_after_first_epoch(cmd, ROOT, logs / "sig_training_log.csv", 120, 60)
+    assert returncode == 143, err[-2000:]
     assert "interrupted: saved" in err and "--resume auto" in err
     assert _state(out / "sig_last.pth")["epoch"] >= 1
 
