@@ -7,7 +7,7 @@ from utils.errors import cli
 
 @cli
 def main():
-    from utils.demo import run_demo
+    from utils.pipelines.demo import run_demo
     run_demo(os.environ.get("DEMO_SCALE", "cpu"))
 
 

@@ -38,7 +38,7 @@ def parse_args(argv=None):
 @cli
 def main(argv=None):
     a = parse_args(argv)
-    from utils.kfold_predict import compare_results, run_kfold_prediction
+    from utils.pipelines.kfold_predict import compare_results, run_kfold_prediction
     if a.compare:
         compare_results(a.compare, a.output_dir, a.names)
         return

@@ -15,7 +15,7 @@ from utils.errors import cli
 
 
 def parse_args(argv=None):
-    from utils.training import add_train_args
+    from utils.pipelines.train import add_train_args
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     g = p.add_argument_group("k-fold")
     g.add_argument("--data_root", default="data_kfold", help="kfold_split.py output (fold1/ ... foldK/)")
@@ -35,7 +35,7 @@ def parse_args(argv=None):
 @cli
 def main(argv=None):
     a = parse_args(argv)
-    from utils.kfold_train import run_kfold_training
+    from utils.pipelines.kfold_train import run_kfold_training
     kfold_keys = ("data_root", "k", "mode", "folds", "inner_val_ratio", "inner_seed", "summarize_only", "overwrite")
     cfg = {key: v for key, v in vars(a).items() if key not in kfold_keys}
     run_kfold_training(cfg, a.data_root, k=a.k, mode=a.mode, folds=a.folds, inner_val_ratio=a.inner_val_ratio,

@@ -4,13 +4,13 @@
     python kfold_train_yolo.py --data_tpl data_kfold/data_fold{fold}.yaml --k 5 --folds 1,3 --name hip_yolo12n
 
 Writes <weights_dir>/<name>_fold{i}.pt and merges a per-fold table into <log_dir>/<name>_kfold_yolo.csv,
-so folds can run as separate jobs. Runs offline: see utils/yolo_env.py.
+so folds can run as separate jobs. Runs offline: see utils/pipelines/yolo_env.py.
 """
 import argparse
 
-import utils.yolo_env  # noqa: F401  (sets YOLO_OFFLINE / YOLO_CONFIG_DIR before anything imports ultralytics)
+import utils.pipelines.yolo_env  # noqa: F401  (sets YOLO_OFFLINE / YOLO_CONFIG_DIR before anything imports ultralytics)
 from utils.errors import cli
-from utils.yolo_train import add_training_args, train_kfold
+from utils.pipelines.yolo import add_training_args, train_kfold
 
 
 @cli

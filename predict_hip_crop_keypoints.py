@@ -33,7 +33,7 @@ def parse_args(argv=None):
 @cli
 def main(argv=None):
     a = parse_args(argv)
-    from utils.predict import print_summary, run_prediction
+    from utils.pipelines.predict import print_summary, run_prediction
     s = run_prediction(a.data, a.output_dir, kp_left_path=a.kp_left_path, kp_right_path=a.kp_right_path,
                        yolo_weights=a.yolo_weights, use_gt_box=a.use_gt_box, device=a.device,
                        batch_size=a.batch_size, model_name=a.model_name, imgsz=a.imgsz, conf=a.conf,

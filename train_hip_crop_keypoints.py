@@ -6,13 +6,13 @@
 
 Writes weights/{exp}_best.pth and weights/{exp}_last.pth (config inside),
 logs/{exp}_training_log.csv and logs/{exp}_training_plot.png. ``--resume auto`` continues
-an interrupted run. See utils/training.py for the loop.
+an interrupted run. See utils/pipelines/train.py for the loop.
 """
 import argparse
 import sys
 
 from utils.errors import cli
-from utils.training import Interrupted, add_train_args, train
+from utils.pipelines.train import Interrupted, add_train_args, train
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -3,13 +3,13 @@
 
     python train_yolo.py --data data/data.yaml --model yolo12n.yaml --epochs 100 --imgsz 640 --name hip_yolo12n
 
-The best weights are copied to <weights_dir>/<name>.pt. Runs offline: see utils/yolo_env.py.
+The best weights are copied to <weights_dir>/<name>.pt. Runs offline: see utils/pipelines/yolo_env.py.
 """
 import argparse
 
-import utils.yolo_env  # noqa: F401  (sets YOLO_OFFLINE / YOLO_CONFIG_DIR before anything imports ultralytics)
+import utils.pipelines.yolo_env  # noqa: F401  (sets YOLO_OFFLINE / YOLO_CONFIG_DIR before anything imports ultralytics)
 from utils.errors import cli
-from utils.yolo_train import add_training_args, train_one
+from utils.pipelines.yolo import add_training_args, train_one
 
 
 @cli

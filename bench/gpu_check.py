@@ -79,7 +79,7 @@ def cmd_data(args) -> int:
 
 def _train_once(data, out, amp, args, device, extra):
     import torch
-    from utils.training import train
+    from utils.pipelines.train import train
 
     if device.type == "cuda":
         gc.collect()
@@ -102,7 +102,7 @@ def _train_once(data, out, amp, args, device, extra):
 
 def cmd_train(args) -> int:
     import torch
-    from utils.training import select_amp
+    from utils.pipelines.train import select_amp
 
     device = torch.device("cpu" if args.cpu_smoke else "cuda")
     if device.type == "cuda" and not torch.cuda.is_available():

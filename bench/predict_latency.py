@@ -5,7 +5,7 @@
         --input_size 128 --images 16 --batch_size 8 --imgsz 640 --size 512 --repeats 3
 
 In one run, on the same device, the same images and the same batch sizes:
-1. pipeline: ``utils.predict.run_prediction`` on a folder of phantom films (PNG, no labels),
+1. pipeline: ``utils.pipelines.predict.run_prediction`` on a folder of phantom films (PNG, no labels),
    overlays and plots off, with the keypoint model and the detector loaded once beforehand
    (model loading is excluded; everything else run_prediction does is timed: listing and
    reading the images, YOLO, crops, the keypoint model, mapping back, rows, the CSV);
@@ -66,7 +66,7 @@ def make_kp_checkpoint(path: Path, model_name: str, head_type: str, input_size: 
 def make_yolo_weights(path: Path, yaml_name: str = "yolo12n.yaml") -> Path:
     """An untrained two-class (LeftHip, RightHip) detector built from its YAML, offline."""
     import torch
-    from utils.yolo_env import ultralytics
+    from utils.pipelines.yolo_env import ultralytics
 
     ultralytics()
     from ultralytics.nn.tasks import DetectionModel
@@ -128,7 +128,7 @@ class BenchDetector:
     does not find gets a fixed box (left/right third of the image) so that the crops still run."""
 
     def __init__(self, det, clock, fixed_boxes: bool):
-        from utils.detection import Detection
+        from utils.pipelines.detection import Detection
         self.det, self.clock, self.fixed, self.Detection = det, clock, fixed_boxes, Detection
         det.model.predict = clock.wrap(det.model.predict, "yolo_predict")
         self.n_fixed = 0
@@ -156,11 +156,11 @@ def run(a):
     import numpy as np
     import torch
 
-    import utils.detection
-    import utils.predict as P
+    import utils.pipelines.detection
+    import utils.pipelines.predict as P
     from datasets.image_io import read_image
     from datasets.synthetic import generate_dataset
-    from utils.detection import YoloDetector, as_bgr
+    from utils.pipelines.detection import YoloDetector, as_bgr
 
     if a.images < 1 or a.batch_size < 1 or a.repeats < 1:
         raise UserError("--images, --batch_size and --repeats must be at least 1")
@@ -191,7 +191,7 @@ def run(a):
 
     # run_prediction with the models already loaded and every stage timed
     P.load_side_models = lambda *x, **k: side_models
-    utils.detection.YoloDetector = lambda *x, **k: bench_det
+    utils.pipelines.detection.YoloDetector = lambda *x, **k: bench_det
     for name in ("read_record_image", "read_image"):    # whichever run_prediction reads images with
         if hasattr(P, name):
             setattr(P, name, clock.wrap(getattr(P, name), "read"))

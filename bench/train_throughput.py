@@ -6,7 +6,7 @@
 
 In one run, on the same device, model, batch size and input size:
 1. raw: forward + loss + backward on random tensors (no data, no optimizer);
-2. loop: ``utils.training.train`` on a small phantom set for steps + 1 steps (the first
+2. loop: ``utils.pipelines.train.train`` on a small phantom set for steps + 1 steps (the first
    step is warm-up and not timed); its steps include data loading, target encoding,
    clipping and the optimizer;
 3. raw again, so a machine shared with other jobs affects both sides alike.
@@ -54,7 +54,7 @@ def raw_step_seconds(model_name, head_type, input_size, batch_size, steps, devic
 def loop_step_seconds(model_name, head_type, input_size, batch_size, steps, device, workers, root: Path):
     """``train()`` on phantoms for steps + 1 steps: wall time of each step after the first."""
     from datasets.synthetic import generate_dataset
-    from utils.training import train
+    from utils.pipelines.train import train
 
     n_train = math.ceil(batch_size * (steps + 1) / 2)  # two crops per image (left + mirrored right)
     generate_dataset(root / "data" / "train", n_train, seed=0, size=512, progress=False)
@@ -76,7 +76,7 @@ def run(args) -> dict:
     the median step: a shared machine slows some steps down by large factors, and the best
     step is the figure least affected by that; the median and mean are printed alongside."""
     import torch
-    from utils.training import select_device
+    from utils.pipelines.train import select_device
 
     device = select_device(args.device)
     print(f"{args.model_name} + {args.head_type}, input {args.input_size}, batch {args.batch_size}, "

@@ -23,7 +23,7 @@ sys.path.insert(0, str(ROOT))
 import torch  # noqa: E402
 
 import models.checkpoint  # noqa: E402
-import utils.training as T  # noqa: E402
+import utils.pipelines.train as T  # noqa: E402
 from datasets.crops import HipCropDataset  # noqa: E402
 from models.codecs import SimCCCodec  # noqa: E402
 

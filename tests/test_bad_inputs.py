@@ -286,7 +286,7 @@ def test_malicious_checkpoint_is_refused_by_predict(kp, tmp_path):
 
 def test_predictions_csv_never_looks_complete_after_a_crash(kp, tmp_path, monkeypatch):
     """A run that dies half-way leaves predictions.csv.partial, and no earlier predictions.csv."""
-    import utils.predict as UP
+    import utils.pipelines.predict as UP
     out = tmp_path / "o"
     ds = make_tiny_dataset(tmp_path / "ds", n=3, size=64)
     args = dict(kp_left_path=kp["ckpt"]["ihdi12"], use_gt_box=True, device="cpu", batch_size=1, overlays=False,
@@ -403,7 +403,7 @@ def test_degenerate_prediction_gives_nan_ai_and_grade_0_through_evaluate():
     import pandas as pd
 
     from tests.helpers import _side_points
-    from utils.metrics import evaluate, prediction_row
+    from utils.evaluation.metrics import evaluate, prediction_row
 
     rng = np.random.default_rng(0)
     gt = np.concatenate([_side_points(rng, "left", 1, 256, "ihdi12"), _side_points(rng, "right", 2, 256, "ihdi12")])

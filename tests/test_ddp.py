@@ -20,10 +20,10 @@ import numpy as np
 import pytest
 import torch
 
-import utils.training as T
+import utils.pipelines.train as T
 from datasets.crops import EpochSampler
 from tests.helpers import make_tiny_dataset
-from utils.distributed import ShardedSampler, all_reduce_sum, is_distributed, shard_indices
+from utils.pipelines.distributed import ShardedSampler, all_reduce_sum, is_distributed, shard_indices
 
 ROOT = Path(__file__).resolve().parents[1]
 TIMEOUT = 300

@@ -11,7 +11,7 @@ from datasets.formats import load_image_list, read_metadata
 from datasets.splits import make_kfold
 from datasets.synthetic import generate_dataset
 from utils.errors import UserError
-from utils.kfold_train import run_kfold_training, write_fold_lists
+from utils.pipelines.kfold_train import run_kfold_training, write_fold_lists
 
 ROOT = Path(__file__).resolve().parents[1]
 K = 2

@@ -1,4 +1,4 @@
-"""utils.metrics against hand-computed values, published examples and scikit-learn."""
+"""utils.evaluation.metrics against hand-computed values, published examples and scikit-learn."""
 import json
 import math
 
@@ -9,7 +9,7 @@ from scipy import stats
 from sklearn.metrics import (cohen_kappa_score, confusion_matrix, f1_score, mean_absolute_error,
                              precision_score, recall_score)
 
-from utils import metrics as M
+from utils.evaluation import metrics as M
 
 # Shrout & Fleiss (1979), Table 2: 6 targets rated by 4 judges.
 SHROUT_FLEISS = np.array([[9, 2, 5, 8],

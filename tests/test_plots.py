@@ -1,4 +1,4 @@
-"""utils.plots (PNG plots, OpenCV overlays) and utils.tables (k-fold and comparison tables)."""
+"""utils.evaluation.plots (PNG plots, OpenCV overlays) and utils.evaluation.tables (k-fold and comparison tables)."""
 import math
 import re
 
@@ -7,9 +7,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from utils import metrics as M
-from utils import plots as P
-from utils import tables as T
+from utils.evaluation import metrics as M
+from utils.evaluation import plots as P
+from utils.evaluation import tables as T
 from utils.hip_geometry import hip_frames
 
 GRADE_HP = {1: (-10.0, 20.0), 2: (10.0, 20.0), 3: (20.0, 10.0), 4: (10.0, -5.0)}

@@ -1,4 +1,4 @@
-"""Prediction and evaluation (utils/predict.py, predict_hip_crop_keypoints.py), end to end on CPU.
+"""Prediction and evaluation (utils/pipelines/predict.py, predict_hip_crop_keypoints.py), end to end on CPU.
 
 - A *perfect model* proves the crop -> image mapping exact: a stand-in network matches each
   crop it is given to the crop the TRAINING code (``HipCropDataset``, no augmentation) makes
@@ -23,8 +23,8 @@ import pytest
 import torch
 
 import predict_hip_crop_keypoints as script
-import utils.detection
-import utils.predict as P
+import utils.pipelines.detection
+import utils.pipelines.predict as P
 from datasets.crops import IMAGENET_MEAN, IMAGENET_STD, HipCropDataset, preprocess_crop
 from datasets.formats import load_dataset, read_annotation
 from datasets.layouts import SIDES, get_layout
@@ -33,11 +33,11 @@ from datasets.synthetic import generate_dataset
 from models import build_codec
 from models.checkpoint import load_keypoint_model
 from utils.cropping import crop_points_to_side, side_crop_matrix, warp
-from utils.detection import Detection
+from utils.pipelines.detection import Detection
 from utils.errors import UserError
 from utils.hip_geometry import acetabular_index, ihdi_grade
-from utils.metrics import read_predictions
-from utils.training import train
+from utils.evaluation.metrics import read_predictions
+from utils.pipelines.train import train
 
 ROOT = Path(__file__).resolve().parents[1]
 SIZE = 160          # phantom films, pixels
@@ -353,7 +353,7 @@ def test_mtddh8_end_to_end(data_mtddh8, data, tmp_path):
 
 # ---------------------------------------------------------------------------- detector stand-ins
 class FakeDetector:
-    """Replaces ``utils.detection.YoloDetector``: the image-left and image-right thirds of each
+    """Replaces ``utils.pipelines.detection.YoloDetector``: the image-left and image-right thirds of each
     image (middle half of its height) as LeftHip / RightHip boxes; ``miss`` = {call index: side}
     leaves that side undetected in that image."""
     miss = {}
@@ -379,7 +379,7 @@ class FakeDetector:
 
 @pytest.fixture
 def fake_detector(monkeypatch):
-    monkeypatch.setattr(utils.detection, "YoloDetector", FakeDetector)
+    monkeypatch.setattr(utils.pipelines.detection, "YoloDetector", FakeDetector)
     monkeypatch.setattr(FakeDetector, "miss", {})
     monkeypatch.setattr(FakeDetector, "instances", [])
     return FakeDetector

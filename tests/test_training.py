@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-import utils.training as T
+import utils.pipelines.train as T
 from tests.helpers import make_tiny_dataset, sigterm_after_first_epoch
 
 ROOT = Path(__file__).resolve().parents[1]

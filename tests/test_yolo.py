@@ -16,11 +16,11 @@ import yaml
 
 import kfold_train_yolo
 import train_yolo
-from utils.detection import (Detection, YoloDetector, as_bgr, best_per_side, box_iou, evaluate_detector,
+from utils.pipelines.detection import (Detection, YoloDetector, as_bgr, best_per_side, box_iou, evaluate_detector,
                              side_class_ids)
 from utils.errors import UserError
-from utils.folds import parse_folds
-from utils.yolo_train import _merge_csv, load_data_yaml
+from utils.pipelines.folds import parse_folds
+from utils.pipelines.yolo import _merge_csv, load_data_yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 SIZE = 96
@@ -158,7 +158,7 @@ def test_kfold_trains_requested_folds_and_writes_table(tiny, tmp_path, capsys):
 def test_download_paths_fail_fast_without_network(tmp_path, monkeypatch):
     import urllib.request
 
-    from utils.yolo_env import yolo_class
+    from utils.pipelines.yolo_env import yolo_class
 
     YOLO = yolo_class()
     net = NetworkBlocked(monkeypatch)

@@ -1,8 +1,8 @@
 """Paper tables: k-fold summaries and experiment comparisons (pandas, no torch).
 
 Inputs are *flat metric dicts* ``{name: value}`` with the names of
-``utils.metrics.flatten_metrics`` (``ai/pooled/mae``, ``keypoints/mm/left/mean`` ...).
-Each function also accepts the nested dict of ``utils.metrics.evaluate``, a list of
+``utils.evaluation.metrics.flatten_metrics`` (``ai/pooled/mae``, ``keypoints/mm/left/mean`` ...).
+Each function also accepts the nested dict of ``utils.evaluation.metrics.evaluate``, a list of
 ``(name, value)`` pairs, or the path of a ``metrics.csv`` / ``metrics.json``.
 
 - ``kfold_summary(folds) -> DataFrame``: every numeric metric as mean and SD across
@@ -26,7 +26,7 @@ from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Uni
 import numpy as np
 import pandas as pd
 
-from utils.metrics import flatten_metrics, read_metrics_csv
+from utils.evaluation.metrics import flatten_metrics, read_metrics_csv
 
 SIDE_COLUMNS = (("left", "Left hip"), ("right", "Right hip"), ("pooled", "Both hips"))
 DASH = "–"

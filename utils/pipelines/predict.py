@@ -76,7 +76,7 @@ def load_side_models(kp_left_path=None, kp_right_path=None, device="cpu", model_
 # ---------------------------------------------------------------------- columns
 def output_columns(layout, with_gt: bool) -> List[str]:
     """predictions.csv's columns, in order."""
-    from utils.metrics import prediction_row
+    from utils.evaluation.metrics import prediction_row
     lay = get_layout(layout)
     nan = np.full((lay.num_points, 2), np.nan)
     cols = list(prediction_row("x", nan, lay, gt_kps=np.zeros_like(nan) if with_gt else None).keys())
@@ -87,7 +87,7 @@ def output_columns(layout, with_gt: bool) -> List[str]:
 
 
 def extra_columns(layout) -> List[str]:
-    """Columns predictions.csv has beyond ``utils.metrics.prediction_row``'s schema."""
+    """Columns predictions.csv has beyond ``utils.evaluation.metrics.prediction_row``'s schema."""
     lay = get_layout(layout)
     cols = ["image", "width", "height", "status"]
     for s in SIDES:
@@ -188,7 +188,7 @@ def run_prediction(data, output_dir, kp_left_path=None, kp_right_path=None, yolo
     with_gt = data_layout is not None
     detector = None
     if not use_gt_box:
-        from utils.detection import YoloDetector
+        from utils.pipelines.detection import YoloDetector
         detector = YoloDetector(yolo_weights, device=str(dev) if dev.type == "cpu" else str(dev.index or 0),
                                 imgsz=imgsz, conf=conf)
 
@@ -270,7 +270,7 @@ def run_prediction(data, output_dir, kp_left_path=None, kp_right_path=None, yolo
     problems.write(out / "skipped.json")
     metrics = None
     if with_gt:
-        from utils.metrics import evaluate, write_metrics_csv
+        from utils.evaluation.metrics import evaluate, write_metrics_csv
         metrics = evaluate(df, layout=layout.name)
         (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
         write_metrics_csv(out / "metrics.csv", metrics)
@@ -298,8 +298,8 @@ def remove_previous_results(out: Path) -> None:
 
 
 def _row(rec, img, info, boxes, pred, layout, side_models, with_gt):
-    """One predictions.csv row: ``utils.metrics.prediction_row`` plus image facts and confidences."""
-    from utils.metrics import prediction_row
+    """One predictions.csv row: ``utils.evaluation.metrics.prediction_row`` plus image facts and confidences."""
+    from utils.evaluation.metrics import prediction_row
     H, W = img.shape[:2]
     spacing = info.get("pixel_spacing_mm") or rec.pixel_spacing_mm
     kps = np.full((layout.num_points, 2), np.nan)
@@ -335,7 +335,7 @@ def _row(rec, img, info, boxes, pred, layout, side_models, with_gt):
 
 
 def _overlay(path, img, row, kps, rec, boxes, layout, with_gt):
-    from utils.plots import save_overlay
+    from utils.evaluation.plots import save_overlay
     gt = rec.keypoints if with_gt else None
     det_boxes = {s: (b[0], b[1]) for s, b in boxes.items() if b is not None}
     title = rec.stem
@@ -348,7 +348,7 @@ def _overlay(path, img, row, kps, rec, boxes, layout, with_gt):
 
 
 def _plots(df, out, layout, records, worst_n):
-    from utils import plots
+    from utils.evaluation import plots
     pdir = out / "plots"
     pdir.mkdir(exist_ok=True)
     try:
@@ -377,5 +377,5 @@ def print_summary(summary: dict, output_dir) -> None:
         print(f"  {summary['n_skipped']} item(s) skipped, listed in {Path(output_dir) / 'skipped.json'}")
     m = summary.get("metrics")
     if m:
-        from utils.tables import headline_table
+        from utils.evaluation.tables import headline_table
         print(headline_table(m))

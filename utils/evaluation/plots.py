@@ -1,6 +1,6 @@
 """Evaluation plots (matplotlib, Agg, PNG) and image overlays (OpenCV). No torch.
 
-Plots take the predictions DataFrame described in ``utils.metrics`` and write one
+Plots take the predictions DataFrame described in ``utils.evaluation.metrics`` and write one
 PNG each:
 
 - ``plot_ai_scatter``: predicted vs reference AI, identity line, r / ICC / MAE in the title
@@ -31,7 +31,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from datasets.layouts import SIDES, get_layout  # noqa: E402
-from utils import metrics as M  # noqa: E402
+from utils.evaluation import metrics as M  # noqa: E402
 from utils.hip_geometry import grade_name, hip_frames, hip_lines  # noqa: E402
 
 SIDE_STYLE = {"left": dict(marker="o", color="tab:blue", label="left hip (image)"),

@@ -16,7 +16,7 @@ Importing this module (before Ultralytics) sets:
   A weights name such as ``yolo26n.pt`` used by the AMP check on CUDA then falls back to
   Ultralytics' offline path (a warning, AMP kept on) instead of a request and retries.
 
-Everything else (``utils.detection``, ``utils.yolo_train``) gets the ``YOLO`` class from here.
+Everything else (``utils.pipelines.detection``, ``utils.pipelines.yolo``) gets the ``YOLO`` class from here.
 """
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ from pathlib import Path
 
 log = logging.getLogger("hipkp")
 
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_CONFIG_DIR = PROJECT_ROOT / "runs" / ".ultralytics"
 FONT_NAMES = ("Arial.ttf", "Arial.Unicode.ttf")
 

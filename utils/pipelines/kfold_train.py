@@ -1,4 +1,4 @@
-"""K-fold training of the keypoint model: ``utils.training.train`` once per fold.
+"""K-fold training of the keypoint model: ``utils.pipelines.train.train`` once per fold.
 
 Layout of ``data_root`` is kfold_split.py's: ``fold1/`` ... ``foldK/``, each a dataset folder.
 
@@ -112,9 +112,9 @@ def run_kfold_training(cfg: Dict, data_root, k: int = 5, mode: str = "outer_inne
                        inner_val_ratio: float = 0.1, inner_seed: int = 42, summarize_only: bool = False,
                        overwrite: bool = False) -> Dict:
     """Train the requested folds (skipping finished ones) and write the summary of all finished folds."""
-    from utils.distributed import init_distributed, is_main_process, main_process_first
-    from utils.folds import parse_folds
-    from utils.training import default_exp_name, resolve_config, select_device, train
+    from utils.pipelines.distributed import init_distributed, is_main_process, main_process_first
+    from utils.pipelines.folds import parse_folds
+    from utils.pipelines.train import default_exp_name, resolve_config, select_device, train
 
     cfg = resolve_config(cfg)
     if not summarize_only:

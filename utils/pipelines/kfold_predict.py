@@ -1,4 +1,4 @@
-"""K-fold evaluation: run ``utils.predict.run_prediction`` on each fold's test split, then
+"""K-fold evaluation: run ``utils.pipelines.predict.run_prediction`` on each fold's test split, then
 write the paper table (mean ± SD across folds) and pooled out-of-fold metrics and plots."""
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from pathlib import Path
 from typing import Dict, Optional, Sequence
 
 from utils.errors import UserError
-from utils.folds import fill_template as _fill
-from utils.folds import parse_folds
+from utils.pipelines.folds import fill_template as _fill
+from utils.pipelines.folds import parse_folds
 
 log = logging.getLogger("hipkp")
 
@@ -30,7 +30,7 @@ def run_kfold_prediction(data_root, output_dir, k: int = 5, folds: Optional[str]
                          test_subdir: Optional[str] = None, summarize_only: bool = False,
                          **predict_kwargs) -> Dict:
     """Predict each fold's test split into ``output_dir/fold{i}`` and summarise all folds found."""
-    from utils.predict import run_prediction
+    from utils.pipelines.predict import run_prediction
 
     out = Path(output_dir)
     if not summarize_only:
@@ -48,9 +48,9 @@ def summarize_folds(output_dir, k: int) -> Dict:
     """Collect ``fold{i}/metrics.json`` and ``fold{i}/predictions.csv`` for every fold present."""
     import pandas as pd
 
-    from utils.metrics import evaluate, read_predictions, write_metrics_csv
-    from utils.plots import plot_all
-    from utils.tables import write_kfold_summary
+    from utils.evaluation.metrics import evaluate, read_predictions, write_metrics_csv
+    from utils.evaluation.plots import plot_all
+    from utils.evaluation.tables import write_kfold_summary
 
     out = Path(output_dir)
     present = [i for i in range(1, k + 1) if (out / f"fold{i}" / "metrics.json").is_file()]
@@ -80,7 +80,7 @@ def summarize_folds(output_dir, k: int) -> Dict:
 def compare_results(result_dirs: Sequence[str], output_dir, names: Optional[Sequence[str]] = None) -> Dict:
     """One table, a row per experiment, from k-fold result folders (kfold_summary.csv) or single
     prediction folders (metrics.json)."""
-    from utils.tables import compare_experiments, write_comparison
+    from utils.evaluation.tables import compare_experiments, write_comparison
 
     exps = {}
     for j, d in enumerate(result_dirs):

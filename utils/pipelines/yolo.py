@@ -1,7 +1,7 @@
 """Training the YOLO hip detector (one split, or several k-fold splits).
 
 ``train_detector`` is the one training function; ``train_kfold`` calls it once per fold.
-Everything runs offline (see ``utils.yolo_env``): the model is built from a YAML or a local
+Everything runs offline (see ``utils.pipelines.yolo_env``): the model is built from a YAML or a local
 ``.pt``, the data YAML is checked and rewritten with absolute local paths before Ultralytics
 sees it, and a name that would need a download is refused with a ``UserError``.
 """
@@ -19,7 +19,7 @@ import yaml
 
 from datasets.formats import CLASS_NAMES, list_images
 from utils.errors import UserError
-from utils.folds import parse_folds
+from utils.pipelines.folds import parse_folds
 
 log = logging.getLogger("hipkp")
 
@@ -98,7 +98,7 @@ def split_images(sources: Sequence[str]) -> List[Path]:
 
 def label_paths(images: Sequence[Path]) -> List[Path]:
     """Where Ultralytics reads each image's labels: the last ``/images/`` becomes ``/labels/``."""
-    from utils.yolo_env import ultralytics
+    from utils.pipelines.yolo_env import ultralytics
 
     ultralytics()
     from ultralytics.data.utils import img2label_paths
@@ -182,7 +182,7 @@ def check_model_spec(model: str) -> str:
 
 
 def build_model(model: str):
-    from utils.yolo_env import yolo_class
+    from utils.pipelines.yolo_env import yolo_class
 
     try:
         return yolo_class()(model, task="detect")
@@ -249,7 +249,7 @@ def train_detector(data, model: str = "yolo12n.yaml", epochs: int = 100, imgsz: 
     """Train the hip detector on one split and copy its best weights to ``<weights_dir>/<name>.pt``.
 
     Returns {"weights", "save_dir", "metrics" (see ``summarize_metrics``), "detector" (top-box
-    recall per side on the val images, see ``utils.detection.evaluate_detector``)}.
+    recall per side on the val images, see ``utils.pipelines.detection.evaluate_detector``)}.
     """
     unknown = set(augment) - set(AUGMENT_DEFAULTS)
     if unknown:
@@ -299,7 +299,7 @@ def train_detector(data, model: str = "yolo12n.yaml", epochs: int = 100, imgsz: 
     result = {"weights": str(dst), "save_dir": str(trainer.save_dir),
               "metrics": summarize_metrics(getattr(yolo, "metrics", None)), "detector": {}}
     if evaluate and os.environ.get("RANK", "-1") in ("-1", "0"):
-        from utils.detection import YoloDetector, evaluate_detector
+        from utils.pipelines.detection import YoloDetector, evaluate_detector
 
         images = split_images(_as_list(trainer.data["val"]))
         det = YoloDetector(dst, device=device.split(",")[0], imgsz=trainer.args.imgsz, conf=DETECT_CONF)

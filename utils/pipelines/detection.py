@@ -79,7 +79,7 @@ class YoloDetector:
         if not path.is_file():
             raise UserError(f"detector weights not found: {path} (train one with train_yolo.py; "
                             "nothing is downloaded)")
-        from utils.yolo_env import yolo_class
+        from utils.pipelines.yolo_env import yolo_class
 
         try:
             self.model = yolo_class()(str(path), task="detect")

@@ -19,7 +19,7 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 SCALES = {
     "cpu": dict(n=240, size=512, yolo_model="yolo12n.yaml", yolo_epochs=25, yolo_imgsz=256, yolo_batch=16,
@@ -82,7 +82,7 @@ def run_demo(scale: str = "cpu") -> dict:
 
 
 def write_report(out: Path, scale: str, c: dict, timings: dict, total: float) -> Path:
-    from utils.tables import headline_table
+    from utils.evaluation.tables import headline_table
     metrics = json.loads((out / "metrics.json").read_text())
     table = headline_table(metrics)
     plots = [p for p in ("ai_scatter.png", "ai_bland_altman.png", "ihdi_confusion.png",

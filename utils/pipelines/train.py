@@ -28,7 +28,7 @@ for each epoch: train (tqdm bar with the live loss), validate, log, checkpoint.
   GradScaler), ``cudnn.benchmark`` unless ``deterministic``, optional ``channels_last`` and
   ``compile`` (``torch.compile``, tried on one batch before training; eager on failure).
 
-Multi-GPU (``torchrun --nproc_per_node N``): ``utils.distributed.init_distributed`` joins the
+Multi-GPU (``torchrun --nproc_per_node N``): ``utils.pipelines.distributed.init_distributed`` joins the
 process group and the model is wrapped in DistributedDataParallel. ``batch_size`` is per
 process (effective batch = batch_size x N; the learning rate is not scaled). Each rank trains
 on its shard of the epoch order (``ShardedSampler`` over ``EpochSampler``) and validates its
@@ -62,8 +62,8 @@ from torch.utils.data import DataLoader
 from datasets.crops import IMAGENET_MEAN, IMAGENET_STD, Augment, EpochSampler, HipCropDataset, crop_to_image_points
 from datasets.formats import dataset_layout, load_records
 from datasets.layouts import get_layout
-from utils import distributed
-from utils.distributed import (ShardedSampler, all_reduce_max, all_reduce_sum, barrier, get_world_size,
+from utils.pipelines import distributed
+from utils.pipelines.distributed import (ShardedSampler, all_reduce_max, all_reduce_sum, barrier, get_world_size,
                                init_distributed, local_world_size, shard_indices)
 from utils.devices import select_device
 from utils.errors import ProblemLog, UserError
