@@ -338,15 +338,17 @@ GATE_REASONS = (MISSING_KEYPOINTS, NO_DETECTION, LOW_CONFIDENCE, SIDES_SWAPPED,
                 TRIRADIATE_DISTANCE, H_LINE_TILT, EDGE_NOT_LATERAL, AI_OUT_OF_RANGE)
 
 
-def _side_detection_reasons(detected, confidence, min_conf) -> List[str]:
-    conf_missing = confidence is None or not np.isfinite(float(confidence))
-    if detected is not None and not bool(detected):
+def _side_detection_reasons(detected, confidences, i, min_conf) -> List[str]:
+    """``no_detection`` when ``detected[i]`` is False, or when confidences are given and
+    side i's is None/NaN; ``low_confidence`` when its confidence is below ``min_conf``."""
+    if detected is not None and not bool(detected[i]):
         return [NO_DETECTION]
-    if detected is None and confidence is not None and conf_missing:
-        return [NO_DETECTION]                   # a confidence of None/NaN: nothing was detected
-    if not conf_missing and float(confidence) < min_conf:
-        return [LOW_CONFIDENCE]
-    return []
+    if confidences is None:
+        return []
+    conf = confidences[i]
+    if conf is None or not np.isfinite(float(conf)):
+        return [NO_DETECTION]
+    return [LOW_CONFIDENCE] if float(conf) < min_conf else []
 
 
 def plausibility_gate(keypoints, image_width, layout="ihdi12", confidences=None, detected=None,
@@ -376,10 +378,7 @@ def plausibility_gate(keypoints, image_width, layout="ihdi12", confidences=None,
     for s in SIDES:
         if not (own_ok[s] and tri_ok):
             reasons[s].append(MISSING_KEYPOINTS)
-        i = SIDES.index(s)
-        reasons[s] += _side_detection_reasons(None if detected is None else detected[i],
-                                              None if confidences is None else confidences[i],
-                                              min_conf)
+        reasons[s] += _side_detection_reasons(detected, confidences, SIDES.index(s), min_conf)
     if tri_ok:                                  # checks on the whole pelvis: both hips
         h_vec = tri["right"] - tri["left"]
         span = float(np.hypot(*h_vec))
