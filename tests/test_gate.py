@@ -44,7 +44,7 @@ def test_constants():
     assert len(set(GATE_REASONS)) == len(GATE_REASONS) == 8
 
 
-@pytest.mark.parametrize("deg, scale", [(0, 1.0), (25, 1.0), (-25, 1.0), (10, 3.0)])
+@pytest.mark.parametrize("deg, scale", [(0, 1.0), (25, 1.0), (-29.5, 1.0), (10, 3.0)])
 def test_normal_pelvis_passes(deg, scale):
     k = (rotate(pelvis(), deg) - 250) * scale + 250
     assert gate(k, width=W * scale, confidences=(0.9, 0.8), detected=(True, True)) == ([], [])
@@ -58,9 +58,15 @@ def test_ai_out_of_range_alone():
     assert gate(pelvis(20, 60.001)) == ([], ["ai_out_of_range"])
 
 
-@pytest.mark.parametrize("deg", [35, -35, 31])
+@pytest.mark.parametrize("deg", [35, -35, 30.5, -30.5])
 def test_h_line_tilt_alone(deg):
     assert gate(rotate(pelvis(), deg)) == (["h_line_tilt"], ["h_line_tilt"])
+
+
+def test_tilt_is_of_the_line_not_its_direction():
+    # upside down (rotated 180 degrees) the H-line is level again; the sides are swapped
+    assert gate(rotate(pelvis(), 180)) == (["sides_swapped"], ["sides_swapped"])
+    assert gate(rotate(pelvis(), 140)) == (["sides_swapped", "h_line_tilt"], ["sides_swapped", "h_line_tilt"])
 
 
 def test_sides_swapped_alone():
