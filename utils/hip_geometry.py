@@ -1,7 +1,10 @@
-"""Clinical geometry of the hip on an AP pelvis film (DESIGN.md section 4).
+"""Clinical geometry of the hip on an AP pelvis film.
 
-Pure numpy, no torch. Every function accepts keypoints of shape ``(N, 2)`` for one
-image or ``(B, N, 2)`` for a batch, in image pixels (x right, y down).
+The definitions, in plain words, are in ``docs/clinical_definitions.md``; this module
+implements them. Pure numpy, no torch. Every function accepts keypoints of shape
+``(N, 2)`` for one image or ``(B, N, 2)`` for a batch, in image pixels (x right,
+y down). Sides are image sides: ``left`` is the hip drawn on the image-left (the
+patient's right hip).
 
 - H-line (Hilgenreiner): through the two triradiate points.
 - AI per hip: angle between the H-line direction pointing laterally from this
@@ -12,6 +15,10 @@ image or ``(B, N, 2)`` for a batch, in image pixels (x right, y down).
   y perpendicular (positive inferiorly, toward larger image y).
 - D-line: the 45 degree diagonal y = x from the origin, running inferolaterally.
 - IHDI grade from the H-point (x, y): y < 0 -> IV; x <= 0 -> I; y >= x -> II; else III.
+- CE angle (Wiberg) and Toennis grade, for layouts with a femoral head centre (mtddh8).
+- Hilgenreiner distances h and d of the H-point.
+- The plausibility gate: reason codes for hips that should not be graded.
+- ``ai_interval``: a percentile interval of the AI over sampled keypoint sets.
 
 Degenerate geometry (the two triradiate points coincide, a roof line of zero
 length, non-finite points) gives NaN angles and grade 0 ("ungradable") with a
@@ -19,8 +26,9 @@ warning rather than an exception.
 """
 from __future__ import annotations
 
+import math
 import warnings
-from typing import Dict, Tuple
+from typing import Dict, Iterable, List, Sequence, Tuple
 
 import numpy as np
 
@@ -167,3 +175,305 @@ def hip_lines(keypoints, layout="ihdi12", length: float = None) -> Dict[str, Dic
 
 def grade_name(grade: int) -> str:
     return GRADE_NAMES.get(int(grade), "?")
+
+
+# --------------------------------------------------------------------------------------
+# CE angle, Toennis grade, Hilgenreiner distances (docs/clinical_definitions.md)
+# --------------------------------------------------------------------------------------
+
+#: Toennis: |s| <= TONNIS_TAU_FRACTION x the inter-triradiate distance counts as "level
+#: with the SMA line" (grade III).
+TONNIS_TAU_FRACTION = 0.03
+
+
+def _quiet_frames(kps, lay):
+    """``hip_frames`` on a batch without its AI/IHDI warning (callers judge validity themselves)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return hip_frames(kps, lay)
+
+
+def _unbatch(pair, single, cast=float):
+    l, r = pair
+    if single:
+        return cast(l[0]), cast(r[0])
+    return l, r
+
+
+def _warn_degenerate(bad, what):
+    if np.any(bad):
+        warnings.warn(f"degenerate hip geometry in {int(np.sum(bad))} hip(s) "
+                      f"(coincident triradiate points or non-finite points): {what}",
+                      RuntimeWarning, stacklevel=3)
+
+
+def head_centre_index(layout, side: str) -> int:
+    """Absolute index of ``side``'s femoral head centre; ValueError if the layout has none.
+
+    Read from the layout's point names (``"head_centre"``), so ``mtddh8`` has one and
+    ``ihdi12`` does not.
+    """
+    lay = get_layout(layout)
+    names = lay.side_point_names(side)
+    if "head_centre" not in names:
+        raise ValueError(f"layout {lay.name} has no femoral head centre; the CE angle and the "
+                         "Toennis grade need one (use mtddh8)")
+    return lay.side_indices[side][names.index("head_centre")]
+
+
+def _head_frames(keypoints, layout):
+    """Per side: head centre C, lateral edge E, the frame's unit vectors and a validity mask (batched)."""
+    kps, single, lay = _as_batch(keypoints, layout)
+    idx = {s: head_centre_index(lay, s) for s in SIDES}
+    f = _quiet_frames(kps, lay)
+    out = {}
+    for s in SIDES:
+        c = kps[:, idx[s], :]
+        d = f[s]
+        ok = (np.all(np.isfinite(d["lateral"]), axis=-1) & np.all(np.isfinite(c), axis=-1)
+              & np.all(np.isfinite(d["lateral_edge"]), axis=-1))
+        out[s] = {"head_centre": c, "lateral_edge": d["lateral_edge"], "lateral": d["lateral"],
+                  "inferior": d["inferior"], "valid": ok}
+    span = np.linalg.norm(f["right"]["triradiate"] - f["left"]["triradiate"], axis=-1)
+    return out, span, single
+
+
+def ce_angle(keypoints, layout="mtddh8") -> Tuple:
+    """Wiberg centre-edge angle in degrees ``(left_deg, right_deg)``, in (-180, 180].
+
+    At the head centre C: the angle from the line through C perpendicular to the H-line,
+    pointing superiorly, to the line C -> lateral edge E; positive when E is lateral to
+    that perpendicular. NaN (with a warning) for degenerate geometry, including E == C.
+    ValueError for a layout without a head centre (ihdi12).
+    """
+    h, _, single = _head_frames(keypoints, layout)
+    res, bad = [], []
+    for s in SIDES:
+        d = h[s]
+        v = d["lateral_edge"] - d["head_centre"]
+        lat = np.sum(v * d["lateral"], axis=-1)
+        sup = -np.sum(v * d["inferior"], axis=-1)
+        ok = d["valid"] & (np.hypot(lat, sup) > _EPS)
+        with np.errstate(invalid="ignore"):
+            ang = np.degrees(np.arctan2(lat, sup))
+        ang = np.where(ang <= -180.0, ang + 360.0, ang)         # (-180, 180]
+        res.append(np.where(ok, ang, np.nan))
+        bad.append(~ok)
+    _warn_degenerate(np.concatenate(bad), "CE angle is NaN")
+    return _unbatch(res, single)
+
+
+def tonnis_grade(keypoints, layout="mtddh8") -> Tuple:
+    """Toennis grade per hip ``(left, right)`` as ints 1-4 (0 = degenerate geometry).
+
+    s = signed height of the head centre C above the SMA line (through E, parallel to the
+    H-line), tau = TONNIS_TAU_FRACTION x the inter-triradiate distance:
+    IV if s > tau; III if |s| <= tau; otherwise II if C is lateral to the P-line, else I.
+    ValueError for a layout without a head centre (ihdi12).
+    """
+    h, span, single = _head_frames(keypoints, layout)
+    tau = TONNIS_TAU_FRACTION * span
+    res, bad = [], []
+    for s in SIDES:
+        d = h[s]
+        v = d["head_centre"] - d["lateral_edge"]
+        height = -np.sum(v * d["inferior"], axis=-1)            # positive superior
+        lateral = np.sum(v * d["lateral"], axis=-1)             # positive lateral to the P-line
+        with np.errstate(invalid="ignore"):
+            g = np.where(height > tau, 4,
+                         np.where(np.abs(height) <= tau, 3, np.where(lateral > 0, 2, 1)))
+        ok = d["valid"]
+        res.append(np.where(ok, g, 0).astype(int))
+        bad.append(~ok)
+    _warn_degenerate(np.concatenate(bad), "Toennis grade is 0 (ungradable)")
+    return _unbatch(res, single, int)
+
+
+def hilgenreiner_distances(keypoints, layout="ihdi12", pixel_spacing=None) -> Dict[str, Tuple]:
+    """Hilgenreiner distances of the H-point: ``{"h": (left, right), "d": (left, right)}``.
+
+    - h: perpendicular distance from the H-point to the H-line, positive inferior;
+    - d: distance along the H-line, positive laterally, from this hip's triradiate point
+      to the foot of the perpendicular from the H-point.
+
+    In pixels, or in mm when ``pixel_spacing`` (mm per pixel: a scalar, or one value per
+    image of a batch) is given; the spacing is assumed isotropic. NaN for degenerate
+    geometry (with a warning).
+    """
+    kps, single, lay = _as_batch(keypoints, layout)
+    f = _quiet_frames(kps, lay)
+    scale = 1.0 if pixel_spacing is None else np.broadcast_to(
+        np.asarray(pixel_spacing, dtype=float), (kps.shape[0],))
+    hs, ds, bad = [], [], []
+    for s in SIDES:
+        d = f[s]
+        v = d["hpoint"] - d["triradiate"]
+        ok = np.all(np.isfinite(d["lateral"]), axis=-1) & np.all(np.isfinite(v), axis=-1)
+        hs.append(np.where(ok, np.sum(v * d["inferior"], axis=-1) * scale, np.nan))
+        ds.append(np.where(ok, np.sum(v * d["lateral"], axis=-1) * scale, np.nan))
+        bad.append(~ok)
+    _warn_degenerate(np.concatenate(bad), "h and d are NaN")
+    return {"h": _unbatch(hs, single), "d": _unbatch(ds, single)}
+
+
+# --------------------------------------------------------------------------------------
+# Plausibility gate (docs/clinical_definitions.md, "Plausibility gate")
+# --------------------------------------------------------------------------------------
+
+AI_RANGE_DEG = (0.0, 60.0)                  # a plausible AI lies in this closed range
+MAX_H_LINE_TILT_DEG = 30.0                  # H-line tilt from the image horizontal, at most
+TRIRADIATE_DISTANCE_RANGE = (0.15, 0.75)    # inter-triradiate distance / image width, closed range
+DEFAULT_MIN_CONF = 0.25                     # detection confidence below this is low
+
+# reason codes, in the order the gate reports them
+MISSING_KEYPOINTS = "missing_keypoints"
+NO_DETECTION = "no_detection"
+LOW_CONFIDENCE = "low_confidence"
+SIDES_SWAPPED = "sides_swapped"
+TRIRADIATE_DISTANCE = "triradiate_distance"
+H_LINE_TILT = "h_line_tilt"
+EDGE_NOT_LATERAL = "edge_not_lateral"
+AI_OUT_OF_RANGE = "ai_out_of_range"
+GATE_REASONS = (MISSING_KEYPOINTS, NO_DETECTION, LOW_CONFIDENCE, SIDES_SWAPPED,
+                TRIRADIATE_DISTANCE, H_LINE_TILT, EDGE_NOT_LATERAL, AI_OUT_OF_RANGE)
+
+
+def _side_detection_reasons(detected, confidences, i, min_conf) -> List[str]:
+    """``no_detection`` when ``detected[i]`` is False, or when confidences are given and
+    side i's is None/NaN; ``low_confidence`` when its confidence is below ``min_conf``."""
+    if detected is not None and not bool(detected[i]):
+        return [NO_DETECTION]
+    if confidences is None:
+        return []
+    conf = confidences[i]
+    if conf is None or not np.isfinite(float(conf)):
+        return [NO_DETECTION]
+    return [LOW_CONFIDENCE] if float(conf) < min_conf else []
+
+
+def plausibility_gate(keypoints, image_width, layout="ihdi12", confidences=None, detected=None,
+                      min_conf=DEFAULT_MIN_CONF) -> Tuple[List[str], List[str]]:
+    """Reasons why each hip of one image should not be graded: ``(reasons_left, reasons_right)``.
+
+    An empty list means the hip passes. ``keypoints`` is one image's ``(N, 2)``;
+    ``confidences`` is ``(conf_left, conf_right)`` or None, ``detected`` is
+    ``(bool, bool)`` or None. Never raises on NaN keypoints: a hip whose points (or the
+    other hip's triradiate point, which fixes the H-line) are missing gets
+    ``missing_keypoints`` and the geometric checks that need them are skipped.
+    Reason codes are listed in ``GATE_REASONS``; the checks are described in
+    docs/clinical_definitions.md.
+    """
+    kps, single, lay = _as_batch(keypoints, layout)
+    if not single:
+        raise ValueError("plausibility_gate takes one image's keypoints (N, 2)")
+    kps = kps[0]
+    width = float(image_width)
+    if not width > 0:
+        raise ValueError(f"image_width must be positive, got {image_width!r}")
+    reasons = {s: [] for s in SIDES}
+
+    own_ok = {s: bool(np.all(np.isfinite(kps[lay.side_slice(s)]))) for s in SIDES}
+    tri = {s: kps[lay.triradiate[s]] for s in SIDES}
+    tri_ok = all(np.all(np.isfinite(tri[s])) for s in SIDES)
+    for s in SIDES:
+        if not (own_ok[s] and tri_ok):
+            reasons[s].append(MISSING_KEYPOINTS)
+        reasons[s] += _side_detection_reasons(detected, confidences, SIDES.index(s), min_conf)
+    if tri_ok:                                  # checks on the whole pelvis: both hips
+        h_vec = tri["right"] - tri["left"]
+        span = float(np.hypot(*h_vec))
+        tilt = math.degrees(math.atan2(abs(h_vec[1]), abs(h_vec[0]))) if span > _EPS else 0.0
+        pelvis = []
+        if not tri["left"][0] < tri["right"][0]:
+            pelvis.append(SIDES_SWAPPED)
+        lo, hi = TRIRADIATE_DISTANCE_RANGE
+        if not lo * width <= span <= hi * width:
+            pelvis.append(TRIRADIATE_DISTANCE)
+        if tilt > MAX_H_LINE_TILT_DEG:
+            pelvis.append(H_LINE_TILT)
+        for s in SIDES:
+            reasons[s] += pelvis
+        if span > _EPS:
+            f = _quiet_frames(kps, lay)
+            for s in SIDES:
+                edge = f[s]["lateral_edge"]
+                if not np.all(np.isfinite(edge)):
+                    continue
+                if not float(np.dot(edge - tri[s], f[s]["lateral"])) > 0:
+                    reasons[s].append(EDGE_NOT_LATERAL)
+                ai = float(f[s]["ai_deg"])
+                if np.isfinite(ai) and not AI_RANGE_DEG[0] <= ai <= AI_RANGE_DEG[1]:
+                    reasons[s].append(AI_OUT_OF_RANGE)
+    return reasons["left"], reasons["right"]
+
+
+def format_reasons(reasons: Sequence[str]) -> str:
+    """``["a", "b"] -> "a;b"``; the empty string when the hip passes."""
+    return ";".join(reasons)
+
+
+def _hips(all_reasons) -> Iterable[List[str]]:
+    for item in all_reasons:
+        if isinstance(item, str):               # a formatted "a;b" cell
+            yield [r for r in item.split(";") if r]
+        elif len(item) == 2 and not isinstance(item[0], str) and not isinstance(item[1], str):
+            yield from (list(item[0]), list(item[1]))   # one image's (left, right) pair
+        else:
+            yield list(item)
+
+
+def summarize_gate(all_reasons) -> str:
+    """One line: ``"3 of 20 hips ungradable: ai_out_of_range 2, no_detection 1"``.
+
+    ``all_reasons`` holds one entry per hip (a list of reason codes, or a formatted
+    ``"a;b"`` string) or per image (a ``(reasons_left, reasons_right)`` pair). A hip counts
+    once in the total and once under each of its reasons; reasons are listed by count,
+    then by name. With no ungradable hip the line ends after "ungradable".
+    """
+    hips = list(_hips(all_reasons))
+    counts: Dict[str, int] = {}
+    for r in hips:
+        for code in dict.fromkeys(r):
+            counts[code] = counts.get(code, 0) + 1
+    n_bad = sum(1 for r in hips if r)
+    line = f"{n_bad} of {len(hips)} hips ungradable"
+    if counts:
+        line += ": " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
+    return line
+
+
+# --------------------------------------------------------------------------------------
+# AI uncertainty from sampled keypoint sets
+# --------------------------------------------------------------------------------------
+
+def ai_interval(samples, layout="ihdi12", level: float = 0.95) -> Tuple:
+    """Percentile interval of the AI over sampled keypoint sets: ``((lo_l, hi_l), (lo_r, hi_r))``.
+
+    ``samples`` is ``(S, N, 2)``: S keypoint sets for one image (e.g. drawn from a model's
+    decoded distributions), or ``(B, S, N, 2)`` for a batch (then each bound is a (B,)
+    array). Each set goes through ``acetabular_index``; the interval is the central
+    ``level`` percentile range. Degenerate samples (NaN AI) are left out; a side with no
+    finite sample gives (NaN, NaN).
+    """
+    if not 0 < level < 1:
+        raise ValueError(f"level must be in (0, 1), got {level}")
+    lay = get_layout(layout)
+    arr = np.asarray(samples, dtype=float)
+    if arr.ndim not in (3, 4) or arr.shape[-2:] != (lay.num_points, 2):
+        raise ValueError(f"samples must be (S, {lay.num_points}, 2) or (B, S, {lay.num_points}, 2) "
+                         f"for {lay.name}, got {arr.shape}")
+    batched = arr.ndim == 4
+    if not batched:
+        arr = arr[None]
+    b, n_s = arr.shape[:2]
+    ai_l, ai_r = acetabular_index(arr.reshape(b * n_s, lay.num_points, 2), lay)
+    q = [50.0 * (1 - level), 50.0 * (1 + level)]
+    out = []
+    for ai in (ai_l, ai_r):
+        ai = ai.reshape(b, n_s)
+        lo, hi = np.full(b, np.nan), np.full(b, np.nan)
+        has = np.any(np.isfinite(ai), axis=1)
+        if np.any(has):
+            lo[has], hi[has] = np.nanpercentile(ai[has], q, axis=1)
+        out.append((lo, hi) if batched else (float(lo[0]), float(hi[0])))
+    return out[0], out[1]
