@@ -1,0 +1,46 @@
+#!/usr/bin/env python
+"""Review and annotate hip keypoints in a browser: label new films, correct the model's
+points, and read each hip's AI and IHDI grade while doing it (docs/review_app.md).
+
+Example:
+  python review_app.py --data dataset/synthetic
+  python review_app.py --data data/test --predictions results/test/predictions.csv \\
+      --kp_left_path weights/demo_kp_best.pth --yolo_weights weights/demo_yolo.pt --port 8765
+Then open http://127.0.0.1:8765/ . Saving writes annotations/<stem>.csv and
+detections/<stem>.json in DIR (each previous version goes to annotations/.history/).
+"""
+import argparse
+import logging
+
+from utils.errors import UserError, cli
+
+log = logging.getLogger("hipkp")
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", required=True, help="a dataset folder (images/, annotations/, ...) or a plain folder of images")
+    p.add_argument("--predictions", help="a predictions.csv (predict_hip_crop_keypoints.py) to show beside the annotations")
+    p.add_argument("--kp_left_path", help="keypoint checkpoint for pre-fill (serves both sides if alone)")
+    p.add_argument("--kp_right_path", help="keypoint checkpoint for the image-right hip")
+    p.add_argument("--yolo_weights", help="YOLO weights for pre-fill; without them the image's detections/ boxes are used")
+    p.add_argument("--layout", choices=("ihdi12", "mtddh8"),
+                   help="keypoint layout for a folder without annotations (default: from the data, else ihdi12)")
+    p.add_argument("--device", default="auto", help="device for pre-fill: auto, cpu, cuda, ...")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=int, default=8765, help="port (default 8765)")
+    return p.parse_args(argv)
+
+
+@cli
+def main(argv=None):
+    a = parse_args(argv)
+    if not 0 < a.port < 65536:
+        raise UserError(f"--port must be 1-65535, got {a.port}")
+    from utils.pipelines.review.server import serve
+    serve(a.data, host=a.host, port=a.port, predictions=a.predictions, kp_left_path=a.kp_left_path,
+          kp_right_path=a.kp_right_path, yolo_weights=a.yolo_weights, layout=a.layout, device=a.device)
+
+
+if __name__ == "__main__":
+    main()
