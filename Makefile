@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 export MPLBACKEND := Agg
 export YOLO_OFFLINE := 1
 
-.PHONY: test test-slow demo venv clean-venv
+.PHONY: test test-slow test-browser demo venv clean-venv
 
 $(STAMP): requirements.txt requirements-dev.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -21,6 +21,11 @@ test: $(STAMP)
 
 test-slow: $(STAMP)
 	$(BIN)/python -m pytest -q -m slow
+
+# real-browser tests of the review app (Selenium + Debian's chromium and chromium-driver;
+# they skip, saying why, when those are absent: apt-get install -y chromium chromium-driver)
+test-browser: $(STAMP)
+	$(BIN)/python -m pytest -q -rs -m browser tests/browser
 
 demo: $(STAMP)
 	$(BIN)/python demo.py

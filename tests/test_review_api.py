@@ -370,6 +370,22 @@ def test_predictions_beside_annotations_error_and_flags(ds, tmp_path):
     assert items[s[1]]["error_px"] == pytest.approx(0.0, abs=1e-3)
 
 
+def test_gate_on_predictions_without_and_with_low_confidence(ds, tmp_path):
+    import pandas as pd
+    from utils.evaluation.metrics import prediction_row
+    s = stems(ds)
+    rows = []
+    for stem, conf in ((s[0], None), (s[1], {"left": 0.1, "right": 0.9})):
+        gt = read_annotation(ds / "annotations" / f"{stem}.csv")
+        boxes = read_detection(ds / "detections" / f"{stem}.json")
+        rows.append(prediction_row(stem, gt, "ihdi12", pred_boxes=boxes, det_conf=conf))
+    pd.DataFrame(rows).to_csv(tmp_path / "p.csv", index=False)
+    items = {it["stem"]: it for it in client(ds, predictions=tmp_path / "p.csv").get("/api/images").json()["images"]}
+    # ground-truth boxes (no confidence, as with --use_gt_box): the gate passes both hips
+    assert items[s[0]]["prediction_qc"] == {"left": [], "right": []} and not items[s[0]]["flagged"]
+    assert items[s[1]]["prediction_qc"] == {"left": ["low_confidence"], "right": []} and items[s[1]]["flagged"]
+
+
 def test_predictions_in_another_layout_is_a_user_error(ds, tmp_path):
     import pandas as pd
     csv = write_predictions(tmp_path / "p.csv", ds, {stems(ds)[0]: 1.0})

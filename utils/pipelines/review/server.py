@@ -350,8 +350,11 @@ class ReviewStore:
         qc = gate(kps, self.layout, width)
         pred_qc = None
         if pred is not None:
+            # a run on ground-truth boxes (--use_gt_box) has no detector confidence: judge
+            # detection by ``detected`` alone, not as a missing confidence
+            conf = tuple(pred["det_conf"][s] for s in SIDES)
             pred_qc = gate(pred["keypoints"], self.layout, width or pred["width"],
-                           det_conf=tuple(pred["det_conf"][s] for s in SIDES),
+                           det_conf=None if all(c is None for c in conf) else conf,
                            detected=tuple(pred["detected"][s] for s in SIDES))
         error = None
         if pred is not None and kps is not None:
