@@ -504,7 +504,7 @@ document.addEventListener("keydown", e => {
 window.addEventListener("beforeunload", e => {
   if (isDirty() || Object.keys(S.drafts).length) { e.preventDefault(); e.returnValue = ""; }
 });
-window.addEventListener("resize", resize);
+new ResizeObserver(() => resize()).observe(document.getElementById("stage"));   // window or toolbar changes
 
 document.getElementById("filter").addEventListener("change", e => { S.filter = e.target.value; renderList(); });
 document.getElementById("prev").addEventListener("click", () => go(-1));
