@@ -458,11 +458,8 @@ canvas.addEventListener("pointerup", e => {
   const d = S.drag;
   S.drag = null;
   if (!d) return;
-  if (d.kind === "point") {
-    if (!d.moved) S.undo.pop();               // a click on a point is not an edit
-    update();
-    return;
-  }
+  if (d.kind === "point" && d.moved) { update(); return; }
+  if (d.kind === "point") S.undo.pop();         // a click on a point is no move
   if (!d.moved && e.button === 0) {            // a click: place the next missing point
     const next = S.kps.findIndex(p => !p);
     const p = toImage(eventPos(e));
