@@ -201,14 +201,16 @@ def plot_ihdi_agreement(confusion: Mapping, path, label_a: str = "A", label_b: s
 
 
 # ------------------------------------------------------------------ dataset statistics
-def plot_ai_hist(ai: Mapping[str, np.ndarray], path, title: str = "Acetabular index", bins: int = 30,
+def plot_ai_hist(ai: Mapping[str, np.ndarray], path, title: str = "Acetabular index", bin_deg: float = 2.0,
                  normal_range=(0.0, 60.0)) -> Path:
-    """AI histogram per image side (overlaid), with the plausible range marked."""
+    """AI histogram per image side (overlaid, ``bin_deg`` wide bins), with the plausible range marked."""
     fig, ax = plt.subplots(figsize=(6.4, 4.4))
     vals = [np.asarray(ai[s], dtype=float) for s in SIDES]
     vals = [v[np.isfinite(v)] for v in vals]
     allv = np.concatenate(vals) if vals else np.array([])
-    edges = np.histogram_bin_edges(allv, bins=bins) if len(allv) else bins
+    lo = min(normal_range[0], float(allv.min())) if len(allv) else normal_range[0]
+    hi = max(normal_range[1], float(allv.max())) if len(allv) else normal_range[1]
+    edges = np.arange(np.floor(lo / bin_deg) * bin_deg, np.ceil(hi / bin_deg) * bin_deg + bin_deg, bin_deg)
     for s, v in zip(SIDES, vals):
         st = P.SIDE_STYLE[s]
         if len(v):
