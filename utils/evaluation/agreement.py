@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from typing import Dict, Mapping, Optional, Sequence, Tuple
+from typing import Dict, Mapping, Optional, Tuple
 
 import numpy as np
 import pandas as pd
@@ -192,11 +192,15 @@ def kappa_with_ci(a, b, weights: Optional[str] = "quadratic", level: float = CI_
     out["kappa"] = float(_kappa(t, p, weights))
     if not np.isfinite(out["kappa"]) or len(t) < 3:
         return out
-    if np.all(t == p) and len(np.unique(t)) == 1:
+    if np.all(t == p):                  # every resample agrees perfectly too: the interval is a point
+        out["ci_low"] = out["ci_high"] = out["kappa"]
+        out["method"] += " (all pairs agree)"
         return out
-    res = stats.bootstrap((t, p), lambda x, y: _kappa(x, y, weights), paired=True, vectorized=False,
-                          n_resamples=n_resamples, confidence_level=level, method="percentile",
-                          random_state=np.random.default_rng(seed))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", stats.DegenerateDataWarning)
+        res = stats.bootstrap((t, p), lambda x, y: _kappa(x, y, weights), paired=True, vectorized=False,
+                              n_resamples=n_resamples, confidence_level=level, method="percentile",
+                              random_state=np.random.default_rng(seed))
     lo, hi = float(res.confidence_interval.low), float(res.confidence_interval.high)
     out["ci_low"], out["ci_high"] = lo, hi
     return out
