@@ -194,7 +194,7 @@ def kappa_with_ci(a, b, weights: Optional[str] = "quadratic", level: float = CI_
         return out
     if np.all(t == p):                  # every resample agrees perfectly too: the interval is a point
         out["ci_low"] = out["ci_high"] = out["kappa"]
-        out["method"] += " (all pairs agree)"
+        out["method"] = "none needed: all pairs agree, so every resample does"
         return out
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", stats.DegenerateDataWarning)
