@@ -52,6 +52,7 @@ import numpy as np
 from datasets.formats import (IMAGE_EXTS, round_keypoints, write_annotation, write_classes, write_detection,
                               write_metadata, write_yolo_label)
 from utils.errors import UserError, cli
+from utils.fileio import prepare_output_dir
 
 log = logging.getLogger("hipkp")
 
@@ -208,22 +209,7 @@ def image_size(path: Path) -> Tuple[int, int]:
 
 # ---------------------------------------------------------------- conversion
 def _prepare_output(out: Path, src_dirs: List[Path], overwrite: bool) -> None:
-    if out.exists() and not out.is_dir():
-        raise UserError(f"output {out} exists and is not a folder")
-    if out.is_dir() and any(out.iterdir()):
-        if not overwrite:
-            raise UserError(f"output folder {out} is not empty (use --overwrite to replace it)")
-        for name in OUTPUTS:
-            p = (out / name)
-            for s in src_dirs:
-                if p.exists() and (s.resolve() == p.resolve() or p.resolve() in s.resolve().parents):
-                    raise UserError(f"--overwrite would delete the input folder {s}")
-        for name in OUTPUTS:
-            p = out / name
-            if p.is_dir() and not p.is_symlink():
-                shutil.rmtree(p)
-            elif p.exists() or p.is_symlink():
-                p.unlink()
+    prepare_output_dir(out, overwrite, owned=OUTPUTS, protect=src_dirs, hint="use --overwrite to replace it")
     for sub in ("images", "annotations", "detections", "yolo_labels"):
         (out / sub).mkdir(parents=True, exist_ok=True)
     write_classes(out / "yolo_labels")

@@ -44,6 +44,7 @@ import numpy as np
 from datasets.formats import (CLASS_NAMES, HipRecord, IMAGE_EXTS, load_dataset, read_record_image, write_classes,
                               write_metadata, write_yolo_label)
 from utils.errors import ItemError, ProblemLog, UserError
+from utils.fileio import check_output_dir, prepare_output_dir
 
 log = logging.getLogger("hipkp")
 
@@ -388,27 +389,12 @@ def yolo_data_config(root, train, val, test=None) -> Dict:
 
 def _check_output(out: Path, overwrite: bool) -> None:
     """Refuse a file, or a non-empty folder without ``overwrite`` (checked before any work)."""
-    if out.exists() and not out.is_dir():
-        raise UserError(f"output {out} exists and is not a folder")
-    if out.is_dir() and any(out.iterdir()) and not overwrite:
-        raise UserError(f"output folder {out} is not empty (use --overwrite to replace its splits)")
+    check_output_dir(out, overwrite, hint="use --overwrite to replace its splits")
 
 
 def _prepare_output(out: Path, owned: List[Path], src: Path, overwrite: bool) -> None:
     """Refuse a non-empty output folder unless ``overwrite``; then remove only what we write."""
-    _check_output(out, overwrite)
-    if out.is_dir() and any(out.iterdir()):
-        src_r = src.resolve()
-        for p in owned:
-            pr = p.resolve() if p.exists() else None
-            if pr is not None and (src_r == pr or pr in src_r.parents):
-                raise UserError(f"--overwrite would delete the source dataset {src} (it lies in {p})")
-        for p in owned:
-            if p.is_symlink() or p.is_file():
-                p.unlink()
-            elif p.is_dir():
-                shutil.rmtree(p)
-    out.mkdir(parents=True, exist_ok=True)
+    prepare_output_dir(out, overwrite, owned=owned, protect=[src], hint="use --overwrite to replace its splits")
 
 
 def _load(dataset_dir, problems: ProblemLog) -> List[HipRecord]:

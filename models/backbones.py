@@ -30,6 +30,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from utils.fileio import one_line
+
 log = logging.getLogger("hipkp.models")
 
 Pretrained = Union[None, str, os.PathLike]
@@ -156,9 +158,8 @@ def _create_timm(spec: BackboneSpec, hub: bool, kwargs: dict) -> nn.Module:
     except Exception as e:
         if not hub:
             raise
-        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
         raise ValueError(
-            f"could not get timm hub weights for {spec.timm_name} ({type(e).__name__}: {first}); "
+            f"could not get timm hub weights for {spec.timm_name} ({one_line(e)}); "
             f"hub weights need network access: download them where there is network and pass "
             f"--pretrained PATH (a local state dict) instead") from e
 
@@ -194,8 +195,7 @@ def read_state_dict(path) -> Dict[str, torch.Tensor]:
         else:
             obj = torch.load(p, map_location="cpu", weights_only=True)
     except Exception as e:
-        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
-        raise ValueError(f"{p}: not a readable weights file ({type(e).__name__}: {first})") from e
+        raise ValueError(f"{p}: not a readable weights file ({one_line(e)})") from e
     for key in _WRAPPER_KEYS:
         if isinstance(obj, dict) and isinstance(obj.get(key), dict):
             obj = obj[key]

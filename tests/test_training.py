@@ -14,6 +14,7 @@ import pytest
 import torch
 
 import utils.pipelines.train as T
+from utils.devices import select_amp
 from tests.helpers import make_tiny_dataset, sigterm_after_first_epoch
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -197,7 +198,7 @@ def test_config_errors(tmp_path):
     with pytest.raises(T.UserError, match="training folder not found"):
         T.train(_cfg(tmp_path / "nowhere", tmp_path))
     assert T.select_device("auto").type in ("cpu", "cuda")
-    assert T.select_amp("bf16", torch.device("cpu")) == (None, False)
+    assert select_amp("bf16", torch.device("cpu")) == (None, False)
 
 
 def test_script_sigterm_saves_last_and_exits_143(data_dir, tmp_path):

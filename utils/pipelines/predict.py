@@ -22,8 +22,9 @@ from datasets.crops import preprocess_crop
 from datasets.formats import HipRecord, dataset_layout, load_dataset, read_record_image
 from datasets.layouts import SIDES, get_layout
 from utils.cropping import crop_points_to_side, side_crop_matrix, square_box, warp
-from utils.devices import select_device
+from utils.devices import autocast, select_amp, select_device, yolo_device
 from utils.errors import ItemError, ProblemLog, UserError
+from utils.fileio import check_output_dir
 
 log = logging.getLogger("hipkp")
 
@@ -104,6 +105,7 @@ class KeypointPredictor:
         self.torch = torch
         self.side_models = side_models
         self.device = device
+        self.amp_dtype = select_amp("auto", device)[0]
         cfg = side_models["left"].config
         self.layout = get_layout(cfg.get("layout", "ihdi12"))
         for m in {id(sm.model): sm.model for sm in side_models.values()}.values():
@@ -133,13 +135,9 @@ class KeypointPredictor:
             if self.device.type == "cuda":
                 x = x.contiguous(memory_format=torch.channels_last)
             with torch.inference_mode():
-                if self.device.type == "cuda":
-                    with torch.autocast("cuda", dtype=torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16):
-                        outputs = sm.model(x)
-                    outputs = {k: v.float() for k, v in outputs.items()}
-                else:
+                with autocast(self.device, self.amp_dtype):
                     outputs = sm.model(x)
-                coords, conf = sm.codec.decode(outputs)
+                coords, conf = sm.codec.decode({k: v.float() for k, v in outputs.items()})
             coords = coords.float().cpu().numpy()
             conf = conf.float().cpu().numpy()
             for j, i in enumerate(idxs):
@@ -170,8 +168,7 @@ def run_prediction(data, output_dir, kp_left_path=None, kp_right_path=None, yolo
 
     t0 = time.time()
     out = Path(output_dir)
-    if out.exists() and any(out.iterdir()) and not overwrite:
-        raise UserError(f"output folder {out} exists and is not empty (use --overwrite)")
+    check_output_dir(out, overwrite)
     if int(batch_size) < 1:
         raise UserError(f"--batch_size must be at least 1, got {batch_size}")
     if not use_gt_box and not yolo_weights:
@@ -189,7 +186,7 @@ def run_prediction(data, output_dir, kp_left_path=None, kp_right_path=None, yolo
     detector = None
     if not use_gt_box:
         from utils.pipelines.detection import YoloDetector
-        detector = YoloDetector(yolo_weights, device=str(dev) if dev.type == "cpu" else str(dev.index or 0),
+        detector = YoloDetector(yolo_weights, device=yolo_device(dev),
                                 imgsz=imgsz, conf=conf)
 
     out.mkdir(parents=True, exist_ok=True)

@@ -51,7 +51,6 @@ import signal
 import threading
 import time
 import warnings
-from contextlib import nullcontext
 from pathlib import Path
 from typing import Dict, List, Optional
 
@@ -65,8 +64,9 @@ from datasets.layouts import get_layout
 from utils.pipelines import distributed
 from utils.pipelines.distributed import (ShardedSampler, all_reduce_max, all_reduce_sum, barrier, get_world_size,
                                init_distributed, local_world_size, shard_indices)
-from utils.devices import select_device
+from utils.devices import autocast, select_amp, select_device
 from utils.errors import ProblemLog, UserError
+from utils.fileio import atomic_write, one_line
 
 log = logging.getLogger("hipkp")
 
@@ -155,23 +155,6 @@ def seed_everything(seed: int, deterministic: bool = False) -> None:
     # set both ways: the flags are process-wide and a k-fold script trains several times
     torch.use_deterministic_algorithms(bool(deterministic), warn_only=True)
     torch.backends.cudnn.deterministic = bool(deterministic)
-
-
-def select_amp(mode: str, device: torch.device):
-    """(autocast dtype or None, use a GradScaler). AMP is CUDA only: bf16 where supported, else fp16."""
-    if mode not in ("auto", "bf16", "fp16", "off"):
-        raise UserError(f"--amp must be auto, bf16, fp16 or off, got {mode!r}")
-    if device.type != "cuda" or mode == "off":
-        if mode in ("bf16", "fp16"):
-            log.warning("--amp %s needs CUDA; training in float32 on %s", mode, device)
-        return None, False
-    native_bf16 = torch.cuda.is_bf16_supported(including_emulation=False)  # Ampere (sm_80) and newer
-    if mode == "auto":
-        mode = "bf16" if native_bf16 else "fp16"
-    elif mode == "bf16" and not native_bf16:
-        log.warning("--amp bf16: %s has no native bfloat16 (it is emulated, slowly); --amp fp16 is faster there",
-                    torch.cuda.get_device_name(device))
-    return (torch.bfloat16, False) if mode == "bf16" else (torch.float16, True)
 
 
 def warmup_cosine(total_steps: int, warmup: float, base_lr: float, min_lr: float):
@@ -280,15 +263,12 @@ def shutdown_workers(*loaders) -> None:
 
 def write_log_csv(history: List[Dict], path) -> None:
     """The per-epoch log (LOG_COLUMNS), rewritten whole and atomically."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", newline="") as f:
+    with atomic_write(path, "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=LOG_COLUMNS)
         w.writeheader()
         for row in history:
             w.writerow({k: ("" if isinstance(row.get(k), float) and math.isnan(row[k]) else row.get(k))
                         for k in LOG_COLUMNS})
-    os.replace(tmp, path)
 
 
 def plot_training_curves(history: List[Dict], path, title: str = "") -> None:
@@ -322,11 +302,9 @@ def plot_training_curves(history: List[Dict], path, title: str = "") -> None:
     if title:
         fig.suptitle(title, fontsize=9)
     fig.tight_layout()
-    path = Path(path)
-    tmp = path.with_name(path.stem + ".tmp.png")
-    fig.savefig(tmp, dpi=90)
+    with atomic_write(path, "wb") as f:
+        fig.savefig(f, format="png", dpi=90)
     plt.close(fig)
-    os.replace(tmp, path)
 
 
 def keypoint_weights(kps: torch.Tensor, size: int) -> torch.Tensor:
@@ -348,7 +326,7 @@ def evaluate(model, loader, codec, device, layout, autocast_dtype=None, channels
     for batch in loader:
         x = batch["image"].to(device, non_blocking=True, memory_format=mf)
         kps = batch["keypoints"].to(device, non_blocking=True)
-        with _autocast(device, autocast_dtype):
+        with autocast(device, autocast_dtype):
             out = model(x)
         out = {k: v.float() for k, v in out.items()}
         loss = codec.loss(out, codec.encode(kps), keypoint_weights(kps, codec.input_size))
@@ -367,10 +345,6 @@ def evaluate(model, loader, codec, device, layout, autocast_dtype=None, channels
     return {"val_loss": loss_sum / n_samples, "val_px_error": err_sum / n_points, "val_nme": nme_sum / n_samples}
 
 
-def _autocast(device, dtype):
-    return torch.autocast(device.type, dtype=dtype) if dtype is not None else nullcontext()
-
-
 def compile_model(model, input_shape, device, autocast_dtype=None, memory_format=torch.contiguous_format):
     """``torch.compile(model)``, or ``model`` itself when compiling fails.
 
@@ -386,7 +360,7 @@ def compile_model(model, input_shape, device, autocast_dtype=None, memory_format
         compiled = torch.compile(model)
         with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
             x = torch.zeros(input_shape, device=device).contiguous(memory_format=memory_format)
-            with _autocast(device, autocast_dtype):
+            with autocast(device, autocast_dtype):
                 out = compiled(x)
             sum(v.float().sum() for v in out.values()).backward()
     except Exception as e:  # noqa: BLE001  (inductor/triton/compiler errors have no common base class)
@@ -399,7 +373,7 @@ def compile_model(model, input_shape, device, autocast_dtype=None, memory_format
         if error is None:
             reason = "it failed on another rank"
         else:  # the first line only: inductor's messages run to pages
-            reason = f"{type(error).__name__}: {(str(error).strip().splitlines() or [''])[0]}"
+            reason = one_line(error, limit=None)
         log.warning("--compile: torch.compile failed (%s); training the eager model instead", reason)
         return model
     log.info("--compile: model compiled")
@@ -668,7 +642,7 @@ def train(cfg) -> Dict[str, object]:
                     x = batch["image"].to(device, non_blocking=True, memory_format=mf)
                     kps = batch["keypoints"].to(device, non_blocking=True)
                     targets = codec.encode(kps)
-                    with _autocast(device, autocast_dtype):
+                    with autocast(device, autocast_dtype):
                         out = train_model(x)
                     out = {k: v.float() for k, v in out.items()}
                     loss = codec.loss(out, targets, keypoint_weights(kps, cfg["input_size"]))

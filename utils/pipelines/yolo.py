@@ -18,7 +18,9 @@ from typing import Dict, List, Optional, Sequence
 import yaml
 
 from datasets.formats import CLASS_NAMES, list_images
+from utils.devices import yolo_device
 from utils.errors import UserError
+from utils.fileio import atomic_write, one_line
 from utils.pipelines.folds import parse_folds
 
 log = logging.getLogger("hipkp")
@@ -59,12 +61,6 @@ def add_training_args(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--plots", action="store_true", help="let Ultralytics draw its training plots")
     p.add_argument("--weights_dir", default="weights", help="where the best weights are copied as <name>.pt")
     return p
-
-
-def default_device() -> str:
-    import torch
-
-    return "0" if torch.cuda.is_available() else "cpu"
 
 
 def check_augment(augment: Dict[str, float]) -> Dict[str, float]:
@@ -121,7 +117,7 @@ def load_data_yaml(path) -> Dict:
     try:
         data = yaml.safe_load(path.read_text())
     except (yaml.YAMLError, UnicodeDecodeError) as e:
-        raise UserError(f"{path}: not a readable YAML file ({str(e).splitlines()[0]})") from None
+        raise UserError(f"{path}: not a readable YAML file ({one_line(e, with_type=False)})") from None
     if not isinstance(data, dict):
         raise UserError(f"{path}: expected a mapping with train/val/names")
     if "download" in data:
@@ -187,11 +183,11 @@ def build_model(model: str):
     try:
         return yolo_class()(model, task="detect")
     except FileNotFoundError as e:
-        raise UserError(f"--model {model}: {str(e).splitlines()[0]}") from None
+        raise UserError(f"--model {model}: {one_line(e, with_type=False)}") from None
     except Exception as e:  # a corrupt or foreign .pt: one line, not a traceback
         if not str(model).lower().endswith(".pt"):
             raise
-        raise UserError(f"cannot load {model}: {type(e).__name__}: {str(e).splitlines()[0]}") from None
+        raise UserError(f"cannot load {model}: {one_line(e)}") from None
 
 
 # ---------------------------------------------------------------- metrics
@@ -261,11 +257,7 @@ def train_detector(data, model: str = "yolo12n.yaml", epochs: int = 100, imgsz: 
         raise UserError(f"need epochs >= 1, imgsz >= 32 and batch >= 1 (got {epochs}, {imgsz}, {batch})")
     if pretrained is not None and not Path(pretrained).is_file():
         raise UserError(f"--pretrained {pretrained}: weights file not found (nothing is downloaded)")
-    device = str(device) if device not in (None, "", "auto") else default_device()
-    if device.lower() not in ("cpu", "mps"):
-        import torch
-        if not torch.cuda.is_available():
-            raise UserError(f"--device {device} asks for a CUDA GPU, but none is available (use --device cpu)")
+    device = yolo_device(device)
     amp = device.lower() not in ("cpu", "mps")  # on CUDA Ultralytics' AMP check decides
 
     if resume:
@@ -324,13 +316,10 @@ def _merge_csv(path: Path, rows: List[Dict], cols: Sequence[str]) -> List[Dict]:
     new_folds = {str(r["fold"]) for r in rows}
     merged = [r for r in old if str(r.get("fold")) not in new_folds] + rows
     merged.sort(key=lambda r: int(r["fold"]))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".tmp{os.getpid()}")
-    with open(tmp, "w", newline="") as f:
+    with atomic_write(path, "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=list(cols), extrasaction="ignore")
         w.writeheader()
         w.writerows(merged)
-    tmp.replace(path)
     return merged
 
 
