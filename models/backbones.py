@@ -1,8 +1,8 @@
 """Backbones: timm feature extractors, registered by name.
 
 Every backbone maps an image batch (B, 3, S, S) to ONE feature map (B, C, H, W) and
-exposes ``out_channels`` (C) and ``stride`` (S / H). The registry ``BACKBONES`` holds one
-``BackboneSpec`` per name; ``build_backbone(name)`` builds it, ``list_backbones()`` lists
+exposes ``out_channels`` (C) and ``stride`` (S / H). The registry ``BACKBONES``
+(``models.registry``) holds one ``BackboneSpec`` per name; ``build_backbone(name)`` builds it, ``list_backbones()`` lists
 the names. Models are always created from timm with ``pretrained=False`` unless asked
 otherwise, so nothing is downloaded by default.
 
@@ -31,6 +31,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from utils.fileio import one_line
+
+from .registry import BACKBONES, register_backbone
 
 log = logging.getLogger("hipkp.models")
 
@@ -86,7 +88,8 @@ _SPECS = (
                  "InceptionNeXt-Atto, stage-4 features", tiny=True),
 )
 
-BACKBONES: Dict[str, BackboneSpec] = {s.name: s for s in _SPECS}
+for _spec in _SPECS:
+    register_backbone(_spec.name, _spec, doc=_spec.description)
 
 
 def list_backbones(tiny: Optional[bool] = None) -> List[str]:
@@ -95,9 +98,7 @@ def list_backbones(tiny: Optional[bool] = None) -> List[str]:
 
 
 def get_backbone_spec(name: str) -> BackboneSpec:
-    if name not in BACKBONES:
-        raise ValueError(f"unknown backbone {name!r}; known backbones: {', '.join(list_backbones())}")
-    return BACKBONES[name]
+    return BACKBONES.get(name)
 
 
 class FPN(nn.Module):

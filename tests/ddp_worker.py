@@ -5,7 +5,7 @@
 
 Each rank writes ``DUMP_DIR/rank{r}.pt`` when the script ends (also on an error exit):
 ``state_dict`` (its final weights), ``writes`` (paths it saved through the training writers),
-``val_metrics`` (what ``evaluate`` returned, per call), ``train_indices`` / ``val_indices``
+``val_metrics`` (what ``validate`` returned, per call), ``train_indices`` / ``val_indices``
 (the dataset indices it loaded, per epoch for training) and ``exit_code``; and at the start
 ``DUMP_DIR/pid{r}`` (its process id, for signals).
 
@@ -45,17 +45,17 @@ models.checkpoint.save_checkpoint = recorded(real_save, 0)
 T.write_log_csv = recorded(T.write_log_csv)
 T.plot_training_curves = recorded(T.plot_training_curves)
 
-real_evaluate = T.evaluate
+real_validate = T.validate
 
 
-def evaluate(model, *a, **k):
+def validate(model, *a, **k):
     model_ref["model"] = model
-    m = real_evaluate(model, *a, **k)
+    m = real_validate(model, *a, **k)
     probe["val_metrics"].append(m)
     return m
 
 
-T.evaluate = evaluate
+T.validate = validate
 
 real_getitem = HipCropDataset.__getitem__
 
