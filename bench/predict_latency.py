@@ -196,9 +196,9 @@ def run(a):
     for name in ("read_record_image", "read_image"):    # whichever run_prediction reads images with
         if hasattr(P, name):
             setattr(P, name, clock.wrap(getattr(P, name), "read"))
-    P.KeypointPredictor.crop = clock.wrap(P.KeypointPredictor.crop, "crop")
-    P.KeypointPredictor.run = clock.wrap(P.KeypointPredictor.run, "kp_run")
-    P._row = clock.wrap(P._row, "rows")
+    P.SideModel.crop = clock.wrap(P.SideModel.crop, "crop")
+    P.SideModel.predict = clock.wrap(P.SideModel.predict, "kp_run")
+    P.build_row = clock.wrap(P.build_row, "rows")
     bench_det.predict = clock.wrap(bench_det.predict, "detect")
 
     def pipeline():
