@@ -1,4 +1,4 @@
-"""Train/val/test splits and k folds of a dataset folder (DESIGN.md section 5).
+"""Train/val/test splits and k folds of a dataset folder (docs/CONVENTIONS.md, "Dataset folder").
 
 Each split or fold is written in the same folder layout as its source
 (``images/``, ``annotations/``, ``detections/``, ``yolo_labels/`` with ``classes.txt``,
@@ -45,6 +45,8 @@ from datasets.formats import (CLASS_NAMES, HipRecord, IMAGE_EXTS, load_dataset, 
                               write_metadata, write_yolo_label)
 from utils.errors import ItemError, ProblemLog, UserError
 from utils.fileio import check_output_dir, prepare_output_dir
+from datasets.image_io import read_image
+from utils.hip_geometry import ihdi_grade
 
 log = logging.getLogger("hipkp")
 
@@ -76,7 +78,6 @@ def worse_grades(records: Sequence[HipRecord]) -> Optional[List[str]]:
     with neither get the stratum "unknown" (with a warning); when no record has a grade
     the function warns and returns None (no stratification).
     """
-    from utils.hip_geometry import ihdi_grade
 
     out, n_meta, n_geom, unknown = [], 0, 0, []
     for r in records:
@@ -358,7 +359,6 @@ def write_subset(records: Sequence[HipRecord], src_root, dst, link: bool = False
             counts["labels"] += 1
         elif r.boxes is not None:
             # no YOLO label in the source: make one from the detection boxes and the image size
-            from datasets.image_io import read_image
             h, w = read_image(r.image_path)[0].shape[:2]
             write_yolo_label(subdirs["yolo_labels"] / f"{r.stem}.txt", r.boxes, w, h)
             shutil.copy2(subdirs["yolo_labels"] / f"{r.stem}.txt", subdirs["labels"] / f"{r.stem}.txt")

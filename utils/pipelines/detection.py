@@ -4,7 +4,7 @@
 "right": Detection | None}``: the highest-confidence box of each class, in image pixels. A side
 the model did not find is ``None``; the caller reports it (nothing is dropped silently).
 
-Sides are image sides (DESIGN.md section 2): class ``LeftHip`` is the hip on the image-left.
+Sides are image sides (docs/CONVENTIONS.md, "Coordinates and sides"): class ``LeftHip`` is the hip on the image-left.
 The class ids come from the model's own ``names``, not from a hard-coded order.
 """
 from __future__ import annotations
@@ -20,6 +20,7 @@ from datasets.image_io import read_image, to_uint8
 from datasets.layouts import SIDES
 from utils.errors import ItemError, ProblemLog, UserError
 from utils.evaluation.metrics import box_iou  # noqa: F401  (also re-exported: detection.box_iou)
+from utils.pipelines.yolo_env import yolo_class
 
 
 @dataclass(frozen=True)
@@ -80,7 +81,6 @@ class YoloDetector:
         if not path.is_file():
             raise UserError(f"detector weights not found: {path} (train one with train_yolo.py; "
                             "nothing is downloaded)")
-        from utils.pipelines.yolo_env import yolo_class
 
         try:
             self.model = yolo_class()(str(path), task="detect")

@@ -22,6 +22,8 @@ from utils.devices import yolo_device
 from utils.errors import UserError
 from utils.fileio import atomic_write, one_line
 from utils.pipelines.folds import parse_folds
+from utils.pipelines.detection import YoloDetector, evaluate_detector
+from utils.pipelines.yolo_env import ultralytics, yolo_class
 
 log = logging.getLogger("hipkp")
 
@@ -35,7 +37,7 @@ DETECT_CONF = 0.25  # confidence of the pipeline's detector (YoloDetector's defa
 
 # ---------------------------------------------------------------- CLI arguments
 def add_training_args(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    """The training flags shared by train_yolo.py and kfold_train_yolo.py (the seed's names)."""
+    """The training flags shared by train_yolo.py and kfold_train_yolo.py (the original study's names)."""
     p.add_argument("--model", default="yolo12n.yaml",
                    help="model YAML (yolo12n.yaml, yolo12s.yaml, ...: trained from scratch) or a local .pt to fine-tune")
     p.add_argument("--epochs", type=int, default=100)
@@ -94,7 +96,6 @@ def split_images(sources: Sequence[str]) -> List[Path]:
 
 def label_paths(images: Sequence[Path]) -> List[Path]:
     """Where Ultralytics reads each image's labels: the last ``/images/`` becomes ``/labels/``."""
-    from utils.pipelines.yolo_env import ultralytics
 
     ultralytics()
     from ultralytics.data.utils import img2label_paths
@@ -177,8 +178,7 @@ def check_model_spec(model: str) -> str:
     raise UserError(f"--model {m}: expected a model YAML (e.g. yolo12n.yaml) or a local .pt file")
 
 
-def build_model(model: str):
-    from utils.pipelines.yolo_env import yolo_class
+def build_yolo(model: str):
 
     try:
         return yolo_class()(model, task="detect")
@@ -264,7 +264,7 @@ def train_detector(data, model: str = "yolo12n.yaml", epochs: int = 100, imgsz: 
         last = project / name / "weights" / "last.pt"
         if not last.is_file():
             raise UserError(f"--resume: no checkpoint at {last}")
-        yolo = build_model(str(last))
+        yolo = build_yolo(str(last))
         ckpt = yolo.ckpt or {}
         if ckpt.get("epoch", -1) < 0 or ckpt.get("optimizer") is None:  # stripped when a run completes
             raise UserError(f"--resume: {last} is from a finished run; nothing to resume")
@@ -273,7 +273,7 @@ def train_detector(data, model: str = "yolo12n.yaml", epochs: int = 100, imgsz: 
         data_abs = load_data_yaml(data)
         model = check_model_spec(model)
         data_file = write_data_yaml(data_abs, project / f"{name}.data.yaml")
-        yolo = build_model(model)
+        yolo = build_yolo(model)
         kwargs = dict(data=str(data_file), epochs=epochs, imgsz=imgsz, batch=batch, device=device,
                       workers=workers, project=str(project), name=name, seed=seed, deterministic=True,
                       patience=patience, amp=amp, plots=plots, nbs=nbs, exist_ok=exist_ok, **aug)
@@ -291,7 +291,6 @@ def train_detector(data, model: str = "yolo12n.yaml", epochs: int = 100, imgsz: 
     result = {"weights": str(dst), "save_dir": str(trainer.save_dir),
               "metrics": summarize_metrics(getattr(yolo, "metrics", None)), "detector": {}}
     if evaluate and os.environ.get("RANK", "-1") in ("-1", "0"):
-        from utils.pipelines.detection import YoloDetector, evaluate_detector
 
         images = split_images(_as_list(trainer.data["val"]))
         det = YoloDetector(dst, device=device.split(",")[0], imgsz=trainer.args.imgsz, conf=DETECT_CONF)
