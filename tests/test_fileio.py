@@ -15,6 +15,10 @@ def test_atomic_write_replaces_whole_file_and_leaves_no_temp(tmp_path):
         assert p.read_text() == "old"          # not visible until the block ends
     assert p.read_text() == "new"
     assert [q.name for q in tmp_path.iterdir()] == ["a.txt"]
+    import os
+    mask = os.umask(0)
+    os.umask(mask)
+    assert p.stat().st_mode & 0o777 == 0o666 & ~mask      # not mkstemp's 0600
 
 
 def test_atomic_write_failure_keeps_previous_file(tmp_path):
