@@ -1,4 +1,4 @@
-"""``build_model``: backbone (by name) + head (by type) -> one keypoint model.
+"""``build_keypoint_model`` (also ``build_model``): backbone (by name) + head (by type) -> one keypoint model.
 
 ``model(x)`` with x (B, 3, input_size, input_size) returns a dict: SimCC heads
 ``{"x": (B, K, N), "y": (B, K, N)}`` logits, direct regression ``{"coords": (B, K, 2)}``
