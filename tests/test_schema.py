@@ -1,5 +1,4 @@
 """utils.evaluation.schema: column names and metric keys in one place, checked against the code."""
-import numpy as np
 import pytest
 
 from tests.test_plots import frame
@@ -25,8 +24,8 @@ def test_a_table_key_the_metrics_do_not_produce_is_an_error():
 
 
 def test_error_columns_are_read_back_by_index_without_parsing_other_names():
-    cols = [schema.col.err_px("left", j) for j in (10, 2, 0)] + ["err_px_left_x", "err_px_right_1", "stem"]
+    cols = [schema.column("err_px", side="left", j=j) for j in (10, 2, 0)] + ["err_px_left_x", "err_px_right_1", "stem"]
     assert schema.error_columns(cols, "left") == [("err_px_left_0", 0), ("err_px_left_2", 2),
                                                   ("err_px_left_10", 10)]
     assert schema.error_columns(cols, "right") == [("err_px_right_1", 1)]
-    assert np.all([c == f"pred_x_{j}" for j, c in enumerate(schema.col.point("pred", "x", j) for j in range(3))])
+    assert [schema.column("point", kind="pred", axis="x", j=j) for j in range(2)] == ["pred_x_0", "pred_x_1"]

@@ -1,7 +1,7 @@
 """Names of the predictions.csv columns and of the metric keys, in one place. No torch.
 
 Columns (one row per image; the meaning of each is in ``utils.evaluation.metrics``):
-``col.err_px(side, j)`` -> ``"err_px_left_3"`` and the like build a name; ``error_columns(df,
+``column("err_px", side="left", j=3)`` -> ``"err_px_left_3"`` builds a name (``COLUMNS``); ``error_columns(df,
 side)`` reads them back as ``[(column, j)]`` by matching the names this module builds (no
 string splitting elsewhere).
 
@@ -12,7 +12,6 @@ among them, so a renamed metric cannot silently drop a row from a table.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Iterable, List, Tuple
 
 SIDES = ("left", "right")
@@ -20,59 +19,20 @@ METRIC_SIDES = ("left", "right", "pooled")
 BOX_COORDS = ("x1", "y1", "x2", "y2")
 
 
-@dataclass(frozen=True)
-class Columns:
-    """The column names of a predictions row (``{side}``: left/right; ``j``: absolute keypoint index)."""
-    stem: str = "stem"
-    layout: str = "layout"
-    pixel_spacing_mm: str = "pixel_spacing_mm"
-    tri_dist: str = "tri_dist"
-    mean_err_px: str = "mean_err_px"
-
-    @staticmethod
-    def detected(side: str) -> str:
-        return f"detected_{side}"
-
-    @staticmethod
-    def det_conf(side: str) -> str:
-        return f"det_conf_{side}"
-
-    @staticmethod
-    def iou(side: str) -> str:
-        return f"iou_{side}"
-
-    @staticmethod
-    def box(kind: str, side: str, coord: str) -> str:
-        """``kind`` "pred_box" or "gt_box"."""
-        return f"{kind}_{side}_{coord}"
-
-    @staticmethod
-    def crop_side(side: str) -> str:
-        return f"crop_side_{side}"
-
-    @staticmethod
-    def point(kind: str, axis: str, j: int) -> str:
-        """``kind`` "pred" or "gt", ``axis`` "x" or "y"."""
-        return f"{kind}_{axis}_{j}"
-
-    @staticmethod
-    def err_px(side: str, j: int) -> str:
-        return f"err_px_{side}_{j}"
-
-    @staticmethod
-    def mean_err_px_side(side: str) -> str:
-        return f"mean_err_px_{side}"
-
-    @staticmethod
-    def ai(kind: str, side: str) -> str:
-        return f"{kind}_ai_{side}"
-
-    @staticmethod
-    def ihdi(kind: str, side: str) -> str:
-        return f"{kind}_ihdi_{side}"
+# column -> its name template; ``{side}`` left/right, ``{j}`` the absolute keypoint index,
+# ``{kind}`` pred/gt (pred_box/gt_box for boxes), ``{axis}`` x/y, ``{coord}`` one of BOX_COORDS
+COLUMNS = {
+    "stem": "stem", "layout": "layout", "pixel_spacing_mm": "pixel_spacing_mm", "tri_dist": "tri_dist",
+    "mean_err_px": "mean_err_px", "mean_err_px_side": "mean_err_px_{side}",
+    "detected": "detected_{side}", "det_conf": "det_conf_{side}", "iou": "iou_{side}",
+    "box": "{kind}_{side}_{coord}", "crop_side": "crop_side_{side}", "point": "{kind}_{axis}_{j}",
+    "err_px": "err_px_{side}_{j}", "ai": "{kind}_ai_{side}", "ihdi": "{kind}_ihdi_{side}",
+}
 
 
-col = Columns()
+def column(name: str, **parts) -> str:
+    """``column("err_px", side="left", j=3) -> "err_px_left_3"``."""
+    return COLUMNS[name].format(**parts)
 
 
 def error_columns(columns: Iterable[str], side: str) -> List[Tuple[str, int]]:
@@ -80,9 +40,9 @@ def error_columns(columns: Iterable[str], side: str) -> List[Tuple[str, int]]:
     names = set(columns)
     found = []
     for name in names:
-        prefix = col.err_px(side, 0)[:-1]
+        prefix = column("err_px", side=side, j=0)[:-1]
         rest = name[len(prefix):] if name.startswith(prefix) else ""
-        if rest.isdigit() and col.err_px(side, int(rest)) == name:
+        if rest.isdigit() and column("err_px", side=side, j=int(rest)) == name:
             found.append((name, int(rest)))
     return sorted(found, key=lambda t: t[1])
 
