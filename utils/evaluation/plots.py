@@ -29,6 +29,7 @@ import pandas as pd  # noqa: E402
 
 from datasets.layouts import SIDES, get_layout  # noqa: E402
 from utils.evaluation import metrics, schema  # noqa: E402
+from utils.evaluation.overlays import draw_overlay, overlay_from_row, save_overlay, save_worst_cases  # noqa: E402,F401  (moved there; the old import path keeps working)
 from utils.fileio import atomic_write  # noqa: E402
 from utils.hip_geometry import grade_name, hip_frames, hip_lines  # noqa: E402
 
