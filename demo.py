@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""`make demo`: the whole study on a synthetic phantom. DEMO_SCALE=full uses the seed's real settings."""
+"""`make demo`: the whole study on a synthetic phantom. DEMO_SCALE=full uses the original study's settings."""
 import os
 
 from utils.errors import cli

@@ -102,7 +102,7 @@ def _train_once(data, out, amp, args, device, extra):
 
 def cmd_train(args) -> int:
     import torch
-    from utils.pipelines.train import select_amp
+    from utils.devices import select_amp
 
     device = torch.device("cpu" if args.cpu_smoke else "cuda")
     if device.type == "cuda" and not torch.cuda.is_available():

@@ -40,6 +40,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from utils.devices import yolo_device  # noqa: E402
 from utils.errors import UserError, cli  # noqa: E402
 
 
@@ -182,7 +183,7 @@ def run(a):
     timed_model = TimedModule(kp_model, clock, "kp_forward")
     for sm in side_models.values():
         sm.model = timed_model
-    det = YoloDetector(yolo_path, device=str(dev) if dev.type == "cpu" else str(dev.index or 0),
+    det = YoloDetector(yolo_path, device=yolo_device(dev),
                        imgsz=a.imgsz, conf=a.conf)
     images = [read_image(p)[0] for p in sorted(img_dir.iterdir())]
     found = det.predict(images[:1])[0]
@@ -195,9 +196,9 @@ def run(a):
     for name in ("read_record_image", "read_image"):    # whichever run_prediction reads images with
         if hasattr(P, name):
             setattr(P, name, clock.wrap(getattr(P, name), "read"))
-    P.KeypointPredictor.crop = clock.wrap(P.KeypointPredictor.crop, "crop")
-    P.KeypointPredictor.run = clock.wrap(P.KeypointPredictor.run, "kp_run")
-    P._row = clock.wrap(P._row, "rows")
+    P.SideModel.crop = clock.wrap(P.SideModel.crop, "crop")
+    P.SideModel.predict = clock.wrap(P.SideModel.predict, "kp_run")
+    P.build_row = clock.wrap(P.build_row, "rows")
     bench_det.predict = clock.wrap(bench_det.predict, "detect")
 
     def pipeline():

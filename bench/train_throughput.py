@@ -31,19 +31,20 @@ from utils.errors import cli  # noqa: E402
 def raw_step_seconds(model_name, head_type, input_size, batch_size, steps, device):
     """Forward + loss + backward on random tensors: wall time of each step after one warm-up step."""
     import torch
-    from models import build_codec, build_model
+    from models import build_codec, build_model, get_loss
     from datasets.layouts import get_layout
 
     k = get_layout("ihdi12").points_per_side
     model = build_model(model_name, head_type, k, input_size).to(device).train()
     codec = build_codec(head_type, input_size)
     x = torch.randn(batch_size, 3, input_size, input_size, device=device)
-    targets = codec.encode(torch.rand(batch_size, k, 2, device=device) * (input_size - 1))
+    targets, weights = codec.encode(torch.rand(batch_size, k, 2, device=device) * (input_size - 1))
+    loss_fn = get_loss(None, head_type)
     times = []
     for _ in range(steps + 1):
         t = time.perf_counter()
         model.zero_grad(set_to_none=True)
-        loss = codec.loss(model(x), targets)
+        loss = loss_fn(model(x), targets, weights)
         loss.backward()
         if device.type == "cuda":
             torch.cuda.synchronize()

@@ -20,10 +20,11 @@ from torch.utils.data import Dataset, Sampler
 from datasets.layouts import SIDES, get_layout, layout_for_num_points
 from utils.cropping import (crop_points_to_side, rotation_matrix, side_crop_matrix, side_points_to_crop,
                             square_box, warp)
+from utils.config import IMAGENET_MEAN, IMAGENET_STD
 from utils.errors import ItemError, ProblemLog, UserError
+from datasets.formats import read_record_image
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+# (the normalisation constants live with the other defaults in utils.config; re-exported here)
 
 
 def equalize(gray_uint8: np.ndarray) -> np.ndarray:
@@ -174,7 +175,6 @@ class HipCropDataset(Dataset):
     # ------------------------------------------------------------------ caching
     def _load_record(self, rec):
         """All samples of one image (decoded once), or an ItemError."""
-        from datasets.formats import read_record_image
         try:
             if len(rec.keypoints) != self.layout.num_points:
                 raise ItemError(f"{len(rec.keypoints)} keypoints, the dataset's layout "

@@ -35,6 +35,7 @@ import cv2
 import numpy as np
 
 from utils.errors import ItemError
+from utils.fileio import one_line
 
 log = logging.getLogger("hipkp")
 
@@ -155,7 +156,7 @@ def read_dicom(path) -> Tuple[np.ndarray, Dict]:
             warnings.simplefilter("ignore", UserWarning)
             arr = pixel_array(ds, index=0) if frames > 1 else ds.pixel_array
     except Exception as e:   # decoders raise many types (RuntimeError, ValueError, NotImplementedError, ...)
-        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        msg = one_line(e, limit=None, with_type=False)
         missing = ""
         try:
             from pydicom.pixels import get_decoder

@@ -1,4 +1,4 @@
-"""Read and write the dataset folder format (DESIGN.md section 5).
+"""Read and write the dataset folder format (docs/CONVENTIONS.md, "Dataset folder").
 
 ```
 <dataset>/
@@ -24,6 +24,8 @@ import numpy as np
 
 from datasets.layouts import SIDES, layout_for_num_points
 from utils.errors import ItemError, ProblemLog, UserError
+from datasets.image_io import is_dicom, read_image
+from utils.cropping import normalize_box
 
 log = logging.getLogger("hipkp")
 
@@ -88,7 +90,6 @@ def round_keypoints(kps) -> np.ndarray:
 # ---------------------------------------------------------------- detections
 def read_detection(path) -> Dict[str, np.ndarray]:
     """Detection JSON -> {"left": (x1, y1, x2, y2), "right": ...} (normalised corners)."""
-    from utils.cropping import normalize_box
 
     path = Path(path)
     try:
@@ -238,7 +239,6 @@ def read_record_image(rec: HipRecord):
 
     The one place where a record's image is read (training crops, prediction, splitting):
     ``ItemError`` when the image cannot be decoded or ``check_record`` fails."""
-    from datasets.image_io import read_image
     image, info = read_image(rec.image_path)
     check_record(rec, image.shape[1], image.shape[0])
     return image, info
@@ -246,7 +246,6 @@ def read_record_image(rec: HipRecord):
 
 def list_images(folder) -> List[Path]:
     """Image files of a folder: known extensions, plus any file with a DICOM preamble."""
-    from datasets.image_io import is_dicom
     folder = Path(folder)
     return sorted(p for p in folder.iterdir()
                   if p.is_file() and (p.suffix.lower() in IMAGE_EXTS

@@ -14,6 +14,7 @@ import cv2
 import numpy as np
 
 from utils.errors import ItemError
+from datasets.dicom import read_dicom
 
 
 def is_dicom(path) -> bool:
@@ -66,7 +67,6 @@ def read_image(path) -> Tuple[np.ndarray, Dict]:
     if not path.is_file():
         raise ItemError(f"{path}: image file not found")
     if is_dicom(path):
-        from datasets.dicom import read_dicom
         return read_dicom(path)
     img = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
     if img is None or img.size == 0:

@@ -1,4 +1,4 @@
-"""Keypoint layouts as data (DESIGN.md section 3).
+"""Keypoint layouts as data (docs/CONVENTIONS.md, "Keypoint layouts").
 
 A layout says how many points an image carries, which indices belong to each
 (image) side, how a side's points are permuted when the side is mirrored, which

@@ -3,7 +3,7 @@
     python -m datasets.mtddh --src mtddh_xray_2d/data --out dataset/mtddh [--images DIR]
                              [--femur_order head_first|hpoint_first] [--overwrite] [--strict]
 
-Input (DESIGN.md section 3, "mtddh8"): one ``<stem>.txt`` per image with 4 lines
+Input (docs/CONVENTIONS.md, "Keypoint layouts", "mtddh8"): one ``<stem>.txt`` per image with 4 lines
 ``class cx cy w h kx1 ky1 v1 kx2 ky2 v2``, normalised by the image's width and height:
 per side a ``hip_pelvis`` object (class 0; keypoints lateral acetabular edge and
 triradiate point, in either order) and a ``hip_femour`` object (class 1; keypoint 1
@@ -19,7 +19,7 @@ point, femoral head centre, H-point]``, image-left hip first.
 - ``--femur_order`` is the one switch for the femur object: ``head_first`` (default)
   reads keypoint 1 as the femoral head centre and keypoint 2 as the H-point;
   ``hpoint_first`` the reverse.
-- Pixel coordinates follow DESIGN.md section 2 (pixel centres on integers):
+- Pixel coordinates follow docs/CONVENTIONS.md, "Coordinates and sides" (pixel centres on integers):
   ``x = kx * W - 0.5``, ``y = ky * H - 0.5``, with W, H read from the image header.
 - Side boxes are made from the side's four keypoints (the file's own boxes are a fixed
   0.1 wide and are ignored), widened by fractions of the inter-triradiate distance so
@@ -52,6 +52,11 @@ import numpy as np
 from datasets.formats import (IMAGE_EXTS, round_keypoints, write_annotation, write_classes, write_detection,
                               write_metadata, write_yolo_label)
 from utils.errors import UserError, cli
+from utils.fileio import prepare_output_dir
+from datasets.image_io import read_image
+from datasets.layouts import get_layout
+from utils.errors import ItemError
+from utils.hip_geometry import acetabular_index, ihdi_grade
 
 log = logging.getLogger("hipkp")
 
@@ -157,7 +162,6 @@ def objects_to_keypoints(a: np.ndarray, width: int, height: int, femur_order: st
 
 def side_boxes(kps: np.ndarray, width: int, height: int) -> Dict[str, np.ndarray]:
     """Box per side from its four keypoints plus ``BOX_MARGIN`` (clipped to the image)."""
-    from datasets.layouts import get_layout
     lay = get_layout(LAYOUT)
     span = float(np.linalg.norm(kps[lay.triradiate["right"]] - kps[lay.triradiate["left"]]))
     m = {k: v * span for k, v in BOX_MARGIN.items()}
@@ -197,8 +201,6 @@ def image_size(path: Path) -> Tuple[int, int]:
             return int(w), int(h)
     except Exception:
         pass
-    from datasets.image_io import read_image
-    from utils.errors import ItemError
     try:
         h, w = read_image(path)[0].shape[:2]
     except ItemError as e:
@@ -208,22 +210,7 @@ def image_size(path: Path) -> Tuple[int, int]:
 
 # ---------------------------------------------------------------- conversion
 def _prepare_output(out: Path, src_dirs: List[Path], overwrite: bool) -> None:
-    if out.exists() and not out.is_dir():
-        raise UserError(f"output {out} exists and is not a folder")
-    if out.is_dir() and any(out.iterdir()):
-        if not overwrite:
-            raise UserError(f"output folder {out} is not empty (use --overwrite to replace it)")
-        for name in OUTPUTS:
-            p = (out / name)
-            for s in src_dirs:
-                if p.exists() and (s.resolve() == p.resolve() or p.resolve() in s.resolve().parents):
-                    raise UserError(f"--overwrite would delete the input folder {s}")
-        for name in OUTPUTS:
-            p = out / name
-            if p.is_dir() and not p.is_symlink():
-                shutil.rmtree(p)
-            elif p.exists() or p.is_symlink():
-                p.unlink()
+    prepare_output_dir(out, overwrite, owned=OUTPUTS, protect=src_dirs, hint="use --overwrite to replace it")
     for sub in ("images", "annotations", "detections", "yolo_labels"):
         (out / sub).mkdir(parents=True, exist_ok=True)
     write_classes(out / "yolo_labels")
@@ -255,7 +242,6 @@ def convert_mtddh(src, out, images=None, femur_order: str = "head_first", overwr
     ``UserError`` for a missing or label-less ``src``, a non-empty ``out`` without
     ``overwrite``, when no file converts (the log is still written), or with ``strict`` at the
     first file that fails a check."""
-    from utils.hip_geometry import acetabular_index, ihdi_grade
 
     src, out = Path(src), Path(out)
     if femur_order not in FEMUR_ORDERS:

@@ -1,4 +1,4 @@
-"""Train/val/test splits and k folds of a dataset folder (DESIGN.md section 5).
+"""Train/val/test splits and k folds of a dataset folder (docs/CONVENTIONS.md, "Dataset folder").
 
 Each split or fold is written in the same folder layout as its source
 (``images/``, ``annotations/``, ``detections/``, ``yolo_labels/`` with ``classes.txt``,
@@ -44,6 +44,9 @@ import numpy as np
 from datasets.formats import (CLASS_NAMES, HipRecord, IMAGE_EXTS, load_dataset, read_record_image, write_classes,
                               write_metadata, write_yolo_label)
 from utils.errors import ItemError, ProblemLog, UserError
+from utils.fileio import check_output_dir, prepare_output_dir
+from datasets.image_io import read_image
+from utils.hip_geometry import ihdi_grade
 
 log = logging.getLogger("hipkp")
 
@@ -75,7 +78,6 @@ def worse_grades(records: Sequence[HipRecord]) -> Optional[List[str]]:
     with neither get the stratum "unknown" (with a warning); when no record has a grade
     the function warns and returns None (no stratification).
     """
-    from utils.hip_geometry import ihdi_grade
 
     out, n_meta, n_geom, unknown = [], 0, 0, []
     for r in records:
@@ -357,7 +359,6 @@ def write_subset(records: Sequence[HipRecord], src_root, dst, link: bool = False
             counts["labels"] += 1
         elif r.boxes is not None:
             # no YOLO label in the source: make one from the detection boxes and the image size
-            from datasets.image_io import read_image
             h, w = read_image(r.image_path)[0].shape[:2]
             write_yolo_label(subdirs["yolo_labels"] / f"{r.stem}.txt", r.boxes, w, h)
             shutil.copy2(subdirs["yolo_labels"] / f"{r.stem}.txt", subdirs["labels"] / f"{r.stem}.txt")
@@ -388,27 +389,12 @@ def yolo_data_config(root, train, val, test=None) -> Dict:
 
 def _check_output(out: Path, overwrite: bool) -> None:
     """Refuse a file, or a non-empty folder without ``overwrite`` (checked before any work)."""
-    if out.exists() and not out.is_dir():
-        raise UserError(f"output {out} exists and is not a folder")
-    if out.is_dir() and any(out.iterdir()) and not overwrite:
-        raise UserError(f"output folder {out} is not empty (use --overwrite to replace its splits)")
+    check_output_dir(out, overwrite, hint="use --overwrite to replace its splits")
 
 
 def _prepare_output(out: Path, owned: List[Path], src: Path, overwrite: bool) -> None:
     """Refuse a non-empty output folder unless ``overwrite``; then remove only what we write."""
-    _check_output(out, overwrite)
-    if out.is_dir() and any(out.iterdir()):
-        src_r = src.resolve()
-        for p in owned:
-            pr = p.resolve() if p.exists() else None
-            if pr is not None and (src_r == pr or pr in src_r.parents):
-                raise UserError(f"--overwrite would delete the source dataset {src} (it lies in {p})")
-        for p in owned:
-            if p.is_symlink() or p.is_file():
-                p.unlink()
-            elif p.is_dir():
-                shutil.rmtree(p)
-    out.mkdir(parents=True, exist_ok=True)
+    prepare_output_dir(out, overwrite, owned=owned, protect=[src], hint="use --overwrite to replace its splits")
 
 
 def _load(dataset_dir, problems: ProblemLog) -> List[HipRecord]:

@@ -1,18 +1,26 @@
 """Keypoint models: timm backbones, heads, SimCC / regression codecs, losses, checkpoints.
 
-    from models import build_model, build_codec, list_backbones, HEADS
+    from models import build_model, build_codec, get_loss, list_backbones, HEADS
     model = build_model("convnext_small_custom", "simcc_2d", num_keypoints=6, input_size=256)
     codec = build_codec("simcc_2d", input_size=256)
+    targets, weights = codec.encode(coords_px)
+    loss = get_loss(None, "simcc_2d")(model(x), targets, weights)   # the codec's default loss
     coords_px, confidence = codec.decode(model(x))
+
+Backbones, heads, codecs and losses are each one registry (``models.registry``).
 """
-from .backbones import BACKBONES, build_backbone, list_backbones
+from . import losses  # noqa: F401  (registers the losses)
+from .backbones import build_backbone, list_backbones
 from .checkpoint import load_keypoint_model, read_checkpoint, save_checkpoint
 from .codecs import RegressionCodec, SimCCCodec, build_codec
-from .factory import KeypointModel, build_model
-from .heads import HEADS, SIMCC_HEADS
+from .factory import KeypointModel, build_keypoint_model, build_model
+from .heads import SIMCC_HEADS
+from .registry import (BACKBONES, CODECS, HEADS, LOSSES, default_loss_for, get_loss, register_backbone,
+                       register_codec, register_head, register_loss)
 
 __all__ = [
-    "BACKBONES", "HEADS", "SIMCC_HEADS", "KeypointModel", "RegressionCodec", "SimCCCodec",
-    "build_backbone", "build_codec", "build_model", "list_backbones",
-    "load_keypoint_model", "read_checkpoint", "save_checkpoint",
+    "BACKBONES", "CODECS", "HEADS", "LOSSES", "SIMCC_HEADS", "KeypointModel", "RegressionCodec", "SimCCCodec",
+    "build_backbone", "build_codec", "build_keypoint_model", "build_model", "default_loss_for", "get_loss",
+    "list_backbones", "load_keypoint_model", "read_checkpoint", "register_backbone", "register_codec",
+    "register_head", "register_loss", "save_checkpoint",
 ]

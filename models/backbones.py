@@ -1,8 +1,8 @@
 """Backbones: timm feature extractors, registered by name.
 
 Every backbone maps an image batch (B, 3, S, S) to ONE feature map (B, C, H, W) and
-exposes ``out_channels`` (C) and ``stride`` (S / H). The registry ``BACKBONES`` holds one
-``BackboneSpec`` per name; ``build_backbone(name)`` builds it, ``list_backbones()`` lists
+exposes ``out_channels`` (C) and ``stride`` (S / H). The registry ``BACKBONES``
+(``models.registry``) holds one ``BackboneSpec`` per name; ``build_backbone(name)`` builds it, ``list_backbones()`` lists
 the names. Models are always created from timm with ``pretrained=False`` unless asked
 otherwise, so nothing is downloaded by default.
 
@@ -29,6 +29,10 @@ import timm
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+from utils.fileio import one_line
+
+from .registry import BACKBONES, register_backbone
 
 log = logging.getLogger("hipkp.models")
 
@@ -84,7 +88,8 @@ _SPECS = (
                  "InceptionNeXt-Atto, stage-4 features", tiny=True),
 )
 
-BACKBONES: Dict[str, BackboneSpec] = {s.name: s for s in _SPECS}
+for _spec in _SPECS:
+    register_backbone(_spec.name, _spec, doc=_spec.description)
 
 
 def list_backbones(tiny: Optional[bool] = None) -> List[str]:
@@ -93,9 +98,7 @@ def list_backbones(tiny: Optional[bool] = None) -> List[str]:
 
 
 def get_backbone_spec(name: str) -> BackboneSpec:
-    if name not in BACKBONES:
-        raise ValueError(f"unknown backbone {name!r}; known backbones: {', '.join(list_backbones())}")
-    return BACKBONES[name]
+    return BACKBONES.get(name)
 
 
 class FPN(nn.Module):
@@ -156,9 +159,8 @@ def _create_timm(spec: BackboneSpec, hub: bool, kwargs: dict) -> nn.Module:
     except Exception as e:
         if not hub:
             raise
-        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
         raise ValueError(
-            f"could not get timm hub weights for {spec.timm_name} ({type(e).__name__}: {first}); "
+            f"could not get timm hub weights for {spec.timm_name} ({one_line(e)}); "
             f"hub weights need network access: download them where there is network and pass "
             f"--pretrained PATH (a local state dict) instead") from e
 
@@ -194,8 +196,7 @@ def read_state_dict(path) -> Dict[str, torch.Tensor]:
         else:
             obj = torch.load(p, map_location="cpu", weights_only=True)
     except Exception as e:
-        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
-        raise ValueError(f"{p}: not a readable weights file ({type(e).__name__}: {first})") from e
+        raise ValueError(f"{p}: not a readable weights file ({one_line(e)})") from e
     for key in _WRAPPER_KEYS:
         if isinstance(obj, dict) and isinstance(obj.get(key), dict):
             obj = obj[key]

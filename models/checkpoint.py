@@ -17,7 +17,6 @@ anything but tensors and plain values: anything else raises ``ValueError`` namin
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Dict, Tuple
@@ -25,6 +24,8 @@ from typing import Dict, Tuple
 import numpy as np
 import torch
 import torch.nn as nn
+
+from utils.fileio import atomic_write, one_line
 
 from .codecs import build_codec
 from .factory import build_model
@@ -121,26 +122,12 @@ def save_checkpoint(path, model: nn.Module, config: dict, **extra) -> Path:
             "state_dict": clean_state_dict(base.state_dict()), "config": cfg}
     ckpt.update({k: to_plain(v, k) for k, v in extra.items()})
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(ckpt, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_write(path, "wb", fsync=True) as f:
+        torch.save(ckpt, f)
     return path
 
 
 # ---------------------------------------------------------------- loading
-
-def _one_line(e: BaseException) -> str:
-    first = (str(e).strip().splitlines() or [""])[0][:200]
-    return f"{type(e).__name__}: {first}" if first else type(e).__name__
 
 
 def read_checkpoint(path, map_location="cpu") -> dict:
@@ -155,7 +142,7 @@ def read_checkpoint(path, map_location="cpu") -> dict:
         ckpt = torch.load(p, map_location=map_location, weights_only=True)
     except Exception as e:
         raise ValueError(f"{p}: not a valid checkpoint, or it holds objects other than tensors and "
-                         f"plain values, which are refused ({_one_line(e)})") from None
+                         f"plain values, which are refused ({one_line(e)})") from None
     if not isinstance(ckpt, dict):
         raise ValueError(f"{p}: not a keypoint checkpoint (a {type(ckpt).__name__}, expected a dict)")
     sd, cfg = ckpt.get("state_dict"), ckpt.get("config")
@@ -184,7 +171,7 @@ def load_keypoint_model(path, device="cpu") -> Tuple[nn.Module, object, dict]:
         codec = build_codec(cfg["head_type"], int(cfg["input_size"]), float(cfg.get("split_ratio", 2.0)),
                             float(cfg.get("sigma", 6.0)), cfg.get("decode", "softargmax"))
     except (ValueError, TypeError) as e:
-        raise ValueError(f"{p}: cannot rebuild the model from its config ({_one_line(e)})") from None
+        raise ValueError(f"{p}: cannot rebuild the model from its config ({one_line(e)})") from None
     sd, own = ckpt["state_dict"], model.state_dict()
     missing = [k for k in own if k not in sd]
     unexpected = [k for k in sd if k not in own]

@@ -1,7 +1,7 @@
 """Label codecs (MMPose style): crop-pixel coordinates <-> training targets / model outputs.
 
 A codec is separate from the head: the head produces outputs, the codec says what they
-mean. Coordinates are crop pixels with pixel centres on integers (DESIGN.md section 2),
+mean. Coordinates are crop pixels with pixel centres on integers (docs/CONVENTIONS.md),
 shape (B, K, 2) as (x, y).
 
 SimCC (``SimCCCodec``, for simcc_1d / simcc_2d / simcc_2d_deconv)
@@ -21,22 +21,33 @@ SimCC (``SimCCCodec``, for simcc_1d / simcc_2d / simcc_2d_deconv)
             < 1e-3 px. Closer to an edge the cut-off tail pulls the expectation inwards
             (a point on the end itself decodes sigma^2 / (sigma * sqrt(pi / 2) + 1/2) bins
             inside, ~2.2 px for these values). Argmax has no such bias but is quantised to 1 / split_ratio px.
-    loss:   KL(target || softmax(logits)) per keypoint and axis, averaged (``losses``).
+    default loss: ``simcc_kl``, KL(target || softmax(logits)) per keypoint and axis.
 
 Regression (``RegressionCodec``, for direct_regression)
     encode: (coord + 0.5) / input_size, i.e. the crop's extent [-0.5, S - 0.5] -> [0, 1];
-    decode: the inverse, confidence = 1; loss: MSE on the normalised coordinates.
+    decode: the inverse, confidence = 1; default loss: ``coord_mse``.
+
+Both ``encode`` methods return ``(targets, keypoint_weights)``: weights (B, K) are 1 for a
+point strictly inside the crop ((-0.5, S - 0.5) on both axes) and 0 for one that augmentation moved
+out of it, so the loss (chosen by name in ``models.losses``) ignores it. Codecs are
+registered (``models.registry.CODECS``) with their default loss; a head names its codec.
 """
 from __future__ import annotations
 
-from typing import Dict, Optional, Tuple
+from typing import Dict, Tuple
 
 import torch
 
-from .heads import HEADS, SIMCC_HEADS, num_bins
-from .losses import coord_mse_loss, simcc_kl_loss
+from .heads import HEADS, num_bins
+from .registry import CODECS, codec_name_for, register_codec
 
 DECODE_MODES = ("softargmax", "argmax")
+
+
+def inside_weights(coords: torch.Tensor, size: int) -> torch.Tensor:
+    """(B, K) 1.0 for points strictly inside the crop (-0.5, size - 0.5) on both axes, else 0.0."""
+    inside = (coords > -0.5) & (coords < size - 0.5)
+    return inside.all(-1).float()
 
 
 def _as_coords(coords) -> torch.Tensor:
@@ -48,8 +59,9 @@ def _as_coords(coords) -> torch.Tensor:
     return c
 
 
+@register_codec("simcc", loss="simcc_kl")
 class SimCCCodec:
-    """SimCC labels: Gaussian bin targets, soft-argmax / argmax decoding, KL loss."""
+    """SimCC labels: Gaussian bin targets, soft-argmax / argmax decoding."""
 
     def __init__(self, input_size: int, split_ratio: float = 2.0, sigma: float = 6.0,
                  decode: str = "softargmax", head_type: str = "simcc_2d"):
@@ -72,14 +84,15 @@ class SimCCCodec:
         """Crop pixel coordinate of each bin: i / split_ratio."""
         return torch.arange(self.num_bins, device=device, dtype=dtype) / self.split_ratio
 
-    def encode(self, coords_px) -> Dict[str, torch.Tensor]:
-        """(B, K, 2) crop pixels -> {"x": (B, K, N), "y": (B, K, N)}, each row summing to 1."""
+    def encode(self, coords_px) -> Tuple[Dict[str, torch.Tensor], torch.Tensor]:
+        """(B, K, 2) crop pixels -> ({"x": (B, K, N), "y": (B, K, N)}, each row summing to 1;
+        keypoint weights (B, K))."""
         c = _as_coords(coords_px)
         mu = c * self.split_ratio  # in bins
         bins = torch.arange(self.num_bins, device=c.device, dtype=c.dtype)
         logd = -(bins - mu[..., None]).pow(2) / (2.0 * self.sigma ** 2)  # (B, K, 2, N)
         t = torch.softmax(logd, dim=-1)
-        return {"x": t[:, :, 0], "y": t[:, :, 1]}
+        return {"x": t[:, :, 0], "y": t[:, :, 1]}, inside_weights(c, self.input_size)
 
     def decode(self, outputs: Dict[str, torch.Tensor]) -> Tuple[torch.Tensor, torch.Tensor]:
         """Logits {"x", "y"} -> (coords_px (B, K, 2), confidence (B, K))."""
@@ -92,13 +105,11 @@ class SimCCCodec:
             coords = idx.float() / self.split_ratio
         return coords, pmax.mean(-1)
 
-    def loss(self, outputs: Dict[str, torch.Tensor], targets: Dict[str, torch.Tensor],
-             weights: Optional[torch.Tensor] = None) -> torch.Tensor:
-        return simcc_kl_loss(outputs["x"], outputs["y"], targets["x"], targets["y"], weights)
 
 
+@register_codec("regression", loss="coord_mse")
 class RegressionCodec:
-    """Direct regression: coordinates normalised to [0, 1] of the crop's extent, MSE loss."""
+    """Direct regression: coordinates normalised to [0, 1] of the crop's extent."""
 
     head_type = "direct_regression"
 
@@ -112,26 +123,21 @@ class RegressionCodec:
     def __repr__(self) -> str:
         return f"RegressionCodec(input_size={self.input_size})"
 
-    def encode(self, coords_px) -> Dict[str, torch.Tensor]:
+    def encode(self, coords_px) -> Tuple[Dict[str, torch.Tensor], torch.Tensor]:
+        """(B, K, 2) crop pixels -> ({"coords": (B, K, 2) in [0, 1]}, keypoint weights (B, K))."""
         c = _as_coords(coords_px)
-        return {"coords": (c + 0.5) / self.input_size}
+        return {"coords": (c + 0.5) / self.input_size}, inside_weights(c, self.input_size)
 
     def decode(self, outputs: Dict[str, torch.Tensor]) -> Tuple[torch.Tensor, torch.Tensor]:
         c = outputs["coords"].float()
         return c * self.input_size - 0.5, torch.ones(c.shape[:2], device=c.device)
 
-    def loss(self, outputs: Dict[str, torch.Tensor], targets: Dict[str, torch.Tensor],
-             weights: Optional[torch.Tensor] = None) -> torch.Tensor:
-        return coord_mse_loss(outputs["coords"], targets["coords"], weights)
-
 
 def build_codec(head_type: str, input_size: int, split_ratio: float = 2.0, sigma: float = 6.0,
                 decode: str = "softargmax"):
-    """The codec that goes with ``head_type`` (one of ``HEADS``)."""
-    if head_type in SIMCC_HEADS:
-        return SimCCCodec(input_size, split_ratio, sigma, decode, head_type=head_type)
-    if head_type == "direct_regression":
-        if decode not in DECODE_MODES:
-            raise ValueError(f"unknown decode mode {decode!r}; known: {', '.join(DECODE_MODES)}")
-        return RegressionCodec(input_size)
-    raise ValueError(f"unknown head {head_type!r}; known heads: {', '.join(HEADS)}")
+    """The codec registered for ``head_type`` (a name in ``HEADS``)."""
+    if decode not in DECODE_MODES:
+        raise ValueError(f"unknown decode mode {decode!r}; known: {', '.join(DECODE_MODES)}")
+    HEADS.get(head_type)  # a clear error naming the known heads
+    cls = CODECS.get(codec_name_for(head_type))
+    return cls(input_size, split_ratio=split_ratio, sigma=sigma, decode=decode, head_type=head_type)

@@ -1,4 +1,4 @@
-"""``build_model``: backbone (by name) + head (by type) -> one keypoint model.
+"""``build_keypoint_model`` (also ``build_model``): backbone (by name) + head (by type) -> one keypoint model.
 
 ``model(x)`` with x (B, 3, input_size, input_size) returns a dict: SimCC heads
 ``{"x": (B, K, N), "y": (B, K, N)}`` logits, direct regression ``{"coords": (B, K, 2)}``
@@ -12,7 +12,8 @@ import torch
 import torch.nn as nn
 
 from .backbones import Pretrained, build_backbone, get_backbone_spec
-from .heads import HEADS, build_head
+from .heads import build_head
+from .registry import HEADS
 
 
 class KeypointModel(nn.Module):
@@ -47,7 +48,7 @@ def _feature_hw(backbone: nn.Module, input_size: int):
     return tuple(f.shape[-2:])
 
 
-def build_model(model_name: str, head_type: str, num_keypoints: int, input_size: int,
+def build_keypoint_model(model_name: str, head_type: str, num_keypoints: int, input_size: int,
                 split_ratio: float = 2.0, pretrained: Pretrained = None, **backbone_kwargs) -> KeypointModel:
     """Keypoint model: backbone ``model_name`` (``list_backbones()``) with head ``head_type``
     (``HEADS``) for ``num_keypoints`` points on square ``input_size`` crops.
@@ -55,8 +56,7 @@ def build_model(model_name: str, head_type: str, num_keypoints: int, input_size:
     ``pretrained``: None, a local state-dict path, or "timm" (see ``models.backbones``).
     ``backbone_kwargs`` go to ``timm.create_model`` (e.g. ``drop_path_rate``).
     """
-    if head_type not in HEADS:
-        raise ValueError(f"unknown head {head_type!r}; known heads: {', '.join(HEADS)}")
+    HEADS.get(head_type)  # ValueError naming the known heads
     if int(num_keypoints) < 1 or int(input_size) < 8 or split_ratio <= 0:
         raise ValueError(f"bad model size: num_keypoints={num_keypoints}, input_size={input_size}, "
                          f"split_ratio={split_ratio}")
@@ -72,3 +72,6 @@ def build_model(model_name: str, head_type: str, num_keypoints: int, input_size:
                 input_size=int(input_size), split_ratio=float(split_ratio),
                 backbone_kwargs=dict(backbone_kwargs))
     return KeypointModel(backbone, head, args)
+
+
+build_model = build_keypoint_model  # the older public name, kept

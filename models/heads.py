@@ -12,6 +12,9 @@
 SimCC logits have N = round(input_size * split_ratio) bins per axis; their meaning
 (bin i = crop pixel i / split_ratio) lives in ``codecs.SimCCCodec``, not here.
 No head loops over keypoints; all work on channels_last input.
+
+Each head is registered (``models.registry.HEADS``) with the codec that reads its outputs,
+and built by ``cls.build(in_channels, num_keypoints, bins, feat_hw, stride)``.
 """
 from __future__ import annotations
 
@@ -21,8 +24,7 @@ from typing import Dict, Tuple
 import torch
 import torch.nn as nn
 
-HEADS = ("direct_regression", "simcc_1d", "simcc_2d", "simcc_2d_deconv")
-SIMCC_HEADS = ("simcc_1d", "simcc_2d", "simcc_2d_deconv")
+from .registry import HEADS, register_head
 
 
 def num_bins(input_size: int, split_ratio: float) -> int:
@@ -30,8 +32,13 @@ def num_bins(input_size: int, split_ratio: float) -> int:
     return int(round(input_size * split_ratio))
 
 
+@register_head("direct_regression", codec="regression")
 class DirectRegressionHead(nn.Module):
     """GAP -> LayerNorm -> Linear to 2K -> sigmoid: coordinates in [0, 1]."""
+
+    @classmethod
+    def build(cls, in_channels, num_keypoints, bins, feat_hw, stride):
+        return cls(in_channels, num_keypoints)
 
     def __init__(self, in_channels: int, num_keypoints: int):
         super().__init__()
@@ -44,8 +51,13 @@ class DirectRegressionHead(nn.Module):
         return {"coords": torch.sigmoid(self.fc(z)).view(-1, self.k, 2)}
 
 
+@register_head("simcc_1d", codec="simcc")
 class SimCC1DHead(nn.Module):
     """GAP -> LayerNorm -> per-axis Linear to K x N logits."""
+
+    @classmethod
+    def build(cls, in_channels, num_keypoints, bins, feat_hw, stride):
+        return cls(in_channels, num_keypoints, bins)
 
     def __init__(self, in_channels: int, num_keypoints: int, bins: Tuple[int, int]):
         super().__init__()
@@ -61,8 +73,13 @@ class SimCC1DHead(nn.Module):
                 "y": self.fc_y(z).view(-1, self.k, self.bins[1])}
 
 
+@register_head("simcc_2d", codec="simcc")
 class SimCC2DHead(nn.Module):
     """1x1 conv to K maps -> flatten (H*W) -> per-axis Linear to N logits."""
+
+    @classmethod
+    def build(cls, in_channels, num_keypoints, bins, feat_hw, stride):
+        return cls(in_channels, num_keypoints, bins, feat_hw)
 
     def __init__(self, in_channels: int, num_keypoints: int, bins: Tuple[int, int], feat_hw: Tuple[int, int]):
         super().__init__()
@@ -85,8 +102,13 @@ def deconv_layers(stride: int, max_layers: int = 3) -> int:
     return max(1, min(max_layers, int(round(math.log2(stride))) - 2))
 
 
+@register_head("simcc_2d_deconv", codec="simcc")
 class SimCC2DDeconvHead(nn.Module):
     """[ConvTranspose2d k4 s2 p1 -> BN -> ReLU] x n (256 ch), then ``SimCC2DHead``."""
+
+    @classmethod
+    def build(cls, in_channels, num_keypoints, bins, feat_hw, stride):
+        return cls(in_channels, num_keypoints, bins, feat_hw, stride)
 
     def __init__(self, in_channels: int, num_keypoints: int, bins: Tuple[int, int],
                  feat_hw: Tuple[int, int], stride: int, width: int = 256):
@@ -107,14 +129,9 @@ class SimCC2DDeconvHead(nn.Module):
 
 def build_head(head_type: str, in_channels: int, num_keypoints: int, input_size: int,
                split_ratio: float, feat_hw: Tuple[int, int], stride: int) -> nn.Module:
-    """Head ``head_type`` (one of ``HEADS``) for a backbone map of ``in_channels`` x ``feat_hw``."""
+    """Head ``head_type`` (a name in ``HEADS``) for a backbone map of ``in_channels`` x ``feat_hw``."""
     n = num_bins(input_size, split_ratio)
-    if head_type == "direct_regression":
-        return DirectRegressionHead(in_channels, num_keypoints)
-    if head_type == "simcc_1d":
-        return SimCC1DHead(in_channels, num_keypoints, (n, n))
-    if head_type == "simcc_2d":
-        return SimCC2DHead(in_channels, num_keypoints, (n, n), feat_hw)
-    if head_type == "simcc_2d_deconv":
-        return SimCC2DDeconvHead(in_channels, num_keypoints, (n, n), feat_hw, stride)
-    raise ValueError(f"unknown head {head_type!r}; known heads: {', '.join(HEADS)}")
+    return HEADS.get(head_type).build(in_channels, num_keypoints, (n, n), feat_hw, stride)
+
+
+SIMCC_HEADS = tuple(n for n in HEADS.names() if HEADS.meta(n)["codec"] == "simcc")

@@ -1,7 +1,9 @@
 """Losses on model outputs and codec targets (they see logits / values and targets only).
 
-Both take optional per-keypoint ``weights`` (B, K), e.g. 0 for a point outside the crop;
-the result is the weighted mean over (sample, keypoint[, axis]).
+Registered by name (``models.registry.LOSSES``, ``--loss``): ``loss(outputs, targets,
+weights=None) -> scalar``, with the output / target dicts of a head and its codec. The
+per-keypoint ``weights`` (B, K) come from the codec's ``encode`` (0 for a point outside
+the crop); the result is the weighted mean over (sample, keypoint[, axis]).
 """
 from __future__ import annotations
 
@@ -9,6 +11,8 @@ from typing import Optional
 
 import torch
 import torch.nn.functional as F
+
+from .registry import register_loss
 
 
 def _weighted_mean(per_item: torch.Tensor, weights: Optional[torch.Tensor]) -> torch.Tensor:
@@ -41,4 +45,23 @@ def coord_mse_loss(pred: torch.Tensor, target: torch.Tensor,
                    weights: Optional[torch.Tensor] = None) -> torch.Tensor:
     """Mean squared error of (B, K, 2) normalised coordinates, averaged over axes and keypoints."""
     per_item = (pred.float() - target.float()).pow(2).mean(-1)
+    return _weighted_mean(per_item, weights)
+
+
+@register_loss("simcc_kl")
+def simcc_kl(outputs, targets, weights: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """KL(target || softmax(logits)) per keypoint and axis (SimCC, MMPose's KLDiscretLoss)."""
+    return simcc_kl_loss(outputs["x"], outputs["y"], targets["x"], targets["y"], weights)
+
+
+@register_loss("coord_mse")
+def coord_mse(outputs, targets, weights: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """Mean squared error of the [0, 1] coordinates (direct regression)."""
+    return coord_mse_loss(outputs["coords"], targets["coords"], weights)
+
+
+@register_loss("coord_l1")
+def coord_l1(outputs, targets, weights: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """Mean absolute error of the [0, 1] coordinates (direct regression; robust to outliers)."""
+    per_item = (outputs["coords"].float() - targets["coords"].float()).abs().mean(-1)
     return _weighted_mean(per_item, weights)

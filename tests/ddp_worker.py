@@ -5,7 +5,7 @@
 
 Each rank writes ``DUMP_DIR/rank{r}.pt`` when the script ends (also on an error exit):
 ``state_dict`` (its final weights), ``writes`` (paths it saved through the training writers),
-``val_metrics`` (what ``evaluate`` returned, per call), ``train_indices`` / ``val_indices``
+``val_metrics`` (what ``validate`` returned, per call), ``train_indices`` / ``val_indices``
 (the dataset indices it loaded, per epoch for training) and ``exit_code``; and at the start
 ``DUMP_DIR/pid{r}`` (its process id, for signals).
 
@@ -25,7 +25,7 @@ import torch  # noqa: E402
 import models.checkpoint  # noqa: E402
 import utils.pipelines.train as T  # noqa: E402
 from datasets.crops import HipCropDataset  # noqa: E402
-from models.codecs import SimCCCodec  # noqa: E402
+from models.registry import LOSSES  # noqa: E402
 
 dump_dir, script, args = Path(sys.argv[1]), sys.argv[2], sys.argv[3:]
 probe = {"writes": [], "val_metrics": [], "train_indices": {}, "val_indices": [], "state_dict": None,
@@ -45,17 +45,17 @@ models.checkpoint.save_checkpoint = recorded(real_save, 0)
 T.write_log_csv = recorded(T.write_log_csv)
 T.plot_training_curves = recorded(T.plot_training_curves)
 
-real_evaluate = T.evaluate
+real_validate = T.validate
 
 
-def evaluate(model, *a, **k):
+def validate(model, *a, **k):
     model_ref["model"] = model
-    m = real_evaluate(model, *a, **k)
+    m = real_validate(model, *a, **k)
     probe["val_metrics"].append(m)
     return m
 
 
-T.evaluate = evaluate
+T.validate = validate
 
 real_getitem = HipCropDataset.__getitem__
 
@@ -72,17 +72,17 @@ HipCropDataset.__getitem__ = getitem
 
 nan_rank, nan_step = os.environ.get("HIPKP_TEST_NAN_RANK"), int(os.environ.get("HIPKP_TEST_NAN_STEP", "1"))
 if nan_rank is not None and int(os.environ["RANK"]) == int(nan_rank):
-    real_loss, calls = SimCCCodec.loss, []
+    real_loss, calls = LOSSES["simcc_kl"], []
 
-    def loss(self, outputs, targets, weights=None):
-        value = real_loss(self, outputs, targets, weights)
+    def loss(outputs, targets, weights=None):
+        value = real_loss(outputs, targets, weights)
         if torch.is_grad_enabled():  # training steps only, not validation
             calls.append(1)
             if len(calls) >= nan_step:
                 return value * float("nan")
         return value
 
-    SimCCCodec.loss = loss
+    LOSSES._items["simcc_kl"] = loss  # the training set-up looks the loss up by name
 
 sys.argv = [script] + args
 dump_dir.mkdir(parents=True, exist_ok=True)

@@ -1,4 +1,4 @@
-"""Small fixtures shared by tests: a tiny dataset folder in the DESIGN.md section 5 format."""
+"""Small fixtures shared by tests: a tiny dataset folder in the docs/CONVENTIONS.md, "Dataset folder" format."""
 from __future__ import annotations
 
 from pathlib import Path

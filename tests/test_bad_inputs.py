@@ -293,7 +293,7 @@ def test_predictions_csv_never_looks_complete_after_a_crash(kp, tmp_path, monkey
                 progress=False, make_plots=False)
     UP.run_prediction(ds, out, **args)
     assert (out / "predictions.csv").is_file() and (out / "metrics.json").is_file()
-    real_row, calls = UP._row, []
+    real_row, calls = UP.build_row, []
 
     def row_then_crash(*a, **k):
         calls.append(1)
@@ -301,7 +301,7 @@ def test_predictions_csv_never_looks_complete_after_a_crash(kp, tmp_path, monkey
             raise RuntimeError("simulated crash mid-run")
         return real_row(*a, **k)
 
-    monkeypatch.setattr(UP, "_row", row_then_crash)
+    monkeypatch.setattr(UP, "build_row", row_then_crash)
     with pytest.raises(RuntimeError, match="simulated"):
         UP.run_prediction(ds, out, **args)
     assert not (out / "predictions.csv").exists() and not (out / "metrics.json").exists()

@@ -7,6 +7,7 @@ import torch
 
 from models.codecs import RegressionCodec, SimCCCodec, build_codec
 from models.heads import HEADS
+from models.registry import CODECS, LOSSES, Registry, get_loss
 
 S, K_SPLIT, SIGMA = 64, 2.0, 6.0
 EDGE = 4 * SIGMA / K_SPLIT  # px from an end of the bin range where the Gaussian is (almost) uncut
@@ -27,7 +28,7 @@ def test_targets_shape_normalisation_and_peak():
     codec = build_codec("simcc_2d", S, K_SPLIT, SIGMA)
     assert isinstance(codec, SimCCCodec) and codec.num_bins == 128
     coords = torch.tensor([[[10.0, 20.5], [0.0, 63.0], [31.3, 7.8]]])
-    t = codec.encode(coords)
+    t, _ = codec.encode(coords)
     assert t["x"].shape == (1, 3, 128) and t["y"].shape == (1, 3, 128)
     for axis, a in (("x", 0), ("y", 1)):
         torch.testing.assert_close(t[axis].sum(-1), torch.ones(1, 3))
@@ -50,7 +51,7 @@ def test_softargmax_round_trip_away_from_edges():
     codec = build_codec("simcc_2d", S, K_SPLIT, SIGMA)
     g = torch.Generator().manual_seed(0)
     coords = EDGE + torch.rand(4, 6, 2, generator=g, dtype=torch.float64).float() * (S - 1 - 2 * EDGE)
-    decoded, conf = codec.decode(_logits(codec.encode(coords)))
+    decoded, conf = codec.decode(_logits(codec.encode(coords)[0]))
     err = (decoded - coords).abs().max().item()
     assert err < 1e-3, err  # the brief asks < 0.1 px; away from the edges it is far better
     assert conf.shape == (4, 6) and torch.all((conf > 0) & (conf <= 1))
@@ -65,7 +66,7 @@ def test_softargmax_near_edges_matches_cut_gaussian_and_points_inward():
     hi = (n - 1) / K_SPLIT - lo  # the last bin is pixel S - 1/split
     xs = np.concatenate([lo, hi])
     coords = torch.tensor(np.stack([xs, np.full_like(xs, S / 2)], -1)[None], dtype=torch.float32)
-    decoded, _ = codec.decode(_logits(codec.encode(coords)))
+    decoded, _ = codec.decode(_logits(codec.encode(coords)[0]))
     dx = decoded[0, :, 0].double().numpy()
     ref = np.array([_reference_softargmax(x, n, K_SPLIT, SIGMA) for x in xs])
     np.testing.assert_allclose(dx, ref, atol=2e-3)
@@ -82,7 +83,8 @@ def test_softargmax_near_edges_matches_cut_gaussian_and_points_inward():
 
 def test_far_outside_point_gives_finite_target_at_the_edge():
     codec = build_codec("simcc_2d", S)
-    t = codec.encode(torch.tensor([[[-500.0, 10_000.0]]]))
+    t, w = codec.encode(torch.tensor([[[-500.0, 10_000.0]]]))
+    assert w.tolist() == [[0.0]]   # outside the crop: weight 0
     assert torch.isfinite(t["x"]).all() and torch.isfinite(t["y"]).all()
     assert t["x"][0, 0].argmax() == 0 and t["y"][0, 0].argmax() == codec.num_bins - 1
 
@@ -114,47 +116,51 @@ def test_argmax_and_softargmax_on_peaked_and_bimodal_logits():
 def test_argmax_round_trip_is_quantised_to_half_a_bin():
     codec = build_codec("simcc_2d", S, K_SPLIT, decode="argmax")
     coords = torch.tensor([[[0.0, 63.5], [12.5, 40.0], [20.3, 33.74]]])
-    decoded, _ = codec.decode(_logits(codec.encode(coords)))
+    decoded, _ = codec.decode(_logits(codec.encode(coords)[0]))
     assert (decoded - coords).abs().max() <= 0.5 / K_SPLIT + 1e-6
     torch.testing.assert_close(decoded[0, :2], coords[0, :2])  # on-grid points are exact
 
 
 def test_kl_loss_zero_at_target_positive_otherwise_and_weighted():
     codec = build_codec("simcc_2d", S)
+    loss = get_loss(None, "simcc_2d")
+    assert loss is LOSSES["simcc_kl"]
     coords = torch.tensor([[[10.0, 20.0], [40.0, 50.0]]])
-    t = codec.encode(coords)
-    exact = codec.loss(_logits(t), t)  # logits with -inf where the target underflows to 0
+    t, _ = codec.encode(coords)
+    exact = loss(_logits(t), t)  # logits with -inf where the target underflows to 0
     assert torch.isfinite(exact) and abs(exact.item()) < 1e-6
     # logits = log-density of Gaussians moved 3 px in x (finite everywhere)
     i = torch.arange(codec.num_bins, dtype=torch.float32)
     moved = (coords + torch.tensor([3.0, 0.0])) * K_SPLIT
     shifted = {"x": -(i - moved[..., 0:1]) ** 2 / (2 * SIGMA ** 2),
                "y": -(i - moved[..., 1:2]) ** 2 / (2 * SIGMA ** 2)}
-    wrong = codec.loss(shifted, t)
+    wrong = loss(shifted, t)
     # two equal Gaussians mu apart: KL = mu^2 / (2 sigma^2) on x, 0 on y; averaged over axes
     mu = 3.0 * K_SPLIT
     assert math.isclose(wrong.item(), 0.5 * mu ** 2 / (2 * SIGMA ** 2), rel_tol=1e-3)
     # weights: a keypoint with weight 0 does not count
     mixed = {a: torch.stack([t[a][:, 0].log(), shifted[a][:, 1]], 1) for a in ("x", "y")}
-    assert codec.loss(mixed, t, weights=torch.tensor([[1.0, 0.0]])).item() < 1e-6
-    assert codec.loss(mixed, t, weights=torch.tensor([[0.0, 1.0]])).item() > 0.1
+    assert loss(mixed, t, weights=torch.tensor([[1.0, 0.0]])).item() < 1e-6
+    assert loss(mixed, t, weights=torch.tensor([[0.0, 1.0]])).item() > 0.1
     # gradients are finite and non-zero for finite logits
     logits = {k: torch.zeros_like(v, requires_grad=True) for k, v in t.items()}
-    codec.loss(logits, t).backward()
+    loss(logits, t).backward()
     assert all(torch.isfinite(v.grad).all() and v.grad.abs().sum() > 0 for v in logits.values())
 
 
 def test_regression_codec_round_trip_and_loss():
     codec = build_codec("direct_regression", S)
+    loss = get_loss(None, "direct_regression")
+    assert loss is LOSSES["coord_mse"]
     assert isinstance(codec, RegressionCodec)
     coords = torch.tensor([[[-0.5, S - 0.5], [10.25, 33.0]]])
-    enc = codec.encode(coords)["coords"]
+    enc = codec.encode(coords)[0]["coords"]
     torch.testing.assert_close(enc[0, 0], torch.tensor([0.0, 1.0]))  # the crop's extent -> [0, 1]
     decoded, conf = codec.decode({"coords": enc})
     torch.testing.assert_close(decoded, coords)
     torch.testing.assert_close(conf, torch.ones(1, 2))
-    assert codec.loss({"coords": enc}, {"coords": enc}).item() == 0.0
-    assert math.isclose(codec.loss({"coords": enc + 0.1}, {"coords": enc}).item(), 0.01, rel_tol=1e-4)
+    assert loss({"coords": enc}, {"coords": enc}).item() == 0.0
+    assert math.isclose(loss({"coords": enc + 0.1}, {"coords": enc}).item(), 0.01, rel_tol=1e-4)
 
 
 def test_unknown_names_and_bad_shapes_raise():
@@ -165,3 +171,29 @@ def test_unknown_names_and_bad_shapes_raise():
     with pytest.raises(ValueError, match=r"\(B, K, 2\)"):
         build_codec("simcc_2d", S).encode(torch.zeros(3, 2))
     assert set(HEADS) == {"direct_regression", "simcc_1d", "simcc_2d", "simcc_2d_deconv"}
+
+
+def test_keypoint_weights_are_zero_exactly_outside_the_crop():
+    for head in ("simcc_2d", "direct_regression"):
+        _, w = build_codec(head, S).encode(torch.tensor([[[-0.49, 0.0], [-0.5, 3.0], [S - 0.5, 3.0],
+                                                         [S - 0.51, S - 0.51], [10.0, S + 2.0]]]))
+        assert w.tolist() == [[1.0, 0.0, 0.0, 1.0, 0.0]], head
+
+
+def test_registry_names_help_and_errors():
+    assert set(CODECS) == {"simcc", "regression"}
+    assert {"simcc_kl", "coord_mse", "coord_l1"} <= set(LOSSES)
+    assert "simcc_2d" in HEADS and "heatmap" not in HEADS
+    assert "simcc_2d:" in HEADS.help() and "direct_regression:" in HEADS.help()
+    with pytest.raises(ValueError, match="known losses: simcc_kl"):
+        get_loss("focal")
+    r = Registry("thing")
+    r.register("a", 1)
+    with pytest.raises(ValueError, match="twice"):
+        r.register("a", 2)
+
+
+def test_l1_loss_is_mean_absolute_error_and_weighted():
+    a = {"coords": torch.zeros(1, 2, 2)}
+    b = {"coords": torch.tensor([[[0.1, 0.3], [1.0, 1.0]]])}
+    assert math.isclose(LOSSES["coord_l1"](a, b, torch.tensor([[1.0, 0.0]])).item(), 0.2, rel_tol=1e-5)

@@ -155,7 +155,7 @@ def test_ddp_two_processes_gloo(data_dir, tmp_path):
     layout = get_layout(cfg["layout"])
     val = HipCropDataset(load_records(data_dir / "val", require_annotations=True, require_boxes=True),
                          input_size=64, mirror=False, layout=layout)
-    ref = T.evaluate(model, torch.utils.data.DataLoader(val, batch_size=2), codec, torch.device("cpu"), layout)
+    ref = T.validate(model, torch.utils.data.DataLoader(val, batch_size=2), codec, torch.device("cpu"), layout)
     for k, v in ref.items():
         assert math.isclose(v, p0["val_metrics"][-1][k], rel_tol=1e-5), k
 

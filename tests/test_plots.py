@@ -8,6 +8,7 @@ import pandas as pd
 import pytest
 
 from utils.evaluation import metrics as M
+from utils.evaluation import overlays as O
 from utils.evaluation import plots as P
 from utils.evaluation import tables as T
 from utils.hip_geometry import hip_frames
@@ -78,9 +79,9 @@ def test_plots_handle_empty_and_partial_frames(tmp_path):
 def test_overlay_draws_lines_at_the_right_places():
     kps = hip_kps(GRADE_HP[1], GRADE_HP[1])
     blank = np.zeros((1000, 1000), np.uint8)
-    out = P.draw_overlay(blank, kps, "ihdi12", legend=False)
+    out = O.draw_overlay(blank, kps, "ihdi12", legend=False)
     assert out.shape == (1000, 1000, 3) and blank.max() == 0           # input untouched
-    C = P.COLORS
+    C = O.COLORS
     # H-line through both triradiate points (y = 500), continuous between them
     for x in range(415, 590, 10):
         assert near(out, x, 500, C["h_line"]), x
@@ -105,69 +106,69 @@ def test_overlay_lines_follow_a_rotated_pelvis():
     th = math.radians(20)
     R = np.array([[math.cos(th), -math.sin(th)], [math.sin(th), math.cos(th)]])
     kr = (kps - 500) @ R.T + 500
-    out = P.draw_overlay(np.zeros((1000, 1000, 3), np.uint8), kr, "ihdi12", legend=False)
+    out = O.draw_overlay(np.zeros((1000, 1000, 3), np.uint8), kr, "ihdi12", legend=False)
     f = hip_frames(kr, "ihdi12")
     tl, tr = f["left"]["triradiate"], f["right"]["triradiate"]
     for a in np.linspace(0.1, 0.9, 9):
         x, y = (tl + a * (tr - tl)).round().astype(int)
-        assert near(out, x, y, P.COLORS["h_line"]), a
+        assert near(out, x, y, O.COLORS["h_line"]), a
     o, d = f["right"]["origin"], (f["right"]["lateral"] + f["right"]["inferior"]) / math.sqrt(2)
     for t in (40, 60, 80):
         x, y = (o + t * d).round().astype(int)
-        assert near(out, x, y, P.COLORS["d_line"]), t
+        assert near(out, x, y, O.COLORS["d_line"]), t
 
 
 def test_overlay_text_gt_boxes_legend_and_missing_side():
     kps = hip_kps(GRADE_HP[1], GRADE_HP[3], left_rise=40, right_rise=100)
-    labels = P.hip_labels(hip_frames(kps, "ihdi12"), hip_frames(kps, "ihdi12"))
+    labels = O.hip_labels(hip_frames(kps, "ihdi12"), hip_frames(kps, "ihdi12"))
     assert labels["left"][0][0] == "L: AI 21.8 deg, IHDI I"
     assert labels["right"][0][0] == "R: AI 45.0 deg, IHDI III"
     assert labels["right"][1][0] == "ref: AI 45.0 deg, IHDI III"
     gt = kps + 15.0
     img = np.zeros((1000, 1000), np.uint8)
-    out = P.draw_overlay(img, kps, "ihdi12", gt_kps=gt, boxes={"left": ([250, 420, 450, 580], 0.93),
+    out = O.draw_overlay(img, kps, "ihdi12", gt_kps=gt, boxes={"left": ([250, 420, 450, 580], 0.93),
                                                                  "right": [550, 420, 750, 580]},
                          title="case 1")
     assert out.shape[0] > 1000 and out.shape[1] == 1000                 # legend strip below
     assert np.any(out[1000:] > 100)
-    assert near(out, int(gt[8, 0]), int(gt[8, 1]), P.COLORS["gt"], r=1)
-    assert near(out, 350, 580, P.COLORS["box"]) and near(out, 550, 450, P.COLORS["box"])
+    assert near(out, int(gt[8, 0]), int(gt[8, 1]), O.COLORS["gt"], r=1)
+    assert near(out, 350, 580, O.COLORS["box"]) and near(out, 550, 450, O.COLORS["box"])
     # right side missing: points of the left drawn, no geometry
     k2 = kps.copy()
     k2[6:] = np.nan
-    out2 = P.draw_overlay(img, k2, "ihdi12", legend=False)
-    assert near(out2, 400, 500, P.COLORS["pred"], r=1)
-    assert not near(out2, 500, 500, P.COLORS["h_line"])
+    out2 = O.draw_overlay(img, k2, "ihdi12", legend=False)
+    assert near(out2, 400, 500, O.COLORS["pred"], r=1)
+    assert not near(out2, 500, 500, O.COLORS["h_line"])
 
 
 def test_overlay_scales_with_image_size():
     kps = hip_kps()
-    small = P.draw_overlay(np.zeros((512, 512), np.uint8), kps * 0.512, "ihdi12", legend=False)
-    big = P.draw_overlay(np.zeros((3000, 3000), np.uint8), kps * 3, "ihdi12", legend=False)
+    small = O.draw_overlay(np.zeros((512, 512), np.uint8), kps * 0.512, "ihdi12", legend=False)
+    big = O.draw_overlay(np.zeros((3000, 3000), np.uint8), kps * 3, "ihdi12", legend=False)
 
     def h_thickness(img, x, y0):
         col = img[y0 - 30:y0 + 30, x]
-        return int(np.sum(np.abs(col.astype(int) - P.COLORS["h_line"]).max(axis=1) <= 60))
+        return int(np.sum(np.abs(col.astype(int) - O.COLORS["h_line"]).max(axis=1) <= 60))
 
     ts, tb = h_thickness(small, 256, 256), h_thickness(big, 1500, 1500)
     assert 1 <= ts <= 3 and tb >= 4 * ts - 2
-    assert P._Style(3000, 3000).font > 2 * P._Style(512, 512).font
+    assert O._Style(3000, 3000).font > 2 * O._Style(512, 512).font
 
 
 def test_save_overlay_and_worst_cases(tmp_path):
     df = frame(6)
     df.loc[3, "mean_err_px"] = 99.0
     img = np.full((1000, 1000), 60, np.uint8)
-    p = P.save_overlay(tmp_path / "o.png", img, hip_kps(), "ihdi12", title="x")
+    p = O.save_overlay(tmp_path / "o.png", img, hip_kps(), "ihdi12", title="x")
     assert cv2.imread(str(p)) is not None
     lookup = {s: img for s in df["stem"] if s != "img5"}
-    paths = P.save_worst_cases(df, lookup, tmp_path / "worst", n=3)
+    paths = O.save_worst_cases(df, lookup, tmp_path / "worst", n=3)
     assert paths[0].name == "01_img3.png"
     assert len(paths) <= 3 and all(cv2.imread(str(q)).shape[1] == 1000 for q in paths)
     # a path lookup through the image reader
     f = tmp_path / "img0.png"
     cv2.imwrite(str(f), img)
-    paths = P.save_worst_cases(df, lambda s: f if s == "img0" else None, tmp_path / "w2", n=6)
+    paths = O.save_worst_cases(df, lambda s: f if s == "img0" else None, tmp_path / "w2", n=6)
     rank = list(df.sort_values("mean_err_px", ascending=False)["stem"]).index("img0") + 1
     assert [q.name for q in paths] == [f"{rank:02d}_img0.png"]
 
@@ -263,8 +264,8 @@ def test_overlay_from_row_reads_text_cells_and_box_columns():
            **{f"pred_y_{j}": float(y) for j, (_, y) in enumerate(kps)},
            **{f"box_left_{c}": v for c, v in zip(("x1", "y1", "x2", "y2"), (250, 420, 450, 580))},
            **{f"box_right_{c}": "" for c in ("x1", "y1", "x2", "y2")}}
-    boxes = P.row_boxes(row)
+    boxes = O.row_boxes(row)
     assert list(boxes) == ["left"] and boxes["left"][1] == pytest.approx(0.9)
-    assert P.row_keypoints(row, "ihdi12", "gt") is None
-    out = P.overlay_from_row(np.zeros((1000, 1000), np.uint8), row)
-    assert out.shape[1] == 1000 and near(out, 250, 450, P.COLORS["box"]) and near(out, 500, 500, P.COLORS["h_line"])
+    assert O.row_keypoints(row, "ihdi12", "gt") is None
+    out = O.overlay_from_row(np.zeros((1000, 1000), np.uint8), row)
+    assert out.shape[1] == 1000 and near(out, 250, 450, O.COLORS["box"]) and near(out, 500, 500, O.COLORS["h_line"])

@@ -14,6 +14,7 @@ import pytest
 import torch
 
 import utils.pipelines.train as T
+from utils.devices import select_amp
 from tests.helpers import make_tiny_dataset, sigterm_after_first_epoch
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -47,14 +48,14 @@ def _state(path):
 def test_train_writes_checkpoints_logs_and_plot(data_dir, tmp_path, monkeypatch):
     # validation errors 5, 3, 4 px: the best is epoch 2, although epoch 3 trains further
     snapshots, fake = {}, iter([5.0, 3.0, 4.0])
-    real_evaluate = T.evaluate
+    real_validate = T.validate
 
-    def evaluate(model, *a, **k):
-        m = real_evaluate(model, *a, **k)
+    def validate(model, *a, **k):
+        m = real_validate(model, *a, **k)
         snapshots[len(snapshots) + 1] = copy.deepcopy(model.state_dict())
         return {**m, "val_px_error": next(fake)}
 
-    monkeypatch.setattr(T, "evaluate", evaluate)
+    monkeypatch.setattr(T, "validate", validate)
     res = T.train(_cfg(data_dir, tmp_path, epochs=3))
     p = res["paths"]
     assert res["exp_name"] == "convnext_atto_custom_simcc_2d_sr2.0_sigma3.0_cropleft_mirror_64_3_0.001_8"
@@ -146,13 +147,13 @@ def test_resume_after_sigterm_matches_an_uninterrupted_run(data_dir, tmp_path, m
 
 
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(data_dir, tmp_path, monkeypatch):
-    from models.codecs import SimCCCodec
+    from models.registry import LOSSES
     poison = []
-    real_loss, real_log = SimCCCodec.loss, T.write_log_csv
+    real_loss, real_log = LOSSES["simcc_kl"], T.write_log_csv
     saved = {}
 
-    def loss(self, outputs, targets, weights=None):
-        value = real_loss(self, outputs, targets, weights)
+    def loss(outputs, targets, weights=None):
+        value = real_loss(outputs, targets, weights)
         return value * float("nan") if poison else value
 
     def log_then_poison(history, path):
@@ -160,7 +161,7 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(data_dir, tmp_path, m
         saved["last"] = (tmp_path / "w" / "nan_last.pth").read_bytes()
         poison.append(1)
 
-    monkeypatch.setattr(SimCCCodec, "loss", loss)
+    monkeypatch.setitem(LOSSES._items, "simcc_kl", loss)  # the loss is looked up by name at set-up
     monkeypatch.setattr(T, "write_log_csv", log_then_poison)
     # (the training set given as an image list, as k-fold inner splits are stored)
     listing = tmp_path / "train.txt"
@@ -197,7 +198,7 @@ def test_config_errors(tmp_path):
     with pytest.raises(T.UserError, match="training folder not found"):
         T.train(_cfg(tmp_path / "nowhere", tmp_path))
     assert T.select_device("auto").type in ("cpu", "cuda")
-    assert T.select_amp("bf16", torch.device("cpu")) == (None, False)
+    assert select_amp("bf16", torch.device("cpu")) == (None, False)
 
 
 def test_script_sigterm_saves_last_and_exits_143(data_dir, tmp_path):

@@ -1,6 +1,6 @@
 """Square crops around hip boxes and exact mapping between image and crop pixels.
 
-Conventions (DESIGN.md section 2): pixel centres lie on integer coordinates, so an
+Conventions (docs/CONVENTIONS.md, "Coordinates and sides"): pixel centres lie on integer coordinates, so an
 image W pixels wide spans x in [-0.5, W - 0.5]. A crop is described by a 3x3 affine
 matrix ``M`` mapping image coordinates to crop coordinates; ``cv2.warpAffine`` with
 ``M[:2]`` uses the same pixel-centre convention, so warping the image and mapping
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import cv2
 import numpy as np
+from datasets.layouts import get_layout
 
 
 def normalize_box(box) -> np.ndarray:
@@ -104,7 +105,6 @@ def side_crop_matrix(box, out_size: int, expand: float, mirrored: bool) -> np.nd
 def side_points_to_crop(side_kps, M, mirrored: bool, layout) -> np.ndarray:
     """A side's image keypoints (P, 2), stored order -> crop points in the model's order
     (permuted by the layout's mirror permutation when ``mirrored``)."""
-    from datasets.layouts import get_layout
     pts = apply_matrix(M, side_kps)
     return pts[..., list(get_layout(layout).mirror_perm), :] if mirrored else pts
 
@@ -112,6 +112,5 @@ def side_points_to_crop(side_kps, M, mirrored: bool, layout) -> np.ndarray:
 def crop_points_to_side(crop_kps, M, mirrored: bool, layout) -> np.ndarray:
     """Inverse of ``side_points_to_crop``: model output on the crop -> the side's image
     keypoints in stored order. The mirror permutation is its own inverse."""
-    from datasets.layouts import get_layout
     pts = crop_to_image(M, crop_kps)
     return pts[..., list(get_layout(layout).mirror_perm), :] if mirrored else pts

@@ -1,10 +1,10 @@
 """Clinical and keypoint metrics for hip keypoint detection (numpy/scipy/sklearn, no torch).
 
 Everything here works on plain arrays or on one *predictions DataFrame* with one
-row per image. ``evaluate(df)`` turns that DataFrame into a nested, JSON-ready dict;
+row per image. ``evaluate_predictions(df)`` (alias ``evaluate``) turns that DataFrame into a nested, JSON-ready dict;
 ``flatten_metrics`` turns the dict into ``(name, value)`` rows for ``metrics.csv``.
 
-Sides are image sides (DESIGN.md section 2): ``left`` is the hip drawn on the
+Sides are image sides (docs/CONVENTIONS.md, "Coordinates and sides"): ``left`` is the hip drawn on the
 image-left, the patient's right hip.
 
 Predictions DataFrame schema
@@ -43,7 +43,7 @@ column                      meaning
 ``gt_ihdi_{side}``          GT IHDI grade, same coding
 ==========================  =================================================================
 
-``evaluate`` needs only ``stem`` plus whichever of ``detected_*``, ``iou_*``,
+``evaluate_predictions`` needs only ``stem`` plus whichever of ``detected_*``, ``iou_*``,
 ``err_px_*``, ``pixel_spacing_mm``, ``crop_side_*``, ``tri_dist``, ``*_ai_*`` and
 ``*_ihdi_*`` are present; a metric group whose columns are missing is left out.
 
@@ -70,6 +70,8 @@ from scipy import stats
 from sklearn.metrics import cohen_kappa_score, confusion_matrix, precision_recall_fscore_support
 
 from datasets.layouts import SIDES, get_layout, layout_for_num_points
+from utils.evaluation import schema
+from utils.hip_geometry import hip_frames
 
 GRADES = (1, 2, 3, 4)
 GRADE_LABELS = ("I", "II", "III", "IV")
@@ -151,7 +153,7 @@ def _radius_key(r: float) -> str:
 
 
 def crop_diagonal(crop_side) -> np.ndarray:
-    """Diagonal of a square crop of side ``crop_side`` (px): the seed's NME normaliser."""
+    """Diagonal of a square crop of side ``crop_side`` (px): the original study's NME normaliser."""
     return np.asarray(crop_side, dtype=float) * math.sqrt(2.0)
 
 
@@ -343,7 +345,7 @@ def ihdi_metrics(y_true, y_pred) -> Dict:
 
 
 # ------------------------------------------------------------------ predictions DataFrame
-def _col(df, name, default=np.nan) -> np.ndarray:
+def column(df, name, default=np.nan) -> np.ndarray:
     if name in df.columns:
         col = df[name]
         if col.dtype == object or pd.api.types.is_string_dtype(col):  # booleans read back as strings
@@ -354,9 +356,7 @@ def _col(df, name, default=np.nan) -> np.ndarray:
 
 def error_columns(df: pd.DataFrame, side: str) -> List[str]:
     """The ``err_px_{side}_{j}`` columns of ``df`` in index order."""
-    pre = f"err_px_{side}_"
-    cols = [c for c in df.columns if c.startswith(pre) and c[len(pre):].isdigit()]
-    return sorted(cols, key=lambda c: int(c[len(pre):]))
+    return [c for c, _ in schema.error_columns(df.columns, side)]
 
 
 def infer_layout(df: pd.DataFrame, layout=None):
@@ -411,7 +411,6 @@ def prediction_row(stem: str, pred_kps, layout, gt_kps=None, pred_boxes=None, gt
     AI and IHDI come from ``utils.hip_geometry`` on the full keypoint set; both need
     the two triradiate points, so a missing side leaves the other side unmeasured.
     """
-    from utils.hip_geometry import hip_frames
 
     lay = get_layout(layout)
     pred = np.asarray(pred_kps, dtype=float).reshape(lay.num_points, 2)
@@ -481,14 +480,14 @@ def prediction_row(stem: str, pred_kps, layout, gt_kps=None, pred_boxes=None, gt
     return row
 
 
-def _side_values(df, prefix, mask_undetected: bool = False) -> Dict[str, np.ndarray]:
+def side_values(df, prefix, mask_undetected: bool = False) -> Dict[str, np.ndarray]:
     """``{left, right, pooled}`` arrays of ``{prefix}_{side}``; with ``mask_undetected`` the
     sides whose ``detected_{side}`` is false become NaN (missing, whatever was written there)."""
-    vals = {s: _col(df, f"{prefix}_{s}") for s in SIDES}
+    vals = {s: column(df, f"{prefix}_{s}") for s in SIDES}
     if mask_undetected:
         for s in SIDES:
             if f"detected_{s}" in df.columns:
-                vals[s] = np.where(_col(df, f"detected_{s}") == 0, np.nan, vals[s])
+                vals[s] = np.where(column(df, f"detected_{s}") == 0, np.nan, vals[s])
     vals[POOLED] = np.concatenate([vals[s] for s in SIDES])
     return vals
 
@@ -496,8 +495,8 @@ def _side_values(df, prefix, mask_undetected: bool = False) -> Dict[str, np.ndar
 def detection_metrics(df: pd.DataFrame) -> Dict:
     """Per side and pooled: fraction of sides detected, and recall at IoU >= 0.5 where GT boxes exist."""
     out = {}
-    det = _side_values(df, "detected")
-    iou = _side_values(df, "iou") if any(f"iou_{s}" in df.columns for s in SIDES) else None
+    det = side_values(df, "detected")
+    iou = side_values(df, "iou") if any(f"iou_{s}" in df.columns for s in SIDES) else None
     for key in (*SIDES, POOLED):
         d = det[key]
         d = d[np.isfinite(d)]
@@ -515,18 +514,18 @@ def detection_metrics(df: pd.DataFrame) -> Dict:
 def keypoint_metrics(df: pd.DataFrame, layout=None, sdr_radii: Sequence[float] = SDR_RADII) -> Dict:
     """MRE/SD/median in px and mm, NME (crop diagonal, inter-triradiate), SDR; per side, pooled, per keypoint."""
     lay = infer_layout(df, layout)
-    spacing = _col(df, "pixel_spacing_mm")
+    spacing = column(df, "pixel_spacing_mm")
     spacing = np.where(spacing > 0, spacing, np.nan)
-    tri = _col(df, "tri_dist")
-    E = {s: np.stack([_col(df, c) for c in error_columns(df, s)], axis=1) if error_columns(df, s)
+    tri = column(df, "tri_dist")
+    E = {s: np.stack([column(df, c) for c in error_columns(df, s)], axis=1) if error_columns(df, s)
          else np.empty((len(df), 0)) for s in SIDES}
     # sides marked undetected are excluded (their errors should be NaN anyway)
     for s in SIDES:
         if f"detected_{s}" in df.columns:
-            undetected = _col(df, f"detected_{s}") == 0
+            undetected = column(df, f"detected_{s}") == 0
             E[s] = np.where(undetected[:, None], np.nan, E[s])
     mm = {s: E[s] * spacing[:, None] for s in SIDES}
-    nme_crop = {s: normalized_errors(E[s], crop_diagonal(_col(df, f"crop_side_{s}"))) for s in SIDES}
+    nme_crop = {s: normalized_errors(E[s], crop_diagonal(column(df, f"crop_side_{s}"))) for s in SIDES}
     nme_tri = {s: normalized_errors(E[s], tri) for s in SIDES}
 
     def by_side(d):
@@ -544,8 +543,8 @@ def keypoint_metrics(df: pd.DataFrame, layout=None, sdr_radii: Sequence[float] =
         block = {k: error_summary(v) for k, v in bs.items()}
         per_kp = {}
         for s in SIDES:
-            for i, col in enumerate(error_columns(df, s)):
-                j = error_index(lay, s, int(col.rsplit("_", 1)[1]))
+            for i, (_, raw_j) in enumerate(schema.error_columns(df.columns, s)):
+                j = error_index(lay, s, raw_j)
                 per_kp[keypoint_name(lay, j)] = error_summary(d[s][:, i])
         block["per_keypoint"] = per_kp
         # the same anatomical point on both sides, pooled
@@ -553,9 +552,8 @@ def keypoint_metrics(df: pd.DataFrame, layout=None, sdr_radii: Sequence[float] =
         for k, pname in enumerate(lay.point_names):
             vals = []
             for s in SIDES:
-                cols = error_columns(df, s)
-                for i, col in enumerate(cols):
-                    j = error_index(lay, s, int(col.rsplit("_", 1)[1]))
+                for i, (_, raw_j) in enumerate(schema.error_columns(df.columns, s)):
+                    j = error_index(lay, s, raw_j)
                     if lay.side_point_names(s)[lay.local(s, j)] == pname:
                         vals.append(d[s][:, i])
             per_point[pname] = error_summary(np.concatenate(vals) if vals else [])
@@ -570,16 +568,16 @@ def keypoint_metrics(df: pd.DataFrame, layout=None, sdr_radii: Sequence[float] =
 
 
 def ai_metrics(df: pd.DataFrame) -> Dict:
-    pred, gt = _side_values(df, "pred_ai", mask_undetected=True), _side_values(df, "gt_ai")
+    pred, gt = side_values(df, "pred_ai", mask_undetected=True), side_values(df, "gt_ai")
     return {k: agreement(pred[k], gt[k]) for k in (*SIDES, POOLED)}
 
 
 def ihdi_side_metrics(df: pd.DataFrame) -> Dict:
-    pred, gt = _side_values(df, "pred_ihdi", mask_undetected=True), _side_values(df, "gt_ihdi")
+    pred, gt = side_values(df, "pred_ihdi", mask_undetected=True), side_values(df, "gt_ihdi")
     return {k: ihdi_metrics(gt[k], pred[k]) for k in (*SIDES, POOLED)}
 
 
-def evaluate(df: pd.DataFrame, layout=None, sdr_radii: Sequence[float] = SDR_RADII) -> Dict:
+def evaluate_predictions(df: pd.DataFrame, layout=None, sdr_radii: Sequence[float] = SDR_RADII) -> Dict:
     """All metrics of a predictions DataFrame as a nested, JSON-serialisable dict.
 
     Top-level keys (present when their columns are): ``n_images``, ``detection``,
@@ -643,3 +641,6 @@ def read_metrics_csv(path) -> Dict[str, Optional[float]]:
         except (TypeError, ValueError):
             out[name] = v
     return out
+
+
+evaluate = evaluate_predictions  # the older public name

@@ -1,4 +1,4 @@
-"""Evaluation plots (matplotlib, Agg, PNG) and image overlays (OpenCV). No torch.
+"""Evaluation plots (matplotlib, Agg, PNG). No torch. Image overlays are in ``utils.evaluation.overlays``.
 
 Plots take the predictions DataFrame described in ``utils.evaluation.metrics`` and write one
 PNG each:
@@ -9,18 +9,15 @@ PNG each:
 - ``plot_keypoint_errors``: per-keypoint radial error box plot, left and right hips
 - ``plot_error_hist``: histogram of all radial errors
 - ``plot_all``: all of the above into one folder
+- ``plot_training_curves``: a training run's loss, NME and pixel-error curves per epoch
+- ``plot_kfold_curves``: validation curves of every fold and their mean
 
-Overlays draw on the image itself (``draw_overlay`` / ``save_overlay``): predicted
-and reference keypoints, H-, P- and D-lines and the acetabular roof lines from
-``utils.hip_geometry.hip_lines``, the AI and IHDI grade per hip, detection boxes and
-a legend strip under the image. ``save_worst_cases`` writes overlays of the images
-with the largest errors. Sides are image sides ("L" = image-left hip).
 """
 from __future__ import annotations
 
-import warnings
+import math
 from pathlib import Path
-from typing import Callable, Dict, List, Mapping, Optional, Sequence, Union
+from typing import Dict, List, Sequence
 
 import matplotlib
 
@@ -31,7 +28,9 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from datasets.layouts import SIDES, get_layout  # noqa: E402
-from utils.evaluation import metrics as M  # noqa: E402
+from utils.evaluation import metrics, schema  # noqa: E402
+from utils.evaluation.overlays import draw_overlay, overlay_from_row, save_overlay, save_worst_cases  # noqa: E402,F401  (moved there; the old import path keeps working)
+from utils.fileio import atomic_write  # noqa: E402
 from utils.hip_geometry import grade_name, hip_frames, hip_lines  # noqa: E402
 
 SIDE_STYLE = {"left": dict(marker="o", color="tab:blue", label="left hip (image)"),
@@ -54,9 +53,9 @@ def _fmt(v, nd=2):
 def _pairs(df, pred_prefix, gt_prefix):
     """{side: (pred, gt)} of finite pairs (undetected sides left out)."""
     out = {}
-    pv = M._side_values(df, pred_prefix, mask_undetected=True)
+    pv = metrics.side_values(df, pred_prefix, mask_undetected=True)
     for s in SIDES:
-        p, g = pv[s], M._col(df, f"{gt_prefix}_{s}")
+        p, g = pv[s], metrics.column(df, f"{gt_prefix}_{s}")
         m = np.isfinite(p) & np.isfinite(g)
         out[s] = (p[m], g[m])
     return out
@@ -73,7 +72,7 @@ def _ai_pairs(df: pd.DataFrame):
 def plot_ai_scatter(df: pd.DataFrame, path, title: str = "Acetabular index") -> Path:
     """Predicted vs reference AI per hip, left/right markers, identity line; r, ICC(2,1), MAE in the title."""
     pairs, p_all, g_all = _ai_pairs(df)
-    ag = M.agreement(p_all, g_all)
+    ag = metrics.agreement(p_all, g_all)
     fig, ax = plt.subplots(figsize=(5.2, 5.2))
     for s in SIDES:
         p, g = pairs[s]
@@ -104,7 +103,7 @@ def plot_ai_scatter(df: pd.DataFrame, path, title: str = "Acetabular index") -> 
 def plot_bland_altman(df: pd.DataFrame, path, title: str = "Acetabular index: Bland-Altman") -> Path:
     """Difference (pred - ref) vs mean of the two, with bias and bias ± 1.96 SD lines labelled."""
     pairs, p_all, g_all = _ai_pairs(df)
-    ba = M.bland_altman(p_all, g_all)
+    ba = metrics.bland_altman(p_all, g_all)
     fig, ax = plt.subplots(figsize=(6.4, 4.6))
     for s in SIDES:
         p, g = pairs[s]
@@ -160,20 +159,20 @@ def plot_confusion_matrix(cm, labels: Sequence[str], path, title: str = "",
     return _save(fig, path)
 
 
-def plot_confusion(df: pd.DataFrame, path, kind: str = "4class", side: str = M.POOLED) -> Path:
+def plot_confusion(df: pd.DataFrame, path, kind: str = "4class", side: str = metrics.POOLED) -> Path:
     """IHDI confusion of ``side`` (left/right/pooled): ``kind`` "4class" (I-IV) or "screening" (I vs II-IV)."""
-    pred, gt = M._side_values(df, "pred_ihdi", mask_undetected=True), M._side_values(df, "gt_ihdi")
-    res = M.ihdi_metrics(gt[side], pred[side])
-    where = "both hips" if side == M.POOLED else f"{side} hips"
+    pred, gt = metrics.side_values(df, "pred_ihdi", mask_undetected=True), metrics.side_values(df, "gt_ihdi")
+    res = metrics.ihdi_metrics(gt[side], pred[side])
+    where = "both hips" if side == metrics.POOLED else f"{side} hips"
     excl = res["n_ungradable"] + res["n_missing"]
     note = f"; {excl} excluded: ungradable or missing" if excl else ""
     if kind == "4class":
-        cm = M.confusion_4class(gt[side], pred[side])
+        cm = metrics.confusion_4class(gt[side], pred[side])
         title = (f"IHDI grade, {where} (n = {res['n']}{note})\n"
                  f"accuracy = {_fmt(res['accuracy'], 3)}, quadratic κ = {_fmt(res['kappa_quadratic'], 3)}")
-        return plot_confusion_matrix(cm, M.GRADE_LABELS, path, title)
+        return plot_confusion_matrix(cm, metrics.GRADE_LABELS, path, title)
     if kind == "screening":
-        cm = M.screening_confusion(gt[side], pred[side])
+        cm = metrics.screening_confusion(gt[side], pred[side])
         sc = res["screening"]
         title = (f"IHDI screening, {where} (n = {res['n']}{note})\n"
                  f"sensitivity = {_fmt(sc['sensitivity'], 3)}, specificity = {_fmt(sc['specificity'], 3)}")
@@ -183,22 +182,22 @@ def plot_confusion(df: pd.DataFrame, path, kind: str = "4class", side: str = M.P
 
 # ------------------------------------------------------------------ keypoint errors
 def _errors_mm(df, s):
-    cols = M.error_columns(df, s)
-    sp = M._col(df, "pixel_spacing_mm")
+    cols = metrics.error_columns(df, s)
+    sp = metrics.column(df, "pixel_spacing_mm")
     sp = np.where(sp > 0, sp, np.nan)
-    return {c: M._col(df, c) * sp for c in cols}
+    return {c: metrics.column(df, c) * sp for c in cols}
 
 
 def _side_errors(df, s, unit):
-    cols = M.error_columns(df, s)
+    cols = metrics.error_columns(df, s)
     if unit == "mm":
         return _errors_mm(df, s)
-    return {c: M._col(df, c) for c in cols}
+    return {c: metrics.column(df, c) for c in cols}
 
 
 def plot_keypoint_errors(df: pd.DataFrame, path, layout=None, unit: str = "px") -> Path:
     """Box plot of the radial error per anatomical keypoint, left and right hips side by side."""
-    lay = M.infer_layout(df, layout)
+    lay = metrics.infer_layout(df, layout)
     fig, ax = plt.subplots(figsize=(1.3 * lay.points_per_side + 2.5, 4.6))
     names = list(lay.point_names)
     n_img = 0
@@ -207,8 +206,9 @@ def plot_keypoint_errors(df: pd.DataFrame, path, layout=None, unit: str = "px") 
         data = []
         for pname in names:
             col = None
+            raw_index = dict(schema.error_columns(errs, s))
             for c in errs:
-                j = M.error_index(lay, s, int(c.rsplit("_", 1)[1]))
+                j = metrics.error_index(lay, s, raw_index[c])
                 if lay.side_point_names(s)[lay.local(s, j)] == pname:
                     col = c
             v = errs[col] if col is not None else np.array([])
@@ -265,365 +265,67 @@ def plot_all(df: pd.DataFrame, out_dir, layout=None) -> List[Path]:
     if {"pred_ihdi_left", "gt_ihdi_left"} <= cols:
         paths.append(plot_confusion(df, out / "ihdi_confusion.png", "4class"))
         paths.append(plot_confusion(df, out / "ihdi_screening_confusion.png", "screening"))
-    if M.error_columns(df, "left") or M.error_columns(df, "right"):
+    if metrics.error_columns(df, "left") or metrics.error_columns(df, "right"):
         paths.append(plot_keypoint_errors(df, out / "keypoint_errors_px.png", layout, "px"))
         paths.append(plot_error_hist(df, out / "error_hist_px.png", "px"))
-        if np.any(np.isfinite(M._col(df, "pixel_spacing_mm"))):
+        if np.any(np.isfinite(metrics.column(df, "pixel_spacing_mm"))):
             paths.append(plot_keypoint_errors(df, out / "keypoint_errors_mm.png", layout, "mm"))
             paths.append(plot_error_hist(df, out / "error_hist_mm.png", "mm"))
     return paths
 
 
-# ------------------------------------------------------------------ overlays
-# BGR colours
-COLORS = {
-    "pred": (40, 40, 255),       # red
-    "gt": (60, 220, 60),         # green
-    "h_line": (0, 230, 255),     # yellow
-    "p_line": (255, 220, 0),     # cyan
-    "d_line": (255, 60, 255),    # magenta
-    "roof": (0, 150, 255),       # orange
-    "box": (255, 150, 40),       # light blue
-    "hpoint": (40, 40, 255),     # red ring (the predicted H-point)
-    "text": (255, 255, 255),
-}
-LEGEND = (("pred", "predicted", "dot"), ("hpoint", "H-point", "ring"), ("gt", "reference", "cross"), ("h_line", "H-line", "line"),
-          ("p_line", "P-line", "line"), ("d_line", "D-line", "line"), ("roof", "roof (AI)", "line"),
-          ("box", "detection", "rect"))
-FONT = cv2.FONT_HERSHEY_SIMPLEX
-
-
-class _Style:
-    """Line widths, radii and font sizes scaled with the image size (reads at 300 px and 3000 px)."""
-
-    def __init__(self, h, w):
-        s = max(h, w) / 1000.0
-        self.s = s
-        self.thick = max(1, int(round(2.2 * s)))
-        self.radius = max(2, int(round(5 * s)))
-        self.font = max(0.4, 0.85 * s)
-        self.font_thick = max(1, int(round(1.8 * s)))
-        self.pad = max(3, int(round(8 * s)))
-
-    def text_size(self, text, scale=None):
-        (tw, th), base = cv2.getTextSize(text, FONT, scale or self.font, self.font_thick)
-        return tw, th, base
-
-
-def _pt(p):
-    return int(round(float(p[0]))), int(round(float(p[1])))
-
-
-def _to_bgr(image) -> np.ndarray:
-    img = np.asarray(image)
-    if img.dtype != np.uint8:
-        from datasets.image_io import to_uint8
-        img = to_uint8(img)
-    if img.ndim == 2:
-        return cv2.cvtColor(img, cv2.COLOR_GRAY2BGR)
-    if img.ndim == 3 and img.shape[2] == 1:
-        return cv2.cvtColor(img[:, :, 0], cv2.COLOR_GRAY2BGR)
-    if img.ndim == 3 and img.shape[2] == 4:
-        return np.ascontiguousarray(img[:, :, :3])
-    return np.ascontiguousarray(img.copy())
-
-
-def _text_block(img, lines, anchor, st: _Style, align="center"):
-    """Draw lines of (text, colour) on a dark translucent box; anchor = (x centre, y bottom), clamped."""
-    sizes = [st.text_size(t) for t, _ in lines]
-    line_h = max(th + base for _, th, base in sizes) + st.pad // 2
-    bw = max(tw for tw, _, _ in sizes) + 2 * st.pad
-    bh = line_h * len(lines) + st.pad
-    H, W = img.shape[:2]
-    x0 = int(anchor[0] - bw / 2) if align == "center" else int(anchor[0])
-    y0 = int(anchor[1] - bh)
-    x0 = min(max(x0, 0), max(W - bw, 0))
-    y0 = min(max(y0, 0), max(H - bh, 0))
-    roi = img[y0:y0 + bh, x0:x0 + bw]
-    roi[:] = (roi.astype(np.float32) * 0.35).astype(np.uint8)
-    y = y0 + st.pad // 2
-    for (t, c), (tw, th, base) in zip(lines, sizes):
-        y += line_h
-        cv2.putText(img, t, (x0 + st.pad, y - base - st.pad // 4), FONT, st.font, c, st.font_thick, cv2.LINE_AA)
-    return x0, y0, bw, bh
-
-
-def _box_and_conf(b):
-    """Accept (x1, y1, x2, y2), (box, conf), a dict with box/conf, or an object with .box/.conf."""
-    if b is None:
-        return None, None
-    if hasattr(b, "box"):
-        return np.asarray(b.box, dtype=float), getattr(b, "conf", None)
-    if isinstance(b, Mapping):
-        return np.asarray(b["box"], dtype=float), b.get("conf")
-    if isinstance(b, (tuple, list)) and len(b) == 2 and np.ndim(b[0]) == 1:
-        return np.asarray(b[0], dtype=float), b[1]
-    return np.asarray(b, dtype=float).ravel()[:4], None
-
-
-def _legend_strip(width, st: _Style, title=None, items=LEGEND) -> np.ndarray:
-    """A dark strip with the title (if any) and colour swatches, wrapped to ``width``."""
-    _, th, base = st.text_size("Ag")
-    row_h = th + base + 2 * st.pad
-    sw = max(14, int(round(30 * st.s)))  # swatch length
-    # flow the entries into rows
-    rows, cur, x = [], [], st.pad
-    for key, label, kind in items:
-        tw, _, _ = st.text_size(label)
-        w = sw + st.pad // 2 + tw + 2 * st.pad
-        if cur and x + w > width:
-            rows.append(cur)
-            cur, x = [], st.pad
-        cur.append((key, label, kind, x))
-        x += w
-    rows.append(cur)
-    n_title = 1 if title else 0
-    strip = np.full(((len(rows) + n_title) * row_h + st.pad, width, 3), 30, np.uint8)
-    y = st.pad
+# ------------------------------------------------------------------ training curves
+def plot_training_curves(history: List[Dict], path, title: str = "") -> None:
+    """Loss, NME and pixel-error curves per epoch to a PNG."""
+    ep = [r["epoch"] for r in history]
+    fig, ax = plt.subplots(1, 3, figsize=(14, 4))
+    ax[0].plot(ep, [r["train_loss"] for r in history], "o-", ms=3, label="train")
+    ax[0].plot(ep, [r["val_loss"] for r in history], "o-", ms=3, label="val")
+    ax[0].set_title("loss")
+    ax[0].set_yscale("log")
+    ax[0].legend()
+    ax[1].plot(ep, [r["val_nme"] for r in history], "o-", ms=3, color="C2")
+    ax[1].set_title("validation NME (error / crop side)")
+    px = [r["val_px_error"] for r in history]
+    ax[2].plot(ep, px, "o-", ms=3, color="C3")
+    finite = [(e, v) for e, v in zip(ep, px) if math.isfinite(v)]
+    if finite:
+        e_best, v_best = min(finite, key=lambda t: t[1])
+        ax[2].plot([e_best], [v_best], "*", ms=12, color="k", label=f"best {v_best:.2f} px (epoch {e_best})")
+        ax[2].legend()
+    ax[2].set_title("validation mean error (original-image px)")
+    for a in ax:
+        a.set_xlabel("epoch")
+        a.grid(alpha=0.3, which="both")
+    for a in ax[1:]:
+        a.set_yscale("log")
     if title:
-        t = title
-        while len(t) > 4 and st.text_size(t)[0] > width - 2 * st.pad:
-            t = t[:-4] + "..."
-        cv2.putText(strip, t, (st.pad, y + th), FONT, st.font, COLORS["text"], st.font_thick, cv2.LINE_AA)
-        y += row_h
-    for row in rows:
-        cy = y + th // 2
-        for key, label, kind, x in row:
-            c = COLORS[key]
-            if kind == "line":
-                cv2.line(strip, (x, cy), (x + sw, cy), c, max(2, st.thick), cv2.LINE_AA)
-            elif kind == "dot":
-                cv2.circle(strip, (x + sw // 2, cy), st.radius, c, -1, cv2.LINE_AA)
-            elif kind == "ring":
-                cv2.circle(strip, (x + sw // 2, cy), st.radius + 1, c, max(1, st.thick), cv2.LINE_AA)
-            elif kind == "cross":
-                cv2.drawMarker(strip, (x + sw // 2, cy), c, cv2.MARKER_CROSS, 2 * st.radius + 2,
-                               max(1, st.thick), cv2.LINE_AA)
-            else:
-                cv2.rectangle(strip, (x, cy - th // 2), (x + sw, cy + th // 2), c, max(1, st.thick))
-            cv2.putText(strip, label, (x + sw + st.pad // 2, y + th), FONT, st.font, COLORS["text"],
-                        st.font_thick, cv2.LINE_AA)
-        y += row_h
-    return strip
+        fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    with atomic_write(path, "wb") as f:
+        fig.savefig(f, format="png", dpi=90)
+    plt.close(fig)
 
 
-def _measure(kps, lay):
-    kps = None if kps is None else np.asarray(kps, dtype=float).reshape(lay.num_points, 2)
-    if kps is None or not np.all(np.isfinite(kps)):
-        return kps, None
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        f = hip_frames(kps, lay)
-    if not (f["left"]["valid"] and f["right"]["valid"]):
-        return kps, None
-    return kps, f
-
-
-def hip_labels(pred_frames=None, gt_frames=None) -> Dict[str, List]:
-    """Per side, the overlay text lines ``[(text, BGR colour)]``, e.g. ``"L: AI 23.4 deg, IHDI I"``.
-
-    ``*_frames`` are ``hip_frames`` results for one image (or None). OpenCV's Hershey
-    fonts have no degree sign, hence "deg". With both, the reference line starts "ref:".
-    """
-    out = {}
-    for s in SIDES:
-        tag = "L" if s == "left" else "R"
-        lines = []
-        if pred_frames is not None:
-            f = pred_frames[s]
-            lines.append((f"{tag}: AI {float(f['ai_deg']):.1f} deg, IHDI {grade_name(f['grade'])}",
-                          COLORS["pred"] if gt_frames is not None else COLORS["text"]))
-        if gt_frames is not None:
-            f = gt_frames[s]
-            lead = "ref" if pred_frames is not None else f"{tag} ref"
-            lines.append((f"{lead}: AI {float(f['ai_deg']):.1f} deg, IHDI {grade_name(f['grade'])}", COLORS["gt"]))
-        out[s] = lines
-    return out
-
-
-def draw_overlay(image, pred_kps, layout, gt_kps=None, boxes=None, title: Optional[str] = None,
-                 draw_lines: bool = True, legend: bool = True) -> np.ndarray:
-    """Draw one image's measurement and return a new BGR image.
-
-    - ``image``: gray (H, W) or BGR (H, W, 3); not modified.
-    - ``pred_kps``: (N, 2) image px (NaN rows for an undetected side) or None.
-    - ``gt_kps``: (N, 2) reference points, drawn as crosses, or None.
-    - ``boxes``: ``{"left"/"right": box}`` with a box given as (x1, y1, x2, y2),
-      (box, conf), {"box", "conf"} or a ``Detection``.
-    - The H-, P-, D- and roof lines and the per-hip text ("L: AI 23.4 deg, IHDI I")
-      come from the predicted points when both hips are predicted. The text names
-      image sides.
-    - With ``legend`` a strip with the title and colour key is appended *below* the
-      image, so image coordinates are unchanged in the returned array.
-    """
-    lay = get_layout(layout)
-    img = _to_bgr(image)
-    H, W = img.shape[:2]
-    st = _Style(H, W)
-    pred, fp = _measure(pred_kps, lay)
-    gt, fg = _measure(gt_kps, lay)
-
-    if boxes:
-        for s in SIDES:
-            box, conf = _box_and_conf(boxes.get(s))
-            if box is None or not np.all(np.isfinite(box)):
-                continue
-            x1, y1, x2, y2 = box
-            cv2.rectangle(img, _pt((min(x1, x2), min(y1, y2))), _pt((max(x1, x2), max(y1, y2))),
-                          COLORS["box"], st.thick, cv2.LINE_AA)
-            label = ("LeftHip" if s == "left" else "RightHip") + (f" {conf:.2f}" if conf is not None else "")
-            # label just under the box (the per-hip text sits above the hip), inside it at the image edge
-            tw, th, base = st.text_size(label, st.font * 0.8)
-            ty = int(max(y1, y2)) + th + st.pad // 2
-            ty = ty if ty + base < H else int(max(y1, y2)) - st.pad // 2
-            cv2.putText(img, label, (int(min(x1, x2)), ty), FONT, st.font * 0.8, COLORS["box"],
-                        st.font_thick, cv2.LINE_AA)
-
-    if draw_lines and fp is not None:
-        lines = hip_lines(pred, lay)
-        # one H-line through both triradiate points, out to each side's lateral end
-        cv2.line(img, _pt(lines["left"]["h_line"][1]), _pt(lines["right"]["h_line"][1]), COLORS["h_line"],
-                 st.thick, cv2.LINE_AA)
-        for s in SIDES:
-            for name in ("p_line", "d_line", "roof"):
-                a, b = lines[s][name]
-                cv2.line(img, _pt(a), _pt(b), COLORS[name], st.thick, cv2.LINE_AA)
-
-    if gt is not None:
-        for p in gt:
-            if np.all(np.isfinite(p)):
-                cv2.drawMarker(img, _pt(p), COLORS["gt"], cv2.MARKER_CROSS, 2 * st.radius + 4,
-                               max(1, st.thick), cv2.LINE_AA)
-    if fp is not None:
-        for s in SIDES:  # the H-point that decides the IHDI grade
-            cv2.circle(img, _pt(fp[s]["hpoint"]), st.radius + max(1, st.thick), COLORS["pred"],
-                       max(1, st.thick), cv2.LINE_AA)
-    if pred is not None:
-        for p in pred:
-            if np.all(np.isfinite(p)):
-                cv2.circle(img, _pt(p), st.radius, COLORS["pred"], -1, cv2.LINE_AA)
-                cv2.circle(img, _pt(p), st.radius, (0, 0, 0), 1, cv2.LINE_AA)
-
-    # per-hip text above the acetabulum
-    ref = fp if fp is not None else fg
-    if ref is not None:
-        labels = hip_labels(fp, fg)
-        span = float(np.linalg.norm(ref["right"]["triradiate"] - ref["left"]["triradiate"]))
-        for s in SIDES:
-            tri, edge = ref[s]["triradiate"], ref[s]["lateral_edge"]
-            top = min(tri[1], edge[1]) - 0.12 * span
-            _text_block(img, labels[s], ((tri[0] + edge[0]) / 2, top), st)
-
-    if not legend:
-        return img
-    items = [it for it in LEGEND
-             if (it[0] != "gt" or gt is not None) and (it[0] != "box" or boxes)
-             and (it[0] in ("pred", "gt", "box") or (it[0] == "hpoint" and fp is not None)
-                  or (draw_lines and fp is not None))]
-    strip = _legend_strip(W, st, title, items)
-    return np.vstack([img, strip])
-
-
-def save_overlay(path, image, pred_kps, layout, gt_kps=None, boxes=None, title=None, **kw) -> Path:
-    """``draw_overlay`` written to ``path`` (PNG/JPEG by extension)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    out = draw_overlay(image, pred_kps, layout, gt_kps=gt_kps, boxes=boxes, title=title, **kw)
-    if not cv2.imwrite(str(path), out):
-        raise OSError(f"cannot write overlay {path}")
-    return path
-
-
-# ------------------------------------------------------------------ overlays from the predictions DataFrame
-def _num(v) -> float:
-    """A cell as float: '' / None / text -> NaN."""
-    try:
-        return float(v)
-    except (TypeError, ValueError):
-        return float("nan")
-
-
-def row_keypoints(row: Mapping, layout, prefix: str = "pred") -> Optional[np.ndarray]:
-    """(N, 2) keypoints from a predictions row's ``{prefix}_x_{j}``/``{prefix}_y_{j}``; None when absent/all NaN."""
-    lay = get_layout(layout)
-    try:
-        k = np.array([[_num(row[f"{prefix}_x_{j}"]), _num(row[f"{prefix}_y_{j}"])] for j in range(lay.num_points)])
-    except KeyError:
-        return None
-    return None if not np.any(np.isfinite(k)) else k
-
-
-def row_boxes(row: Mapping, prefix: str = "pred_box") -> Dict:
-    """``{side: (box, conf)}`` from a predictions row (sides without a finite box are left out).
-
-    Reads ``{prefix}_{side}_x1..y2``; for the predicted boxes ``box_{side}_x1..y2`` too.
-    """
-    out = {}
-    for s in SIDES:
-        b = None
-        for pre in ((prefix, "box") if prefix == "pred_box" else (prefix,)):
-            try:
-                b = np.array([_num(row[f"{pre}_{s}_{c}"]) for c in M.BOX_COORDS], dtype=float)
-                break
-            except KeyError:
-                continue
-        if b is None:
-            continue
-        if np.all(np.isfinite(b)):
-            conf = _num(row.get(f"det_conf_{s}")) if prefix == "pred_box" else float("nan")
-            conf = conf if np.isfinite(conf) else None
-            out[s] = (b, conf)
-    return out
-
-
-def overlay_from_row(image, row: Mapping, layout=None, title: Optional[str] = None) -> np.ndarray:
-    """``draw_overlay`` of one predictions row (keypoints, reference and detection boxes)."""
-    lay = get_layout(layout or row.get("layout") or M.infer_layout(pd.DataFrame([dict(row)])))
-    if title is None:
-        e = _num(row.get("mean_err_px"))
-        title = str(row.get("stem", ""))
-        if np.isfinite(e):
-            title += f"  mean error {e:.1f} px"
-    return draw_overlay(image, row_keypoints(row, lay, "pred"), lay, gt_kps=row_keypoints(row, lay, "gt"),
-                        boxes=row_boxes(row) or None, title=title)
-
-
-ImageLookup = Union[Mapping[str, object], Callable[[str], object]]
-
-
-def _load(lookup: ImageLookup, stem: str):
-    src = lookup(stem) if callable(lookup) else lookup.get(stem)
-    if src is None:
-        return None
-    if isinstance(src, np.ndarray):
-        return src
-    from datasets.image_io import read_image
-    return read_image(src)[0]
-
-
-def save_worst_cases(df: pd.DataFrame, images_lookup: ImageLookup, out_dir, n: int = 10,
-                     key: str = "mean_err_px", layout=None, ascending: bool = False) -> List[Path]:
-    """Overlays of the ``n`` rows with the largest ``key`` (NaN last) as ``{rank:02d}_{stem}.png``.
-
-    ``images_lookup`` maps a stem to an image path or array (a dict or a callable);
-    stems it cannot resolve are skipped.
-    """
-    if key not in df.columns:
-        raise KeyError(f"column {key!r} not in the predictions DataFrame")
-    lay = M.infer_layout(df, layout)
-    order = df.assign(_k=pd.to_numeric(df[key], errors="coerce")).sort_values(
-        "_k", ascending=ascending, na_position="last")
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for rank, (_, row) in enumerate(order.head(n).iterrows(), 1):
-        img = _load(images_lookup, str(row["stem"]))
-        if img is None:
-            continue
-        v = row["_k"]
-        title = f"#{rank} {row['stem']}  {key} = {v:.2f}" if np.isfinite(v) else f"#{rank} {row['stem']}"
-        ov = overlay_from_row(img, row.drop(labels="_k").to_dict(), lay, title=title)
-        p = out / f"{rank:02d}_{row['stem']}.png"
-        cv2.imwrite(str(p), ov)
-        paths.append(p)
-    return paths
+def plot_kfold_curves(curves: Dict[int, List[Dict]], path: Path, title: str) -> None:
+    """Validation loss and pixel error per epoch of each fold, and their mean, to a PNG."""
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for ax, key, label in ((axes[0], "val_loss", "validation loss"), (axes[1], "val_px_error", "validation error (px)")):
+        per_epoch: Dict[int, List[float]] = {}
+        for i, hist in sorted(curves.items()):
+            ep = [h["epoch"] for h in hist]
+            ax.plot(ep, [h[key] for h in hist], alpha=0.45, lw=1, label=f"fold {i}")
+            for h in hist:
+                per_epoch.setdefault(int(h["epoch"]), []).append(h[key])
+        eps = sorted(per_epoch)
+        ax.plot(eps, [np.mean(per_epoch[e]) for e in eps], color="k", lw=2.2, label="mean")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+        if key == "val_px_error":
+            ax.set_yscale("log")
+    axes[0].legend(fontsize=8)
+    fig.suptitle(f"{title}: {len(curves)} folds")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

@@ -2,7 +2,7 @@
 
 Inputs are *flat metric dicts* ``{name: value}`` with the names of
 ``utils.evaluation.metrics.flatten_metrics`` (``ai/pooled/mae``, ``keypoints/mm/left/mean`` ...).
-Each function also accepts the nested dict of ``utils.evaluation.metrics.evaluate``, a list of
+Each function also accepts the nested dict of ``utils.evaluation.metrics.evaluate_predictions``, a list of
 ``(name, value)`` pairs, or the path of a ``metrics.csv`` / ``metrics.json``.
 
 - ``kfold_summary(folds) -> DataFrame``: every numeric metric as mean and SD across
@@ -26,6 +26,7 @@ from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Uni
 import numpy as np
 import pandas as pd
 
+from utils.evaluation.schema import check_metric_keys
 from utils.evaluation.metrics import flatten_metrics, read_metrics_csv
 
 SIDE_COLUMNS = (("left", "Left hip"), ("right", "Right hip"), ("pooled", "Both hips"))
@@ -92,6 +93,9 @@ COMPARE_COLUMNS: Tuple[Metric, ...] = (
 )
 
 MetricsLike = Union[Mapping, Sequence[Tuple[str, object]], str, Path]
+
+# every key a table reads must be one the metrics produce (a renamed key is an error, not a lost row)
+check_metric_keys([k for m in PAPER_ROWS + COMPARE_COLUMNS for k in m.keys], "the paper tables")
 
 
 # ------------------------------------------------------------------ inputs
@@ -424,6 +428,9 @@ HEADLINE_ROWS: Tuple[Tuple[str, str, float, int], ...] = (
     ("Screening sensitivity (II-IV)", "ihdi/pooled/screening/sensitivity", 1, 3),
     ("Screening specificity", "ihdi/pooled/screening/specificity", 1, 3),
 )
+
+
+check_metric_keys([key for _, key, _, _ in HEADLINE_ROWS], "the headline table")
 
 
 def headline_rows(metrics: MetricsLike) -> List[Tuple[str, str]]:

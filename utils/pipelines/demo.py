@@ -4,7 +4,7 @@ Runs the project's own scripts one after the other (each step prints the command
 runs, so a newcomer can copy them), then writes ``results/demo/report.md`` and refreshes
 the demo block of the README.
 
-Scales: ``cpu`` (default; minutes on a 2-core CPU) and ``full`` (the seed's settings:
+Scales: ``cpu`` (default; minutes on a 2-core CPU) and ``full`` (the original study's settings:
 convnext_small_custom at 224, more data and epochs; meant for a GPU).
 """
 from __future__ import annotations
@@ -18,17 +18,28 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from utils.errors import UserError
+from utils.evaluation.tables import headline_table
 
 ROOT = Path(__file__).resolve().parents[2]
 
+# Per scale: the phantom set, then the flags of train_yolo.py and of train_hip_crop_keypoints.py by
+# their own names (the keypoint ones are fields of utils.config.TrainConfig).
 SCALES = {
-    "cpu": dict(n=240, size=512, yolo_model="yolo12n.yaml", yolo_epochs=25, yolo_imgsz=256, yolo_batch=16,
-                kp_model="convnext_atto_custom", kp_head="simcc_2d", kp_size=128, kp_epochs=60,
-                kp_batch=32, kp_lr=2e-3, kp_sigma=4.0, device="auto"),
-    "full": dict(n=600, size=768, yolo_model="yolo12s.yaml", yolo_epochs=100, yolo_imgsz=640, yolo_batch=16,
-                 kp_model="convnext_small_custom", kp_head="simcc_2d", kp_size=224, kp_epochs=100,
-                 kp_batch=32, kp_lr=1e-4, kp_sigma=6.0, device="auto"),
+    "cpu": dict(n=240, size=512, device="auto",
+                yolo=dict(model="yolo12n.yaml", epochs=25, imgsz=256, batch=16),
+                keypoints=dict(model_name="convnext_atto_custom", head_type="simcc_2d", input_size=128, epochs=60,
+                               batch_size=32, learning_rate=2e-3, sigma=4.0)),
+    "full": dict(n=600, size=768, device="auto",
+                 yolo=dict(model="yolo12s.yaml", epochs=100, imgsz=640, batch=16),
+                 keypoints=dict(model_name="convnext_small_custom", head_type="simcc_2d", input_size=224,
+                                epochs=100, batch_size=32, learning_rate=1e-4, sigma=6.0)),
 }
+
+
+def _flags(settings: dict) -> list:
+    return [a for k, v in settings.items() for a in (f"--{k}", v)]
+
 
 DATASET, SPLIT, RESULTS = "dataset/demo", "data/demo", "results/demo"
 YOLO_NAME, KP_NAME = "demo_yolo", "demo_kp"
@@ -49,7 +60,6 @@ def _step(title: str, args, timings: dict) -> None:
 
 def run_demo(scale: str = "cpu") -> dict:
     if scale not in SCALES:
-        from utils.errors import UserError
         raise UserError(f"DEMO_SCALE must be one of {', '.join(SCALES)}, got {scale!r}")
     c = SCALES[scale]
     t_start = time.time()
@@ -61,20 +71,17 @@ def run_demo(scale: str = "cpu") -> dict:
     _step("2/5 split into train/val/test",
           ["split.py", "--dataset", DATASET, "--out", SPLIT, "--train", 0.8, "--val", 0.1, "--test", 0.1,
            "--seed", 42, "--stratify", "--overwrite"], timings)
+    y, kp = c["yolo"], c["keypoints"]
     _step("3/5 train the YOLO hip detector",
-          ["train_yolo.py", "--model", c["yolo_model"], "--data", f"{SPLIT}/data.yaml", "--epochs", c["yolo_epochs"],
-           "--imgsz", c["yolo_imgsz"], "--batch", c["yolo_batch"], "--nbs", c["yolo_batch"], "--name", YOLO_NAME, "--project", "runs/demo",
-           "--device", c["device"], "--exist_ok"], timings)
+          ["train_yolo.py", *_flags(y), "--data", f"{SPLIT}/data.yaml", "--nbs", y["batch"], "--name", YOLO_NAME,
+           "--project", "runs/demo", "--device", c["device"], "--exist_ok"], timings)
     _step("4/5 train the hip-crop keypoint model (one left-side model, right hips mirrored)",
-          ["train_hip_crop_keypoints.py", "--data_dir", SPLIT, "--model_name", c["kp_model"],
-           "--head_type", c["kp_head"], "--input_size", c["kp_size"], "--epochs", c["kp_epochs"],
-           "--batch_size", c["kp_batch"], "--learning_rate", c["kp_lr"], "--sigma", c["kp_sigma"],
-           "--side", "left", "--mirror",
+          ["train_hip_crop_keypoints.py", "--data_dir", SPLIT, *_flags(kp), "--side", "left", "--mirror",
            "--exp_name", KP_NAME, "--device", c["device"]], timings)
     _step("5/5 predict and evaluate on the test split",
           ["predict_hip_crop_keypoints.py", "--kp_left_path", f"weights/{KP_NAME}_best.pth",
            "--yolo_weights", f"weights/{YOLO_NAME}.pt", "--data", f"{SPLIT}/test", "--output_dir", RESULTS,
-           "--imgsz", c["yolo_imgsz"], "--device", c["device"]], timings)
+           "--imgsz", y["imgsz"], "--device", c["device"]], timings)
     total = time.time() - t_start
     report = write_report(Path(ROOT / RESULTS), scale, c, timings, total)
     print(f"\nDemo finished in {total / 60:.1f} min. Report: {report}")
@@ -82,7 +89,6 @@ def run_demo(scale: str = "cpu") -> dict:
 
 
 def write_report(out: Path, scale: str, c: dict, timings: dict, total: float) -> Path:
-    from utils.evaluation.tables import headline_table
     metrics = json.loads((out / "metrics.json").read_text())
     table = headline_table(metrics)
     plots = [p for p in ("ai_scatter.png", "ai_bland_altman.png", "ihdi_confusion.png",
@@ -94,8 +100,8 @@ def write_report(out: Path, scale: str, c: dict, timings: dict, total: float) ->
     lines = [
         "# Demo report: two-stage hip keypoint pipeline on synthetic phantoms", "",
         f"Test split: {n_img} phantom images ({c['size']} px), scale `{scale}`: "
-        f"YOLO `{c['yolo_model']}` at {c['yolo_imgsz']} px, keypoints `{c['kp_model']}` + `{c['kp_head']}` "
-        f"at {c['kp_size']} px. Total time {total / 60:.1f} min.", "",
+        f"YOLO `{c['yolo']['model']}` at {c['yolo']['imgsz']} px, keypoints `{c['keypoints']['model_name']}` + "
+        f"`{c['keypoints']['head_type']}` at {c['keypoints']['input_size']} px. Total time {total / 60:.1f} min.", "",
         table, "",
         "Sides are image sides: *left* is the hip on the image-left (the patient's right).", "",
         "## Plots", "",

@@ -4,7 +4,7 @@
 "right": Detection | None}``: the highest-confidence box of each class, in image pixels. A side
 the model did not find is ``None``; the caller reports it (nothing is dropped silently).
 
-Sides are image sides (DESIGN.md section 2): class ``LeftHip`` is the hip on the image-left.
+Sides are image sides (docs/CONVENTIONS.md, "Coordinates and sides"): class ``LeftHip`` is the hip on the image-left.
 The class ids come from the model's own ``names``, not from a hard-coded order.
 """
 from __future__ import annotations
@@ -19,6 +19,8 @@ from datasets.formats import CLASS_NAMES, SIDE_OF_LABEL, read_yolo_label
 from datasets.image_io import read_image, to_uint8
 from datasets.layouts import SIDES
 from utils.errors import ItemError, ProblemLog, UserError
+from utils.evaluation.metrics import box_iou  # noqa: F401  (also re-exported: detection.box_iou)
+from utils.pipelines.yolo_env import yolo_class
 
 
 @dataclass(frozen=True)
@@ -79,7 +81,6 @@ class YoloDetector:
         if not path.is_file():
             raise UserError(f"detector weights not found: {path} (train one with train_yolo.py; "
                             "nothing is downloaded)")
-        from utils.pipelines.yolo_env import yolo_class
 
         try:
             self.model = yolo_class()(str(path), task="detect")
@@ -133,16 +134,6 @@ class YoloDetector:
 
 
 # ---------------------------------------------------------------- evaluation
-def box_iou(a, b) -> float:
-    """IoU of two (x1, y1, x2, y2) boxes."""
-    a, b = np.asarray(a, float), np.asarray(b, float)
-    iw = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    ih = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = iw * ih
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return float(inter / union) if union > 0 else 0.0
-
-
 def evaluate_detector(detector: YoloDetector, image_paths: Sequence, label_paths: Sequence,
                       iou_thr: float = 0.5, batch_size: int = 8) -> Dict[str, Dict[str, float]]:
     """Recall of the detector as the pipeline uses it (top box per side, at ``detector.conf``).
@@ -164,7 +155,7 @@ def evaluate_detector(detector: YoloDetector, image_paths: Sequence, label_paths
                     continue
                 det = pred[side]
                 missing[side] += det is None
-                ious[side].append(0.0 if det is None else box_iou(det.box, gt[side]))
+                ious[side].append(0.0 if det is None else float(box_iou(det.box, gt[side])))
     out = {}
     for side in SIDES:
         v = np.asarray(ious[side])

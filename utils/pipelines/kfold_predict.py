@@ -8,8 +8,11 @@ from pathlib import Path
 from typing import Dict, Optional, Sequence
 
 from utils.errors import UserError
-from utils.pipelines.folds import fill_template as _fill
-from utils.pipelines.folds import parse_folds
+from utils.pipelines.folds import fill_template as _fill, parse_folds
+from utils.evaluation.metrics import evaluate_predictions, read_predictions, write_metrics_csv
+from utils.evaluation.plots import plot_all
+from utils.evaluation.tables import compare_experiments, write_comparison, write_kfold_summary
+from utils.pipelines.predict import run_prediction
 
 log = logging.getLogger("hipkp")
 
@@ -30,7 +33,6 @@ def run_kfold_prediction(data_root, output_dir, k: int = 5, folds: Optional[str]
                          test_subdir: Optional[str] = None, summarize_only: bool = False,
                          **predict_kwargs) -> Dict:
     """Predict each fold's test split into ``output_dir/fold{i}`` and summarise all folds found."""
-    from utils.pipelines.predict import run_prediction
 
     out = Path(output_dir)
     if not summarize_only:
@@ -48,9 +50,6 @@ def summarize_folds(output_dir, k: int) -> Dict:
     """Collect ``fold{i}/metrics.json`` and ``fold{i}/predictions.csv`` for every fold present."""
     import pandas as pd
 
-    from utils.evaluation.metrics import evaluate, read_predictions, write_metrics_csv
-    from utils.evaluation.plots import plot_all
-    from utils.evaluation.tables import write_kfold_summary
 
     out = Path(output_dir)
     present = [i for i in range(1, k + 1) if (out / f"fold{i}" / "metrics.json").is_file()]
@@ -65,7 +64,7 @@ def summarize_folds(output_dir, k: int) -> Dict:
         frames.append(pd.concat([pd.Series(i, index=df.index, name="fold"), df], axis=1))
     pooled = pd.concat(frames, ignore_index=True)
     pooled.to_csv(out / "oof_predictions.csv", index=False)
-    pooled_metrics = evaluate(pooled)
+    pooled_metrics = evaluate_predictions(pooled)
     (out / "oof_metrics.json").write_text(json.dumps(pooled_metrics, indent=2))
     write_metrics_csv(out / "oof_metrics.csv", pooled_metrics)
     plot_all(pooled, out / "oof_plots")
@@ -80,7 +79,6 @@ def summarize_folds(output_dir, k: int) -> Dict:
 def compare_results(result_dirs: Sequence[str], output_dir, names: Optional[Sequence[str]] = None) -> Dict:
     """One table, a row per experiment, from k-fold result folders (kfold_summary.csv) or single
     prediction folders (metrics.json)."""
-    from utils.evaluation.tables import compare_experiments, write_comparison
 
     exps = {}
     for j, d in enumerate(result_dirs):

@@ -34,6 +34,12 @@ from typing import Dict, List, Optional
 import numpy as np
 
 from utils.errors import UserError
+from utils.evaluation.plots import plot_kfold_curves
+from datasets.formats import list_images, load_image_list
+from datasets.splits import ratio_assign, worse_grades
+from utils.pipelines.distributed import init_distributed, is_main_process, main_process_first
+from utils.pipelines.folds import parse_folds
+from utils.pipelines.train import default_exp_name, resolve_config, select_device, train
 
 log = logging.getLogger("hipkp")
 
@@ -51,7 +57,6 @@ def _fold_dirs(data_root: Path, k: int) -> List[Path]:
 
 
 def _list_images(fold_dir: Path) -> List[Path]:
-    from datasets.formats import list_images
     return [p.resolve() for p in list_images(fold_dir / "images")]
 
 
@@ -61,8 +66,6 @@ def write_fold_lists(data_root, fold: int, k: int, mode: str = "outer_inner", in
 
     Returns ``{"train": path, "val": path, "test": path-or-folder}``.
     """
-    from datasets.formats import load_image_list
-    from datasets.splits import ratio_assign, worse_grades
 
     if mode not in MODES:
         raise UserError(f"--mode must be one of {', '.join(MODES)}, got {mode!r}")
@@ -112,9 +115,6 @@ def run_kfold_training(cfg: Dict, data_root, k: int = 5, mode: str = "outer_inne
                        inner_val_ratio: float = 0.1, inner_seed: int = 42, summarize_only: bool = False,
                        overwrite: bool = False) -> Dict:
     """Train the requested folds (skipping finished ones) and write the summary of all finished folds."""
-    from utils.pipelines.distributed import init_distributed, is_main_process, main_process_first
-    from utils.pipelines.folds import parse_folds
-    from utils.pipelines.train import default_exp_name, resolve_config, select_device, train
 
     cfg = resolve_config(cfg)
     if not summarize_only:
@@ -205,34 +205,7 @@ def summarize_kfold(base: str, k: int, out_dir, log_dir) -> Dict:
     txt = "\n".join(lines) + "\n"
     txt_path.write_text(txt)
     curves_path = logs / f"{base}_kfold_curves.png"
-    _plot_curves(curves, curves_path, base)
+    plot_kfold_curves(curves, curves_path, base)
     print(txt)
     return {"rows": rows, "stats": stats, "paths": {"csv": str(csv_path), "txt": str(txt_path),
                                                      "curves": str(curves_path)}}
-
-
-def _plot_curves(curves: Dict[int, List[Dict]], path: Path, title: str) -> None:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    for ax, key, label in ((axes[0], "val_loss", "validation loss"), (axes[1], "val_px_error", "validation error (px)")):
-        per_epoch: Dict[int, List[float]] = {}
-        for i, hist in sorted(curves.items()):
-            ep = [h["epoch"] for h in hist]
-            ax.plot(ep, [h[key] for h in hist], alpha=0.45, lw=1, label=f"fold {i}")
-            for h in hist:
-                per_epoch.setdefault(int(h["epoch"]), []).append(h[key])
-        eps = sorted(per_epoch)
-        ax.plot(eps, [np.mean(per_epoch[e]) for e in eps], color="k", lw=2.2, label="mean")
-        ax.set_xlabel("epoch")
-        ax.set_ylabel(label)
-        ax.grid(alpha=0.3)
-        if key == "val_px_error":
-            ax.set_yscale("log")
-    axes[0].legend(fontsize=8)
-    fig.suptitle(f"{title}: {len(curves)} folds")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)

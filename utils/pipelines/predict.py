@@ -2,7 +2,14 @@
 -> keypoints in image pixels -> AI and IHDI per hip -> CSV, metrics, plots, overlays.
 
 ``run_prediction(...)`` is the one function behind predict_hip_crop_keypoints.py and, per
-fold, kfold_predict_hip_crop_keypoints.py.
+fold, kfold_predict_hip_crop_keypoints.py. Each batch of images goes through five small
+stages over a list of ``ImageItem`` records (one per image, carrying what each stage adds):
+
+    read_stage -> detect_stage -> crop_stage -> infer_stage -> write_stage
+
+The infer stage is the seam for other backends: it calls ``SideModel.predict(crops) ->
+(coords, conf)`` (crop pixels, ``(N, K, 2)`` and ``(N, K)``) once per distinct model.
+Keyword defaults are those of ``utils.config.PredictConfig``.
 """
 from __future__ import annotations
 
@@ -12,18 +19,28 @@ import logging
 import os
 import time
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
+import pandas as pd
+import torch
 
 from datasets.crops import preprocess_crop
 from datasets.formats import HipRecord, dataset_layout, load_dataset, read_record_image
 from datasets.layouts import SIDES, get_layout
+from models import checkpoint as ckpt_io
+from utils.config import Preprocess
 from utils.cropping import crop_points_to_side, side_crop_matrix, square_box, warp
-from utils.devices import select_device
+from utils.devices import autocast, select_amp, select_device, yolo_device
 from utils.errors import ItemError, ProblemLog, UserError
+from utils.evaluation import plots
+from utils.evaluation.metrics import evaluate_predictions, prediction_row, write_metrics_csv
+from utils.evaluation.overlays import save_overlay, save_worst_cases
+from utils.evaluation.tables import headline_table
+from utils.fileio import check_output_dir
+from utils.pipelines import detection
 
 log = logging.getLogger("hipkp")
 
@@ -37,11 +54,42 @@ class SideModel:
     config: dict
     mirrored: bool          # the crop is mirrored before the model sees it
     path: str
+    preprocess: Optional[Preprocess] = None   # input size, crop margin, hist_eq, mean/std (from the checkpoint)
+    device: object = None
+    amp_dtype: object = None
+
+    def __post_init__(self):
+        if self.preprocess is None:
+            self.preprocess = Preprocess.from_checkpoint(self.config)
+
+    def to(self, device) -> "SideModel":
+        """Move the model to ``device`` for inference (eval mode, channels_last and AMP on CUDA)."""
+        self.device, self.amp_dtype = device, select_amp("auto", device)[0]
+        self.model.to(device).eval()
+        if device.type == "cuda":
+            self.model.to(memory_format=torch.channels_last)
+        return self
+
+    def crop(self, image: np.ndarray, box) -> Tuple[np.ndarray, np.ndarray]:
+        """(model input float32 (3, S, S), image -> crop matrix M) of the square crop around ``box``."""
+        p = self.preprocess
+        M = side_crop_matrix(box, p.input_size, p.crop_expand, self.mirrored)
+        return preprocess_crop(warp(image, M, p.input_size), hist_eq=p.hist_eq, mean=p.mean, std=p.std), M
+
+    def predict(self, crops: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+        """Crops (N, 3, S, S) -> (coords (N, K, 2) in crop pixels, confidence (N, K)); no mirroring undone."""
+        x = torch.from_numpy(np.ascontiguousarray(crops)).to(self.device, non_blocking=True)
+        if self.device.type == "cuda":
+            x = x.contiguous(memory_format=torch.channels_last)
+        with torch.inference_mode():
+            with autocast(self.device, self.amp_dtype):
+                outputs = self.model(x)
+            coords, conf = self.codec.decode({k: v.float() for k, v in outputs.items()})
+        return coords.float().cpu().numpy(), conf.float().cpu().numpy()
 
 
 def load_side_models(kp_left_path=None, kp_right_path=None, device="cpu", model_name=None):
     """{side: SideModel}. One model serves both sides by mirroring when only one path is given."""
-    from models.checkpoint import load_keypoint_model
 
     paths = {"left": kp_left_path, "right": kp_right_path}
     if not any(paths.values()):
@@ -53,7 +101,7 @@ def load_side_models(kp_left_path=None, kp_right_path=None, device="cpu", model_
         if not Path(p).is_file():
             raise UserError(f"--kp_{side}_path: keypoint checkpoint not found: {p}")
         try:
-            model, codec, cfg = load_keypoint_model(p, device=device)
+            model, codec, cfg = ckpt_io.load_keypoint_model(p, device=device)
         except ValueError as e:
             raise UserError(str(e)) from None
         if model_name and model_name != cfg.get("model_name"):
@@ -66,17 +114,18 @@ def load_side_models(kp_left_path=None, kp_right_path=None, device="cpu", model_
         src = side if side in loaded else next(iter(loaded))
         model, codec, cfg, p = loaded[src]
         model_side = cfg.get("side", "left")
-        out[side] = SideModel(model, codec, cfg, mirrored=(side != model_side), path=p)
+        out[side] = SideModel(model, codec, cfg, mirrored=(side != model_side), path=p,
+                              preprocess=Preprocess.from_checkpoint(cfg))
     lays = {m.config.get("layout") for m in out.values()}
     if len(lays) > 1:
         raise UserError(f"the two keypoint models use different layouts: {sorted(lays)}")
     return out
 
 
+
 # ---------------------------------------------------------------------- columns
 def output_columns(layout, with_gt: bool) -> List[str]:
     """predictions.csv's columns, in order."""
-    from utils.evaluation.metrics import prediction_row
     lay = get_layout(layout)
     nan = np.full((lay.num_points, 2), np.nan)
     cols = list(prediction_row("x", nan, lay, gt_kps=np.zeros_like(nan) if with_gt else None).keys())
@@ -95,67 +144,106 @@ def extra_columns(layout) -> List[str]:
     return cols
 
 
-# ---------------------------------------------------------------------- core
-class KeypointPredictor:
-    """Crops, batches and runs the keypoint model(s); maps predictions back to image pixels."""
-
-    def __init__(self, side_models: Dict[str, SideModel], device):
-        import torch
-        self.torch = torch
-        self.side_models = side_models
-        self.device = device
-        cfg = side_models["left"].config
-        self.layout = get_layout(cfg.get("layout", "ihdi12"))
-        for m in {id(sm.model): sm.model for sm in side_models.values()}.values():
-            m.to(device).eval()
-            if device.type == "cuda":
-                m.to(memory_format=torch.channels_last)
-
-    def crop(self, image, box, side):
-        sm = self.side_models[side]
-        cfg = sm.config
-        size = int(cfg["input_size"])
-        M = side_crop_matrix(box, size, float(cfg.get("crop_expand", 0.10)), sm.mirrored)
-        x = preprocess_crop(warp(image, M, size), hist_eq=bool(cfg.get("hist_eq", True)),
-                            mean=cfg.get("mean", (0.485, 0.456, 0.406)), std=cfg.get("std", (0.229, 0.224, 0.225)))
-        return x, M
-
-    def run(self, items):
-        """items: list of (side, crop_tensor_np, M). Returns [(side_kps (P,2) image px, conf (P,))]."""
-        torch = self.torch
-        out = [None] * len(items)
-        groups = {}
-        for idx, (side, _, _) in enumerate(items):
-            groups.setdefault(id(self.side_models[side].model), []).append(idx)
-        for idxs in groups.values():
-            sm = self.side_models[items[idxs[0]][0]]
-            x = torch.from_numpy(np.stack([items[i][1] for i in idxs])).to(self.device, non_blocking=True)
-            if self.device.type == "cuda":
-                x = x.contiguous(memory_format=torch.channels_last)
-            with torch.inference_mode():
-                if self.device.type == "cuda":
-                    with torch.autocast("cuda", dtype=torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16):
-                        outputs = sm.model(x)
-                    outputs = {k: v.float() for k, v in outputs.items()}
-                else:
-                    outputs = sm.model(x)
-                coords, conf = sm.codec.decode(outputs)
-            coords = coords.float().cpu().numpy()
-            conf = conf.float().cpu().numpy()
-            for j, i in enumerate(idxs):
-                side, _, M = items[i]
-                pts = crop_points_to_side(coords[j], M, self.side_models[side].mirrored, self.layout)
-                c = conf[j][list(self.layout.mirror_perm)] if self.side_models[side].mirrored else conf[j]
-                out[i] = (pts, c)
-        return out
+# ---------------------------------------------------------------------- stages
+@dataclass
+class ImageItem:
+    """One image on its way through the stages."""
+    rec: HipRecord
+    image: Optional[np.ndarray] = None
+    info: dict = field(default_factory=dict)
+    boxes: Dict[str, Optional[tuple]] = field(default_factory=dict)   # side -> (box, det conf or None) | None
+    crops: Dict[str, tuple] = field(default_factory=dict)             # side -> (model input, crop matrix M)
+    points: Dict[str, tuple] = field(default_factory=dict)            # side -> (side kps (P, 2) image px, conf (P,))
 
 
-def _gt_boxes_from_record(rec: HipRecord, problems: ProblemLog):
-    if rec.boxes is None:
-        raise ItemError(f"{rec.stem}: --use_gt_box needs detections/{rec.stem}.json")
-    return {s: (rec.boxes[s], None) for s in SIDES}   # no detector confidence: det_conf_* is NaN
+def read_stage(records, problems: ProblemLog) -> List[ImageItem]:
+    """Read each record's image; an unreadable one is listed in ``problems`` and left out."""
+    items = []
+    for rec in records:
+        try:
+            img, info = read_record_image(rec)
+        except ItemError as e:
+            problems.add(rec.image_path, str(e))
+            continue
+        items.append(ImageItem(rec, img, info))
+    return items
 
 
+def detect_stage(items: List[ImageItem], detector, use_gt_box: bool, problems: ProblemLog, batch_size: int):
+    """Each item's box per side: YOLO's best box and confidence, or the ground-truth box."""
+    dets = detector.predict([it.image for it in items], batch_size=batch_size) if detector else [None] * len(items)
+    for it, det in zip(items, dets):
+        try:
+            if use_gt_box:
+                if it.rec.boxes is None:
+                    raise ItemError(f"{it.rec.stem}: --use_gt_box needs detections/{it.rec.stem}.json")
+                it.boxes = {s: (it.rec.boxes[s], None) for s in SIDES}   # no detector confidence: det_conf_* NaN
+            else:
+                it.boxes = {s: ((det[s].box, float(det[s].conf)) if det.get(s) is not None else None) for s in SIDES}
+        except ItemError as e:
+            problems.add(it.rec.image_path, str(e))
+            it.boxes = {s: None for s in SIDES}
+
+
+def crop_stage(items: List[ImageItem], side_models: Dict[str, SideModel]) -> None:
+    """The model input and crop matrix of every detected side."""
+    for it in items:
+        it.crops = {s: side_models[s].crop(it.image, b[0]) for s, b in it.boxes.items() if b is not None}
+
+
+def infer_stage(items: List[ImageItem], side_models: Dict[str, SideModel], layout) -> None:
+    """Run each distinct model once on all the crops it serves; map the points back to the image."""
+    by_model: Dict[int, List[Tuple[ImageItem, str]]] = {}
+    for it in items:
+        for s in it.crops:
+            by_model.setdefault(id(side_models[s]), []).append((it, s))
+    for jobs in by_model.values():
+        sm = side_models[jobs[0][1]]
+        coords, conf = sm.predict(np.stack([it.crops[s][0] for it, s in jobs]))
+        for (it, s), xy, c in zip(jobs, coords, conf):
+            pts = crop_points_to_side(xy, it.crops[s][1], sm.mirrored, layout)
+            it.points[s] = (pts, c[list(layout.mirror_perm)] if sm.mirrored else c)
+
+
+def write_stage(items: List[ImageItem], out: "PredictionWriter") -> None:
+    """One predictions.csv row per item (and its overlay)."""
+    for it in items:
+        row, kps = build_row(it.rec, it.image, it.info, it.boxes, it.points, out.layout, out.side_models,
+                             out.with_gt)
+        out.add(it, row, kps)
+
+
+class PredictionWriter:
+    """predictions.csv.partial, written row by row (renamed to predictions.csv once complete), and overlays."""
+
+    def __init__(self, out: Path, layout, side_models, with_gt: bool, overlays: bool, max_overlays):
+        self.out, self.layout, self.side_models, self.with_gt = out, layout, side_models, with_gt
+        self.overlays, self.max_overlays, self.n_overlays, self.rows = overlays, max_overlays, 0, []
+        self.cols = output_columns(layout, with_gt)
+        self.partial = out / "predictions.csv.partial"
+        self.f = open(self.partial, "w", newline="")
+        self.writer = csv.DictWriter(self.f, fieldnames=self.cols, extrasaction="ignore")
+        self.writer.writeheader()
+
+    def add(self, it: ImageItem, row: dict, kps) -> None:
+        self.writer.writerow(row)
+        self.rows.append(row)
+        if self.overlays and (self.max_overlays is None or self.n_overlays < self.max_overlays):
+            _overlay(self.out / "overlays" / f"{it.rec.stem}.png", it.image, row, kps, it.rec, it.boxes,
+                     self.layout, self.with_gt)
+            self.n_overlays += 1
+
+    def flush(self) -> None:
+        self.f.flush()
+
+    def close(self) -> None:
+        self.f.close()
+
+    def commit(self) -> None:
+        os.replace(self.partial, self.out / "predictions.csv")   # the complete file appears only at the end
+
+
+# ---------------------------------------------------------------------- the run
 def run_prediction(data, output_dir, kp_left_path=None, kp_right_path=None, yolo_weights=None,
                    use_gt_box=False, device="auto", batch_size=16, model_name=None, imgsz=640, conf=0.25,
                    overlays=True, max_overlays=None, worst_n=10, strict=False, overwrite=True,
@@ -166,12 +254,10 @@ def run_prediction(data, output_dir, kp_left_path=None, kp_right_path=None, yolo
     undetected sides say so), metrics.json/metrics.csv (with ground truth), plots/,
     overlays/, worst_cases/, skipped.json (per-item problems). Returns a summary dict.
     """
-    from tqdm import tqdm
+    from tqdm import tqdm  # (tqdm's import is slow-ish; only a run needs it)
 
     t0 = time.time()
-    out = Path(output_dir)
-    if out.exists() and any(out.iterdir()) and not overwrite:
-        raise UserError(f"output folder {out} exists and is not empty (use --overwrite)")
+    out = check_output_dir(output_dir, overwrite)
     if int(batch_size) < 1:
         raise UserError(f"--batch_size must be at least 1, got {batch_size}")
     if not use_gt_box and not yolo_weights:
@@ -180,103 +266,60 @@ def run_prediction(data, output_dir, kp_left_path=None, kp_right_path=None, yolo
     records = load_dataset(data, require_boxes=use_gt_box, problems=problems)
     dev = select_device(device)
     side_models = load_side_models(kp_left_path, kp_right_path, device=str(dev), model_name=model_name)
-    predictor = KeypointPredictor(side_models, dev)
-    layout = predictor.layout
+    for sm in {id(m): m for m in side_models.values()}.values():
+        sm.to(dev)
+    layout = get_layout(side_models["left"].config.get("layout", "ihdi12"))
     data_layout = dataset_layout(records)
     if data_layout and data_layout != layout.name:
         raise UserError(f"the keypoint model uses layout {layout.name} but {data} is annotated in {data_layout}")
     with_gt = data_layout is not None
-    detector = None
-    if not use_gt_box:
-        from utils.pipelines.detection import YoloDetector
-        detector = YoloDetector(yolo_weights, device=str(dev) if dev.type == "cpu" else str(dev.index or 0),
-                                imgsz=imgsz, conf=conf)
-
+    detector = None if use_gt_box else detection.YoloDetector(yolo_weights, device=yolo_device(dev), imgsz=imgsz,
+                                                              conf=conf)
     out.mkdir(parents=True, exist_ok=True)
     remove_previous_results(out)
     (out / "overlays").mkdir(exist_ok=True)
-    cols = output_columns(layout, with_gt)
-    csv_tmp = out / "predictions.csv.partial"
-    rows = []
-    n_overlays = 0
-    f = open(csv_tmp, "w", newline="")
-    writer = csv.DictWriter(f, fieldnames=cols, extrasaction="ignore")
-    writer.writeheader()
+    writer = PredictionWriter(out, layout, side_models, with_gt, overlays, max_overlays)
     try:
         bar = tqdm(total=len(records), desc="predict", unit="img", disable=not progress)
         for start in range(0, len(records), batch_size):
-            chunk = records[start:start + batch_size]
-            imgs, infos, ok = [], [], []
-            for rec in chunk:
-                try:
-                    img, info = read_record_image(rec)
-                except ItemError as e:
-                    problems.add(rec.image_path, str(e))
-                    continue
-                imgs.append(img)
-                infos.append(info)
-                ok.append(rec)
-            dets = detector.predict(imgs, batch_size=batch_size) if detector else [None] * len(ok)
-            items, where = [], []
-            per_image = []
-            for k, (rec, img, det) in enumerate(zip(ok, imgs, dets)):
-                boxes = {}
-                try:
-                    if use_gt_box:
-                        boxes = _gt_boxes_from_record(rec, problems)
-                    else:
-                        boxes = {s: ((det[s].box, float(det[s].conf)) if det.get(s) is not None else None)
-                                 for s in SIDES}
-                except ItemError as e:
-                    problems.add(rec.image_path, str(e))
-                    boxes = {s: None for s in SIDES}
-                per_image.append(boxes)
-                for s in SIDES:
-                    if boxes[s] is None:
-                        continue
-                    x, M = predictor.crop(img, boxes[s][0], s)
-                    items.append((s, x, M))
-                    where.append((k, s))
-            results = predictor.run(items) if items else []
-            preds = [{} for _ in ok]
-            for (k, s), r in zip(where, results):
-                preds[k][s] = r
-            for rec, img, info, boxes, pred in zip(ok, imgs, infos, per_image, preds):
-                row, kps = _row(rec, img, info, boxes, pred, layout, side_models, with_gt)
-                writer.writerow(row)
-                rows.append(row)
-                if overlays and (max_overlays is None or n_overlays < max_overlays):
-                    _overlay(out / "overlays" / f"{rec.stem}.png", img, row, kps, rec, boxes, layout, with_gt)
-                    n_overlays += 1
-                bar.update(1)
-            f.flush()
+            items = read_stage(records[start:start + batch_size], problems)
+            detect_stage(items, detector, use_gt_box, problems, batch_size)
+            crop_stage(items, side_models)
+            infer_stage(items, side_models, layout)
+            write_stage(items, writer)
+            writer.flush()
+            bar.update(len(items))
         bar.close()
     finally:
-        f.close()
-    if not rows:
-        csv_tmp.unlink(missing_ok=True)
+        writer.close()
+    return finish(writer, problems, records, data, dict(use_gt_box=use_gt_box, yolo_weights=yolo_weights,
+                                                        make_plots=make_plots, worst_n=worst_n, t0=t0))
+
+
+def finish(writer: PredictionWriter, problems: ProblemLog, records, data, opts: dict) -> dict:
+    """predictions.csv, skipped.json, and with ground truth metrics and plots; the summary."""
+    out, layout, side_models = writer.out, writer.layout, writer.side_models
+    if not writer.rows:
+        writer.partial.unlink(missing_ok=True)
         problems.write(out / "skipped.json")
         raise UserError(f"no image of {data} could be predicted ({problems.summary_line()}, "
                         f"listed in {out / 'skipped.json'})")
-    os.replace(csv_tmp, out / "predictions.csv")       # complete file appears only at the end
-
-    import pandas as pd
-    df = pd.DataFrame(rows, columns=cols)
-    summary = {"n_images": len(df), "n_skipped": len(problems), "with_ground_truth": with_gt,
-               "layout": layout.name, "use_gt_box": bool(use_gt_box),
+    writer.commit()
+    df = pd.DataFrame(writer.rows, columns=writer.cols)
+    summary = {"n_images": len(df), "n_skipped": len(problems), "with_ground_truth": writer.with_gt,
+               "layout": layout.name, "use_gt_box": bool(opts["use_gt_box"]),
                "undetected": {s: df.loc[~df[f"detected_{s}"].astype(bool), "stem"].tolist() for s in SIDES},
                "kp_models": {s: side_models[s].path for s in SIDES},
-               "yolo_weights": None if use_gt_box else str(yolo_weights)}
+               "yolo_weights": None if opts["use_gt_box"] else str(opts["yolo_weights"])}
     problems.write(out / "skipped.json")
     metrics = None
-    if with_gt:
-        from utils.evaluation.metrics import evaluate, write_metrics_csv
-        metrics = evaluate(df, layout=layout.name)
+    if writer.with_gt:
+        metrics = evaluate_predictions(df, layout=layout.name)
         (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
         write_metrics_csv(out / "metrics.csv", metrics)
-        if make_plots:
-            _plots(df, out, layout, records, worst_n)
-    summary["seconds"] = round(time.time() - t0, 2)
+        if opts["make_plots"]:
+            _plots(df, out, layout, records, opts["worst_n"])
+    summary["seconds"] = round(time.time() - opts["t0"], 2)
     summary["metrics"] = metrics
     (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
     return summary
@@ -297,9 +340,8 @@ def remove_previous_results(out: Path) -> None:
             png.unlink()
 
 
-def _row(rec, img, info, boxes, pred, layout, side_models, with_gt):
+def build_row(rec, img, info, boxes, pred, layout, side_models, with_gt):
     """One predictions.csv row: ``utils.evaluation.metrics.prediction_row`` plus image facts and confidences."""
-    from utils.evaluation.metrics import prediction_row
     H, W = img.shape[:2]
     spacing = info.get("pixel_spacing_mm") or rec.pixel_spacing_mm
     kps = np.full((layout.num_points, 2), np.nan)
@@ -313,7 +355,7 @@ def _row(rec, img, info, boxes, pred, layout, side_models, with_gt):
     crop_sides = {}
     for s in SIDES:
         if boxes.get(s) is not None:
-            sq = square_box(boxes[s][0], float(side_models[s].config.get("crop_expand", 0.10)))
+            sq = square_box(boxes[s][0], side_models[s].preprocess.crop_expand)
             crop_sides[s] = float(sq[2] - sq[0])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
@@ -335,7 +377,6 @@ def _row(rec, img, info, boxes, pred, layout, side_models, with_gt):
 
 
 def _overlay(path, img, row, kps, rec, boxes, layout, with_gt):
-    from utils.evaluation.plots import save_overlay
     gt = rec.keypoints if with_gt else None
     det_boxes = {s: (b[0], b[1]) for s, b in boxes.items() if b is not None}
     title = rec.stem
@@ -348,7 +389,6 @@ def _overlay(path, img, row, kps, rec, boxes, layout, with_gt):
 
 
 def _plots(df, out, layout, records, worst_n):
-    from utils.evaluation import plots
     pdir = out / "plots"
     pdir.mkdir(exist_ok=True)
     try:
@@ -359,7 +399,7 @@ def _plots(df, out, layout, records, worst_n):
         # worst first; images with an undetected side (NaN error) are listed after them
         lookup = {r.stem: r.image_path for r in records}
         try:
-            plots.save_worst_cases(df, lookup, out / "worst_cases", n=worst_n, key="mean_err_px",
+            save_worst_cases(df, lookup, out / "worst_cases", n=worst_n, key="mean_err_px",
                                    layout=layout.name)
         except Exception as e:
             log.warning("worst-case overlays failed: %s", e)
@@ -377,5 +417,4 @@ def print_summary(summary: dict, output_dir) -> None:
         print(f"  {summary['n_skipped']} item(s) skipped, listed in {Path(output_dir) / 'skipped.json'}")
     m = summary.get("metrics")
     if m:
-        from utils.evaluation.tables import headline_table
         print(headline_table(m))

@@ -18,8 +18,12 @@ from typing import Dict, List, Optional, Sequence
 import yaml
 
 from datasets.formats import CLASS_NAMES, list_images
+from utils.devices import yolo_device
 from utils.errors import UserError
+from utils.fileio import atomic_write, one_line
 from utils.pipelines.folds import parse_folds
+from utils.pipelines.detection import YoloDetector, evaluate_detector
+from utils.pipelines.yolo_env import ultralytics, yolo_class
 
 log = logging.getLogger("hipkp")
 
@@ -33,7 +37,7 @@ DETECT_CONF = 0.25  # confidence of the pipeline's detector (YoloDetector's defa
 
 # ---------------------------------------------------------------- CLI arguments
 def add_training_args(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    """The training flags shared by train_yolo.py and kfold_train_yolo.py (the seed's names)."""
+    """The training flags shared by train_yolo.py and kfold_train_yolo.py (the original study's names)."""
     p.add_argument("--model", default="yolo12n.yaml",
                    help="model YAML (yolo12n.yaml, yolo12s.yaml, ...: trained from scratch) or a local .pt to fine-tune")
     p.add_argument("--epochs", type=int, default=100)
@@ -59,12 +63,6 @@ def add_training_args(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--plots", action="store_true", help="let Ultralytics draw its training plots")
     p.add_argument("--weights_dir", default="weights", help="where the best weights are copied as <name>.pt")
     return p
-
-
-def default_device() -> str:
-    import torch
-
-    return "0" if torch.cuda.is_available() else "cpu"
 
 
 def check_augment(augment: Dict[str, float]) -> Dict[str, float]:
@@ -98,7 +96,6 @@ def split_images(sources: Sequence[str]) -> List[Path]:
 
 def label_paths(images: Sequence[Path]) -> List[Path]:
     """Where Ultralytics reads each image's labels: the last ``/images/`` becomes ``/labels/``."""
-    from utils.pipelines.yolo_env import ultralytics
 
     ultralytics()
     from ultralytics.data.utils import img2label_paths
@@ -121,7 +118,7 @@ def load_data_yaml(path) -> Dict:
     try:
         data = yaml.safe_load(path.read_text())
     except (yaml.YAMLError, UnicodeDecodeError) as e:
-        raise UserError(f"{path}: not a readable YAML file ({str(e).splitlines()[0]})") from None
+        raise UserError(f"{path}: not a readable YAML file ({one_line(e, with_type=False)})") from None
     if not isinstance(data, dict):
         raise UserError(f"{path}: expected a mapping with train/val/names")
     if "download" in data:
@@ -181,17 +178,16 @@ def check_model_spec(model: str) -> str:
     raise UserError(f"--model {m}: expected a model YAML (e.g. yolo12n.yaml) or a local .pt file")
 
 
-def build_model(model: str):
-    from utils.pipelines.yolo_env import yolo_class
+def build_yolo(model: str):
 
     try:
         return yolo_class()(model, task="detect")
     except FileNotFoundError as e:
-        raise UserError(f"--model {model}: {str(e).splitlines()[0]}") from None
+        raise UserError(f"--model {model}: {one_line(e, with_type=False)}") from None
     except Exception as e:  # a corrupt or foreign .pt: one line, not a traceback
         if not str(model).lower().endswith(".pt"):
             raise
-        raise UserError(f"cannot load {model}: {type(e).__name__}: {str(e).splitlines()[0]}") from None
+        raise UserError(f"cannot load {model}: {one_line(e)}") from None
 
 
 # ---------------------------------------------------------------- metrics
@@ -261,18 +257,14 @@ def train_detector(data, model: str = "yolo12n.yaml", epochs: int = 100, imgsz: 
         raise UserError(f"need epochs >= 1, imgsz >= 32 and batch >= 1 (got {epochs}, {imgsz}, {batch})")
     if pretrained is not None and not Path(pretrained).is_file():
         raise UserError(f"--pretrained {pretrained}: weights file not found (nothing is downloaded)")
-    device = str(device) if device not in (None, "", "auto") else default_device()
-    if device.lower() not in ("cpu", "mps"):
-        import torch
-        if not torch.cuda.is_available():
-            raise UserError(f"--device {device} asks for a CUDA GPU, but none is available (use --device cpu)")
+    device = yolo_device(device)
     amp = device.lower() not in ("cpu", "mps")  # on CUDA Ultralytics' AMP check decides
 
     if resume:
         last = project / name / "weights" / "last.pt"
         if not last.is_file():
             raise UserError(f"--resume: no checkpoint at {last}")
-        yolo = build_model(str(last))
+        yolo = build_yolo(str(last))
         ckpt = yolo.ckpt or {}
         if ckpt.get("epoch", -1) < 0 or ckpt.get("optimizer") is None:  # stripped when a run completes
             raise UserError(f"--resume: {last} is from a finished run; nothing to resume")
@@ -281,7 +273,7 @@ def train_detector(data, model: str = "yolo12n.yaml", epochs: int = 100, imgsz: 
         data_abs = load_data_yaml(data)
         model = check_model_spec(model)
         data_file = write_data_yaml(data_abs, project / f"{name}.data.yaml")
-        yolo = build_model(model)
+        yolo = build_yolo(model)
         kwargs = dict(data=str(data_file), epochs=epochs, imgsz=imgsz, batch=batch, device=device,
                       workers=workers, project=str(project), name=name, seed=seed, deterministic=True,
                       patience=patience, amp=amp, plots=plots, nbs=nbs, exist_ok=exist_ok, **aug)
@@ -299,7 +291,6 @@ def train_detector(data, model: str = "yolo12n.yaml", epochs: int = 100, imgsz: 
     result = {"weights": str(dst), "save_dir": str(trainer.save_dir),
               "metrics": summarize_metrics(getattr(yolo, "metrics", None)), "detector": {}}
     if evaluate and os.environ.get("RANK", "-1") in ("-1", "0"):
-        from utils.pipelines.detection import YoloDetector, evaluate_detector
 
         images = split_images(_as_list(trainer.data["val"]))
         det = YoloDetector(dst, device=device.split(",")[0], imgsz=trainer.args.imgsz, conf=DETECT_CONF)
@@ -324,13 +315,10 @@ def _merge_csv(path: Path, rows: List[Dict], cols: Sequence[str]) -> List[Dict]:
     new_folds = {str(r["fold"]) for r in rows}
     merged = [r for r in old if str(r.get("fold")) not in new_folds] + rows
     merged.sort(key=lambda r: int(r["fold"]))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".tmp{os.getpid()}")
-    with open(tmp, "w", newline="") as f:
+    with atomic_write(path, "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=list(cols), extrasaction="ignore")
         w.writeheader()
         w.writerows(merged)
-    tmp.replace(path)
     return merged
 
 

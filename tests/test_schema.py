@@ -1,0 +1,31 @@
+"""utils.evaluation.schema: column names and metric keys in one place, checked against the code."""
+import pytest
+
+from tests.test_plots import frame
+from utils.evaluation import schema, tables
+from utils.evaluation.metrics import evaluate_predictions, flatten_metrics
+
+
+def test_every_schema_metric_key_is_produced_by_the_metrics():
+    df = frame(n=12)
+    df["pixel_spacing_mm"] = 0.2
+    flat = {k for k, _ in flatten_metrics(evaluate_predictions(df, layout="ihdi12"))}
+    missing = [k.format(side=s) for k in schema.METRIC_KEYS for s in schema.METRIC_SIDES
+               if k.format(side=s) not in flat]
+    assert not missing, missing
+
+
+def test_a_table_key_the_metrics_do_not_produce_is_an_error():
+    schema.check_metric_keys(["ai/{side}/mae", "ihdi/pooled/accuracy"])
+    with pytest.raises(KeyError, match="ai/pooled/mea"):
+        schema.check_metric_keys(["ai/pooled/mea"])
+    for m in tables.PAPER_ROWS + tables.COMPARE_COLUMNS:
+        assert all(schema.known_metric_key(k) for k in m.keys), m
+
+
+def test_error_columns_are_read_back_by_index_without_parsing_other_names():
+    cols = [schema.column("err_px", side="left", j=j) for j in (10, 2, 0)] + ["err_px_left_x", "err_px_right_1", "stem"]
+    assert schema.error_columns(cols, "left") == [("err_px_left_0", 0), ("err_px_left_2", 2),
+                                                  ("err_px_left_10", 10)]
+    assert schema.error_columns(cols, "right") == [("err_px_right_1", 1)]
+    assert [schema.column("point", kind="pred", axis="x", j=j) for j in range(2)] == ["pred_x_0", "pred_x_1"]

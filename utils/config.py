@@ -1,0 +1,312 @@
+"""Every setting and its default, in one place: dataclasses.
+
+    TrainConfig = Data + Model + Optim + System + Output     (train_hip_crop_keypoints.py)
+    PredictConfig                                            (predict_hip_crop_keypoints.py)
+    Preprocess                                               (what a checkpoint says about its crops)
+
+Each field carries its help text and CLI details in ``metadata``:
+``help``; ``type`` (int/float/str, for argparse and for coercing dict input); ``action``
+("store_true", "store_false", "bool" for ``--x/--no-x``); ``flag`` (when the flag's name is not
+``--<field>``); ``choices``; ``metavar``; ``resume`` (True: may differ from the checkpoint on
+``--resume``; every other field is taken from the checkpoint); ``cli`` (False: no flag).
+
+- ``add_arguments(parser, cls, choices=...)`` builds the argparse flags from a config class,
+  one group per section (the CLI flag names are the field names, as they always were).
+- ``TrainConfig.from_flat(mapping)``: a config from flat keys (``{"epochs": 3, ...}``, an
+  argparse Namespace or a checkpoint's ``train`` dict), unknown keys an error, types
+  coerced and ranges checked. ``cfg.to_flat()`` is the plain dict saved in checkpoints
+  (plain types only: checkpoints load with ``torch.load(weights_only=True)``).
+- ``cfg["epochs"]`` reads a field by its flat name too (so dict-style callers keep working);
+  ``cfg.optim.epochs`` is the same value.
+- ``Preprocess.from_checkpoint(config)``: input size, crop margin, histogram equalisation,
+  mean and std of a checkpoint, defaults from ``Data`` for keys an old checkpoint lacks.
+
+This is a leaf: it imports only ``utils.errors``. Which heads / backbones / losses exist is
+the model registry's business; ``add_arguments`` takes their names as ``choices``.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Dict, Iterator, Mapping, Optional, Tuple
+
+from utils.errors import UserError
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def opt(default, help: str = "", type=None, action=None, resume: bool = False, cli: bool = True,
+        choices=None, metavar=None, flag=None):
+    """A config field: its default and how it appears on the command line."""
+    meta = dict(help=help, type=type, action=action, resume=resume, cli=cli, choices=choices,
+                metavar=metavar, flag=flag)
+    if isinstance(default, (list, tuple)):
+        return field(default_factory=lambda: tuple(default), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+# ============================================================================ training sections
+@dataclass
+class Data:
+    data_dir: str = opt("data", "folder with train/ and val/ splits (split.py output)", str, resume=True)
+    train_dir: Optional[str] = opt(None, "training folder or .txt image list (overrides data_dir/train)", str,
+                                   resume=True)
+    val_dir: Optional[str] = opt(None, "validation folder or .txt image list (overrides data_dir/val)", str,
+                                 resume=True)
+    side: str = opt("left", "image side the model predicts (left = hip on the image-left)", str,
+                    choices=("left", "right"))
+    mirror: bool = opt(True, "also train on the other side mirrored, so one model serves both hips", action="bool")
+    crop_expand: float = opt(0.10, "margin around the box on each side, as a fraction of its longer side", float)
+    hist_eq: bool = opt(True, "histogram-equalise crops", action="bool")
+    rot: float = opt(10.0, "random rotation range, +- degrees", float)
+    shift: float = opt(20.0, "random shift range, +- pixels at input size", float)
+    scale_jitter: float = opt(0.0, "random zoom range, 1 +- this", float)
+    box_jitter: float = opt(0.0, "random box centre/size jitter, as a fraction of the crop", float)
+    strict: bool = opt(False, "any unusable image is an error", action="store_true", resume=True)
+
+
+@dataclass
+class Model:
+    model_name: str = opt("convnext_small_custom", "backbone", str)
+    head_type: str = opt("simcc_2d", "keypoint head", str)
+    loss: Optional[str] = opt(None, "loss (default: the codec's own)", str)
+    input_size: int = opt(224, "square crop size the model sees, in pixels", int)
+    split_ratio: float = opt(2.0, "SimCC bins per pixel", float)
+    sigma: float = opt(6.0, "SimCC target std in bins (6 bins = 3 px at split_ratio 2, as MMPose's SimCC "
+                            "at 256x192)", float)
+    pretrained: Optional[str] = opt(None, "backbone weights: a local file, or 'timm' (download)", str)
+
+
+@dataclass
+class Optim:
+    epochs: int = opt(100, "training epochs", int, resume=True)
+    batch_size: int = opt(32, "batch per process: under torchrun the effective batch is batch_size x processes",
+                          int)
+    learning_rate: float = opt(1e-4, "peak learning rate; never scaled with the number of processes "
+                                     "(scale it yourself)", float)
+    weight_decay: float = opt(0.01, "AdamW weight decay", float)
+    grad_clip: float = opt(1.0, "max gradient norm (0: no clipping)", float)
+    warmup: float = opt(0.1, "fraction of steps of linear warm-up", float)
+    min_lr: float = opt(1e-6, "learning rate at the end of the cosine", float)
+    max_steps: Optional[int] = opt(None, "stop after this many steps (tests, benchmarks)", int, resume=True)
+    val_every: int = opt(1, "validate every N epochs (and the last)", int, resume=True)
+
+
+@dataclass
+class System:
+    device: str = opt("auto", "auto (cuda if available), cpu, cuda, cuda:N", str, resume=True)
+    amp: str = opt("auto", "mixed precision on CUDA (auto: bf16 where the GPU has it natively, else fp16 with "
+                           "loss scaling); always off on CPU", str, choices=("auto", "bf16", "fp16", "off"),
+                   resume=True)
+    channels_last: bool = opt(False, "channels-last memory format", action="store_true")
+    compile: bool = opt(False, "torch.compile the model (tried before the first step; falls back to eager with "
+                               "a warning)", action="store_true", resume=True)
+    sync_bn: bool = opt(False, "under torchrun on CUDA: BatchNorm statistics over all processes (SyncBatchNorm); "
+                               "no effect on LayerNorm models such as ConvNeXt", action="store_true")
+    workers: Optional[int] = opt(None, "data loader workers (default: 0 on CPU, 8 on CUDA)", int, resume=True)
+    seed: int = opt(42, "random seed", int)
+    deterministic: bool = opt(False, "deterministic kernels (slower)", action="store_true")
+
+
+@dataclass
+class Output:
+    out: str = opt("weights", "checkpoint folder", str, resume=True)
+    log_dir: str = opt("logs", "log / plot folder", str, resume=True)
+    exp_name: Optional[str] = opt(None, "run name (default: built from the main settings)", str)
+    resume: Optional[str] = opt(None, "continue from a *_last.pth checkpoint ('auto': this run's own, if any)", str,
+                                metavar="PATH|auto", resume=True)
+    progress: bool = opt(True, "tqdm progress bar", action="bool", resume=True)
+    tensorboard: bool = opt(True, "TensorBoard logs when it is installed", cli=False, resume=True)
+
+
+SECTIONS = {"data": Data, "model": Model, "optim": Optim, "system": System, "output": Output}
+SECTION_TITLES = {"data": "data", "model": "model", "optim": "optimisation", "system": "system",
+                  "output": "outputs"}
+
+
+@dataclass
+class TrainConfig:
+    """The whole training configuration. ``cfg.data``, ``cfg.model``, ``cfg.optim``,
+    ``cfg.system``, ``cfg.output``; ``cfg["name"]`` reads any field by its flat name."""
+    data: Data = field(default_factory=Data)
+    model: Model = field(default_factory=Model)
+    optim: Optim = field(default_factory=Optim)
+    system: System = field(default_factory=System)
+    output: Output = field(default_factory=Output)
+
+    # ---- flat view
+    @classmethod
+    def fields(cls) -> Dict[str, Tuple[str, dataclasses.Field]]:
+        """{flat name: (section name, field)}."""
+        return {f.name: (s, f) for s, sec_cls in SECTIONS.items() for f in dataclasses.fields(sec_cls)}
+
+    def _section(self, key: str):
+        try:
+            section, _ = self.fields()[key]
+        except KeyError:
+            raise KeyError(key) from None
+        return getattr(self, section)
+
+    def __getitem__(self, key: str):
+        return getattr(self._section(key), key)
+
+    def __setitem__(self, key: str, value) -> None:
+        setattr(self._section(key), key, value)
+
+    def get(self, key: str, default=None):
+        return self[key] if key in self.fields() else default
+
+    def keys(self) -> Iterator[str]:
+        return iter(self.fields())
+
+    def __iter__(self):
+        return self.keys()
+
+    def items(self):
+        return ((k, self[k]) for k in self.fields())
+
+    def to_flat(self) -> Dict[str, object]:
+        """Every field by its flat name, plain values (what checkpoints store as ``train``)."""
+        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.items()}
+
+    def replace(self, **changes) -> "TrainConfig":
+        return TrainConfig.from_flat({**self.to_flat(), **changes})
+
+    @classmethod
+    def defaults(cls) -> Dict[str, object]:
+        return cls().to_flat()
+
+    @classmethod
+    def from_flat(cls, given=None, strict: bool = True) -> "TrainConfig":
+        """From a dict / Namespace / TrainConfig of flat keys. Unknown keys raise ``UserError``
+        (``strict=False``: ignored, for checkpoints of other versions)."""
+        if isinstance(given, TrainConfig):
+            given = given.to_flat()
+        given = dict(vars(given)) if isinstance(given, argparse.Namespace) else dict(given or {})
+        known = cls.fields()
+        unknown = sorted(set(given) - set(known))
+        if unknown and strict:
+            raise UserError(f"unknown training option(s): {', '.join(unknown)}")
+        cfg = cls()
+        for k, v in given.items():
+            if k in known:
+                cfg[k] = _coerce(v, known[k][1])
+        cfg.validate()
+        return cfg
+
+    def validate(self) -> None:
+        o, m = self.optim, self.model
+        if o.epochs < 1 or o.batch_size < 1 or m.input_size < 16 or o.val_every < 1:
+            raise UserError("epochs, batch_size and val_every must be >= 1 and input_size >= 16")
+        if o.learning_rate <= 0 or m.sigma <= 0 or m.split_ratio <= 0:
+            raise UserError("learning_rate, sigma and split_ratio must be positive")
+        if o.max_steps is not None and o.max_steps < 1:
+            raise UserError("max_steps must be >= 1")
+
+    # ---- resume
+    @classmethod
+    def resume_may_change(cls) -> Tuple[str, ...]:
+        return tuple(k for k, (_, f) in cls.fields().items() if f.metadata["resume"])
+
+    def merged_with_checkpoint(self, saved: Mapping, warn=None) -> "TrainConfig":
+        """This config with every field that may not change on resume taken from ``saved``
+        (a checkpoint's flat ``train`` dict). ``warn(msg)`` hears about a given value that is
+        overridden (one that differs from both the checkpoint and the default)."""
+        merged, defaults, may_change = self.to_flat(), self.defaults(), set(self.resume_may_change())
+        for k, v in saved.items():
+            if k in defaults and k not in may_change:
+                if merged[k] != v and merged[k] != defaults[k] and warn is not None:
+                    warn(f"--resume: keeping the checkpoint's {k}={v!r} (ignoring {merged[k]!r})")
+                merged[k] = v
+        return TrainConfig.from_flat(merged)
+
+
+def _coerce(value, f: dataclasses.Field):
+    """A given value as the field's type (None stays None for optional fields)."""
+    typ, action = f.metadata["type"], f.metadata["action"]
+    if value is None:
+        return None
+    if action in ("bool", "store_true", "store_false") or isinstance(f.default, bool):
+        return bool(value)
+    if typ is not None:
+        try:
+            return typ(value)
+        except (TypeError, ValueError):
+            raise UserError(f"--{f.name}: expected {typ.__name__}, got {value!r}") from None
+    return value
+
+
+def _section_classes(cls):
+    return list(SECTIONS.items()) if cls is TrainConfig else [(None, cls)]
+
+
+# ============================================================================ prediction
+@dataclass
+class PredictConfig:
+    """predict_hip_crop_keypoints.py's options (``run_prediction``'s keyword defaults)."""
+    kp_left_path: Optional[str] = opt(None, "keypoint checkpoint for the image-left hip (serves both sides if "
+                                            "alone)", str)
+    kp_right_path: Optional[str] = opt(None, "keypoint checkpoint for the image-right hip", str)
+    yolo_weights: Optional[str] = opt(None, "YOLO detector weights (.pt); not needed with --use_gt_box", str)
+    use_gt_box: bool = opt(False, "crop on the ground-truth boxes in detections/ instead of YOLO's",
+                           action="store_true")
+    device: str = opt("auto", "auto, cpu, cuda, cuda:1 or a GPU index", str)
+    batch_size: int = opt(16, "images per batch (YOLO and keypoint model)", int)
+    imgsz: int = opt(640, "YOLO inference size", int)
+    conf: float = opt(0.25, "YOLO confidence threshold", float)
+    model_name: Optional[str] = opt(None, "accepted for compatibility; checked against the checkpoint", str)
+    overlays: bool = opt(True, "do not draw per-image overlays", action="store_false", flag="--no_overlays")
+    max_overlays: Optional[int] = opt(None, "draw at most this many overlays", int)
+    worst_n: int = opt(10, "copy the N worst overlays to worst_cases/", int)
+    strict: bool = opt(False, "stop at the first unusable item instead of skipping it", action="store_true")
+
+
+# ============================================================================ checkpoints -> crops
+@dataclass(frozen=True)
+class Preprocess:
+    """How a checkpoint's model wants its crops: the training run's Data/Model settings."""
+    input_size: int
+    crop_expand: float = Data.crop_expand
+    hist_eq: bool = Data.hist_eq
+    mean: Tuple[float, float, float] = IMAGENET_MEAN
+    std: Tuple[float, float, float] = IMAGENET_STD
+
+    @classmethod
+    def from_checkpoint(cls, config: Mapping) -> "Preprocess":
+        d = cls.__dataclass_fields__
+        return cls(input_size=int(config["input_size"]),
+                   crop_expand=float(config.get("crop_expand", d["crop_expand"].default)),
+                   hist_eq=bool(config.get("hist_eq", d["hist_eq"].default)),
+                   mean=tuple(float(v) for v in config.get("mean", IMAGENET_MEAN)),
+                   std=tuple(float(v) for v in config.get("std", IMAGENET_STD)))
+
+
+# ============================================================================ argparse
+def add_arguments(parser: argparse.ArgumentParser, cls, choices: Optional[Mapping[str, Tuple[str, ...]]] = None,
+                  helps: Optional[Mapping[str, str]] = None) -> argparse.ArgumentParser:
+    """The flags of config class ``cls`` (TrainConfig: one group per section). ``choices``
+    and ``helps`` add what a leaf cannot know (the registry's names)."""
+    choices, helps = dict(choices or {}), dict(helps or {})
+    for section, sec_cls in _section_classes(cls):
+        group = parser.add_argument_group(SECTION_TITLES[section]) if section else parser
+        for f in dataclasses.fields(sec_cls):
+            meta = f.metadata
+            if not meta.get("cli", True):
+                continue
+            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+            flag = meta["flag"] or f"--{f.name}"
+            kw = dict(help=helps.get(f.name, meta["help"]), dest=f.name)
+            if meta["action"] == "bool":
+                kw.update(action=argparse.BooleanOptionalAction, default=default)
+            elif meta["action"] in ("store_true", "store_false"):
+                kw.update(action=meta["action"])
+            else:
+                kw.update(type=meta["type"], default=default)
+                if meta["metavar"]:
+                    kw["metavar"] = meta["metavar"]
+                if f.name in choices or meta["choices"]:
+                    kw["choices"] = tuple(choices.get(f.name, meta["choices"]))
+            group.add_argument(flag, **kw)
+    return parser

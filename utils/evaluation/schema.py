@@ -1,0 +1,75 @@
+"""Names of the predictions.csv columns and of the metric keys, in one place. No torch.
+
+Columns (one row per image; the meaning of each is in ``utils.evaluation.metrics``):
+``column("err_px", side="left", j=3)`` -> ``"err_px_left_3"`` builds a name (``COLUMNS``); ``error_columns(df,
+side)`` reads them back as ``[(column, j)]`` by matching the names this module builds (no
+string splitting elsewhere).
+
+Metric keys: ``METRIC_KEYS`` lists the flat keys (``"ai/{side}/mae"``, ``{side}`` in left,
+right, pooled) that ``utils.evaluation.metrics.evaluate_predictions`` produces and the paper
+tables may use. ``check_metric_keys(keys)`` raises ``KeyError`` for one that is not
+among them, so a renamed metric cannot silently drop a row from a table.
+"""
+from __future__ import annotations
+
+from typing import Iterable, List, Tuple
+
+SIDES = ("left", "right")
+METRIC_SIDES = ("left", "right", "pooled")
+BOX_COORDS = ("x1", "y1", "x2", "y2")
+
+
+# column -> its name template; ``{side}`` left/right, ``{j}`` the absolute keypoint index,
+# ``{kind}`` pred/gt (pred_box/gt_box for boxes), ``{axis}`` x/y, ``{coord}`` one of BOX_COORDS
+COLUMNS = {
+    "stem": "stem", "layout": "layout", "pixel_spacing_mm": "pixel_spacing_mm", "tri_dist": "tri_dist",
+    "mean_err_px": "mean_err_px", "mean_err_px_side": "mean_err_px_{side}",
+    "detected": "detected_{side}", "det_conf": "det_conf_{side}", "iou": "iou_{side}",
+    "box": "{kind}_{side}_{coord}", "crop_side": "crop_side_{side}", "point": "{kind}_{axis}_{j}",
+    "err_px": "err_px_{side}_{j}", "ai": "{kind}_ai_{side}", "ihdi": "{kind}_ihdi_{side}",
+}
+
+
+def column(name: str, **parts) -> str:
+    """``column("err_px", side="left", j=3) -> "err_px_left_3"``."""
+    return COLUMNS[name].format(**parts)
+
+
+def error_columns(columns: Iterable[str], side: str) -> List[Tuple[str, int]]:
+    """``[(err_px column, j)]`` among ``columns`` (a DataFrame's, or any names), by index."""
+    names = set(columns)
+    found = []
+    for name in names:
+        prefix = column("err_px", side=side, j=0)[:-1]
+        rest = name[len(prefix):] if name.startswith(prefix) else ""
+        if rest.isdigit() and column("err_px", side=side, j=int(rest)) == name:
+            found.append((name, int(rest)))
+    return sorted(found, key=lambda t: t[1])
+
+
+SDR_MM = ("2", "2.5", "3", "4")
+
+METRIC_KEYS = frozenset(
+    [f"detection/{{side}}/{k}" for k in ("recall", "recall_iou0.5")]
+    + [f"keypoints/{u}/{{side}}/mean" for u in ("px", "mm", "nme_crop", "nme_tri")]
+    + [f"keypoints/sdr_mm/{{side}}/{r}" for r in SDR_MM]
+    + [f"ai/{{side}}/{k}" for k in ("mae", "rmse", "bias", "loa_low", "loa_high", "pearson_r", "icc2_1",
+                                    "icc3_1")]
+    + [f"ihdi/{{side}}/{k}" for k in ("accuracy", "kappa_quadratic", "macro_f1", "screening/sensitivity",
+                                      "screening/specificity")]
+)
+
+
+def known_metric_key(key: str) -> bool:
+    """True if ``key`` (with ``{side}`` or a concrete side) is one of ``METRIC_KEYS``."""
+    if key in METRIC_KEYS:
+        return True
+    return any(key == k.format(side=s) for k in METRIC_KEYS for s in METRIC_SIDES)
+
+
+def check_metric_keys(keys: Iterable[str], where: str = "table") -> None:
+    """``KeyError`` naming every key that ``evaluate_predictions`` does not produce."""
+    bad = sorted(k for k in keys if not known_metric_key(k))
+    if bad:
+        raise KeyError(f"{where} uses metric keys that the metrics do not produce: {', '.join(bad)} "
+                       f"(known: utils.evaluation.schema.METRIC_KEYS)")
