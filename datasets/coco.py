@@ -48,6 +48,8 @@ from datasets.formats import (LABEL_OF_SIDE, SIDE_OF_LABEL, load_dataset, round_
                               write_annotation, write_classes, write_detection, write_metadata, write_yolo_label)
 from datasets.layouts import LAYOUTS, SIDES, get_layout
 from utils.errors import ProblemLog, UserError, cli
+from datasets.mtddh import LabelProblem, image_size
+from utils.hip_geometry import acetabular_index, ihdi_grade
 
 log = logging.getLogger("hipkp")
 
@@ -76,7 +78,6 @@ def category(layout, side: str) -> Dict:
 
 
 def _image_size(path: Path) -> Tuple[int, int]:
-    from datasets.mtddh import LabelProblem, image_size
     try:
         return image_size(path)
     except LabelProblem as e:
@@ -249,7 +250,6 @@ def import_coco(coco_json, images_dir, out, layout: Optional[str] = None, overwr
                 strict: bool = False) -> Dict:
     """Write the COCO file's images as a dataset folder. Returns ``{imported, skipped, layout,
     out, log}``; ``UserError`` for an unusable file or categories, or when nothing imports."""
-    from utils.hip_geometry import acetabular_index, ihdi_grade
 
     images_dir, out = Path(images_dir), Path(out)
     coco = read_coco(coco_json)

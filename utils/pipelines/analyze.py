@@ -37,6 +37,8 @@ from utils.errors import ItemError, ProblemLog, UserError
 from utils.evaluation import agreement_plots as AP
 from utils.evaluation.metrics import GRADE_LABELS, to_jsonable
 from utils.hip_geometry import AI_RANGE_DEG, format_reasons, hip_frames, plausibility_gate, summarize_gate
+from datasets.image_io import is_dicom, read_image
+from utils.hip_geometry import ce_angle
 
 log = logging.getLogger("hipkp")
 
@@ -53,7 +55,6 @@ def file_hash(path, chunk: int = 1 << 20) -> str:
 def image_facts(path) -> Dict:
     """``{width, height, pixel_spacing_mm}`` from the header (Pillow), or by decoding (DICOM and
     files Pillow cannot open; these also give the DICOM pixel spacing)."""
-    from datasets.image_io import is_dicom, read_image
     if not is_dicom(path):
         try:
             from PIL import Image
@@ -114,7 +115,6 @@ def analyze_records(root: Path, records, problems: ProblemLog) -> pd.DataFrame:
                 r[f"ihdi_{s}"] = int(f[s]["grade"])
                 r[f"qc_{s}"] = format_reasons(reasons)
             if lay.name == "mtddh8":
-                from utils.hip_geometry import ce_angle
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore", RuntimeWarning)
                     ce = ce_angle(k, lay)

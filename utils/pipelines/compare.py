@@ -31,6 +31,9 @@ from utils.errors import ItemError, ProblemLog, UserError
 from utils.evaluation import agreement as A
 from utils.evaluation import agreement_plots as AP
 from utils.evaluation.metrics import read_predictions, to_jsonable
+from datasets.image_io import read_image
+from utils.evaluation.plots import save_overlay
+from utils.hip_geometry import hip_frames
 
 log = logging.getLogger("hipkp")
 
@@ -137,7 +140,6 @@ def match_sources(a: Source, b: Source) -> Dict:
 
 
 def _measure(kps: np.ndarray, lay) -> Dict[str, Dict[str, float]]:
-    from utils.hip_geometry import hip_frames
     out = {s: {"ai": np.nan, "ihdi": np.nan} for s in SIDES}
     if not np.all(np.isfinite(kps[[lay.triradiate["left"], lay.triradiate["right"]]])):
         return out
@@ -263,7 +265,6 @@ def agreement_markdown(res: Dict, plots: List[str]) -> str:
 
 
 def _image_for(stem: str, a: Source, b: Source):
-    from datasets.image_io import read_image
     for src in (a, b):
         it = src.items[stem]
         if it.image_path is not None and Path(it.image_path).is_file():
@@ -275,7 +276,6 @@ def write_overlays(a: Source, b: Source, df: pd.DataFrame, layout, out: Path, pr
                    max_overlays: Optional[int] = None) -> int:
     """Both sources on each image (A: green crosses, B: red dots and its lines) in
     ``overlays/<distance bin>/``; returns the number written."""
-    from utils.evaluation.plots import save_overlay
     n = 0
     for _, r in df.iterrows():
         if max_overlays is not None and n >= max_overlays:

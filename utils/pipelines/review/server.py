@@ -36,6 +36,11 @@ from datasets.layouts import SIDES, get_layout, layout_for_num_points
 from datasets.mtddh import BOX_MARGIN
 from utils.errors import ItemError, UserError
 from utils.hip_geometry import grade_name, hip_frames, hip_lines, plausibility_gate
+from datasets.image_io import is_dicom
+from datasets.image_io import read_image
+from models.checkpoint import load_keypoint_model
+from utils.evaluation.metrics import read_predictions
+from utils.pipelines.predict import run_prediction
 
 log = logging.getLogger("hipkp")
 
@@ -99,7 +104,6 @@ def boxes_from_keypoints(kps: np.ndarray, layout, width: int, height: int) -> Di
 
 def _image_size(path: Path) -> Optional[tuple]:
     """(width, height) from the file's header, without decoding the pixels; None if unknown."""
-    from datasets.image_io import is_dicom
     try:
         if is_dicom(path):
             import pydicom
@@ -182,7 +186,6 @@ def _prediction_from_row(row, layout) -> Dict[str, Any]:
 
 def read_prediction_file(path, layout=None) -> (Dict[str, Dict], Optional[str]):
     """predictions.csv -> ({stem: prediction}, layout name)."""
-    from utils.evaluation.metrics import read_predictions
     path = Path(path)
     if not path.is_file():
         raise UserError(f"--predictions: file not found: {path}")
@@ -270,7 +273,6 @@ class ReviewStore:
         return next(iter(found), None)
 
     def _layout_from_checkpoint(self) -> Optional[str]:
-        from models.checkpoint import load_keypoint_model
         try:
             _, _, cfg = load_keypoint_model(self.kp_left_path or self.kp_right_path)
         except (ValueError, OSError) as e:
@@ -307,7 +309,6 @@ class ReviewStore:
 
     def pixels(self, stem: str):
         """(gray uint8, info), decoded once and kept for the last few images."""
-        from datasets.image_io import read_image
         if stem in self._pixels:
             self._pixels.move_to_end(stem)
             return self._pixels[stem]
@@ -376,7 +377,6 @@ class ReviewStore:
         lay = get_layout(self.layout)
         size = self.size(stem)
         pred = self.predictions.get(stem)
-        from datasets.image_io import is_dicom
         names = []
         for j in range(lay.num_points):
             side = "left" if j in lay.side_indices["left"] else "right"
@@ -474,8 +474,6 @@ class ReviewStore:
         use_gt_box = not self.yolo_weights
         if use_gt_box and boxes is None:
             raise ApiError(409, f"pre-fill of {stem!r} needs --yolo_weights, or a detections/{stem}.json box file")
-        from utils.pipelines.predict import run_prediction
-        from utils.evaluation.metrics import read_predictions
         t0 = time.time()
         with self._predict_lock, tempfile.TemporaryDirectory(prefix="review_predict_") as tmp:
             tmp = Path(tmp)
