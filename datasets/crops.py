@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 
+from datasets.augment import PhotometricAug
 from datasets.layouts import SIDES, get_layout, layout_for_num_points
 from utils.cropping import (crop_points_to_side, rotation_matrix, side_crop_matrix, side_points_to_crop,
                             square_box, warp)
@@ -62,15 +63,18 @@ class Augment:
     scale: zoom drawn from [1 - scale, 1 + scale].
     box_jitter: the box centre moves by up to this fraction of the crop side per axis and
         its size changes by a factor in [1 - box_jitter, 1 + box_jitter].
+    photometric: gray-level domain randomisation (``datasets.augment.PhotometricAug``), applied
+        after the warp with the same per-sample generator; it never moves pixels.
     """
     rot: float = 10.0
     shift: float = 20.0
     scale: float = 0.0
     box_jitter: float = 0.0
+    photometric: PhotometricAug = PhotometricAug()
 
     @property
     def enabled(self) -> bool:
-        return any(v > 0 for v in (self.rot, self.shift, self.scale, self.box_jitter))
+        return self.photometric.enabled or any(v > 0 for v in (self.rot, self.shift, self.scale, self.box_jitter))
 
     def context(self, size: int) -> int:
         """Side of the cached base square (pixels at input scale) so that any draw stays inside it."""
@@ -215,6 +219,8 @@ class HipCropDataset(Dataset):
         rng = np.random.default_rng([self.seed, epoch, i])
         A = self.augment.random_matrix(rng, self.input_size)
         crop = warp(s.pixels, A @ translation(-s.base_offset, -s.base_offset), self.input_size)
+        if self.augment.photometric.enabled:
+            crop = self.augment.photometric(crop, rng)
         return crop, A @ s.matrix
 
     def __getitem__(self, index: int):

@@ -2,6 +2,7 @@
 image content, mirrored right hips that look like left hips, reproducible epochs."""
 import cv2
 import numpy as np
+import torch
 import pytest
 
 from datasets.crops import (Augment, EpochSampler, HipCropDataset, crop_to_image_points, preprocess_crop)
@@ -195,3 +196,19 @@ def test_cached_base_covers_every_draw(tmp_path):
     assert ds.samples[0].pixels.shape == (aug.context(64),) * 2
     lows = [ds.crop(e)[0].min() for e in range(300)]
     assert min(lows) > 150
+
+
+def test_photometric_augmentation_changes_pixels_not_keypoints(tiny_records):
+    """Domain randomisation alters the crop's gray levels, never its geometry: with the same
+    seed, the keypoints and matrices equal those of the purely geometric augmentation."""
+    from datasets.augment import PhotometricAug
+    geo = Augment(rot=10, shift=5)
+    pho = Augment(rot=10, shift=5, photometric=PhotometricAug(contrast_gamma=1.0, noise=1.0, gaussian_blur=1.0))
+    a = HipCropDataset(tiny_records, 64, augment=geo, seed=3)
+    b = HipCropDataset(tiny_records, 64, augment=pho, seed=3)
+    sa, sb = a[0], b[0]
+    assert torch.equal(sa["keypoints"], sb["keypoints"])
+    assert torch.equal(sa["matrix"], sb["matrix"])
+    assert not torch.equal(sa["image"], sb["image"])
+    # deterministic per (seed, epoch, index)
+    assert torch.equal(b[0]["image"], HipCropDataset(tiny_records, 64, augment=pho, seed=3)[0]["image"])

@@ -64,6 +64,13 @@ class Data:
     shift: float = opt(20.0, "random shift range, +- pixels at input size", float)
     scale_jitter: float = opt(0.0, "random zoom range, 1 +- this", float)
     box_jitter: float = opt(0.0, "random box centre/size jitter, as a fraction of the crop", float)
+    # photometric domain randomisation of training crops (datasets/augment.py); strengths 0-1, 0 = off
+    aug_contrast: float = opt(0.0, "random contrast and gamma, strength 0-1", float)
+    aug_equalize: float = opt(0.0, "random CLAHE or plain histogram equalisation, strength 0-1", float)
+    aug_blur: float = opt(0.0, "random Gaussian blur, strength 0-1", float)
+    aug_noise: float = opt(0.0, "random noise and grain, strength 0-1", float)
+    aug_jpeg: float = opt(0.0, "random JPEG artefacts, strength 0-1", float)
+    aug_erase: float = opt(0.0, "random erasing of one rectangle, strength 0-1", float)
     strict: bool = opt(False, "any unusable image is an error", action="store_true", resume=True)
 
 

@@ -26,6 +26,7 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader
 
+from datasets.augment import PhotometricAug
 from datasets.crops import Augment, EpochSampler, HipCropDataset
 from datasets.formats import dataset_layout, load_records
 from datasets.layouts import get_layout
@@ -87,7 +88,10 @@ def setup_data(r: Run) -> None:
     d = cfg.data
     crop_args = dict(input_size=cfg.model.input_size, side=d.side, mirror=d.mirror, crop_expand=d.crop_expand,
                      hist_eq=d.hist_eq, layout=r.layout, problems=problems, threads=min(8, os.cpu_count() or 1))
-    augment = Augment(rot=d.rot, shift=d.shift, scale=d.scale_jitter, box_jitter=d.box_jitter)
+    photometric = PhotometricAug(contrast_gamma=d.aug_contrast, equalize=d.aug_equalize, gaussian_blur=d.aug_blur,
+                                 noise=d.aug_noise, jpeg=d.aug_jpeg, random_erase=d.aug_erase)
+    augment = Augment(rot=d.rot, shift=d.shift, scale=d.scale_jitter, box_jitter=d.box_jitter,
+                      photometric=photometric)
     t0 = time.time()
     train_set = HipCropDataset(train_records, augment=augment, seed=cfg.system.seed, **crop_args)
     val_set = HipCropDataset(val_records, augment=None, **crop_args)
