@@ -107,6 +107,12 @@ def test_kfold_predict_writes_paper_table(kfold_data):
     assert r.returncode == 0, r.stderr[-2000:]
     cmp_md = (kfold_data / "cmp" / "comparison.md").read_text()
     assert "single" in cmp_md and "cv" in cmp_md
+    # the two runs share fold 1's hips: a paired test of their per-hip AI errors
+    paired = json.loads((kfold_data / "cmp" / "paired_tests.json").read_text())["single vs cv"]
+    n_fold1 = sum(1 for _ in open(out / "fold1" / "predictions.csv")) - 1
+    assert paired["n_pairs"] + paired["n_missing"] == 2 * n_fold1 and paired["n_only_a"] == 0
+    assert paired["n_only_b"] == 2 * (n_oof - n_fold1)
+    assert "Paired tests of the per-hip AI errors" in cmp_md and "single vs cv" in cmp_md
 
 
 def test_kfold_train_errors(tmp_path):

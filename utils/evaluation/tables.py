@@ -404,13 +404,18 @@ def comparison_latex(df: pd.DataFrame, caption: str = None, label: str = "tab:co
                        label=label, bold=bold)
 
 
-def write_comparison(df: pd.DataFrame, out_dir, prefix: str = "comparison", title: str = None) -> Dict[str, Path]:
-    """Write ``{prefix}.csv`` (numbers), ``{prefix}.md`` and ``{prefix}.tex`` (formatted, best in bold)."""
+def write_comparison(df: pd.DataFrame, out_dir, prefix: str = "comparison", title: str = None,
+                     notes: Sequence[str] = ()) -> Dict[str, Path]:
+    """Write ``{prefix}.csv`` (numbers), ``{prefix}.md`` and ``{prefix}.tex`` (formatted, best in bold).
+    ``notes``: lines listed under the markdown table (e.g. the paired tests)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = {"csv": out / f"{prefix}.csv", "md": out / f"{prefix}.md", "tex": out / f"{prefix}.tex"}
     df.to_csv(paths["csv"])
-    paths["md"].write_text(comparison_markdown(df, title))
+    md = comparison_markdown(df, title)
+    if notes:
+        md = md.rstrip("\n") + "\n\nPaired tests of the per-hip AI errors:\n\n" + "".join(f"- {n}\n" for n in notes)
+    paths["md"].write_text(md)
     paths["tex"].write_text(comparison_latex(df))
     return paths
 

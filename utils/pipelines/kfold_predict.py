@@ -9,7 +9,8 @@ from typing import Dict, Optional, Sequence
 
 from utils.errors import UserError
 from utils.pipelines.folds import fill_template as _fill, parse_folds
-from utils.evaluation.metrics import evaluate_predictions, read_predictions, write_metrics_csv
+from utils.evaluation.agreement import paired_ai_error_test
+from utils.evaluation.metrics import evaluate_predictions, read_predictions, to_jsonable, write_metrics_csv
 from utils.evaluation.plots import plot_all
 from utils.evaluation.tables import compare_experiments, write_comparison, write_kfold_summary
 from utils.pipelines.predict import run_prediction
@@ -91,6 +92,29 @@ def compare_results(result_dirs: Sequence[str], output_dir, names: Optional[Sequ
         else:
             raise UserError(f"{d} has neither kfold_summary.csv nor metrics.json")
     df = compare_experiments(exps)
-    paths = write_comparison(df, output_dir, title="Comparison of experiments")
+    paired = paired_tests(result_dirs, list(exps))
+    notes = [f"{k}: {v['n_pairs']} hips in both, AI MAE {v['mae_a']:.2f}° vs {v['mae_b']:.2f}°, "
+             f"{v['test']['name'] or 'no test'} p = {_p(v['test'].get('p'))}" for k, v in paired.items()]
+    paths = write_comparison(df, output_dir, title="Comparison of experiments", notes=notes)
+    if paired:
+        paths["paired"] = Path(output_dir) / "paired_tests.json"
+        paths["paired"].write_text(json.dumps(to_jsonable(paired), indent=2))
     print(paths["md"].read_text())
-    return {"paths": {k: str(v) for k, v in paths.items()}}
+    return {"paths": {k: str(v) for k, v in paths.items()}, "paired": paired}
+
+
+def _p(p) -> str:
+    return "n/a" if p is None or p != p else f"{p:.4g}"
+
+
+def paired_tests(result_dirs: Sequence[str], names: Sequence[str]) -> Dict[str, Dict]:
+    """A paired test of the per-hip AI errors for each pair of experiments that share hips
+    (matched by image stem and side), from their oof_predictions.csv or predictions.csv."""
+    preds = {}
+    for name, d in zip(names, result_dirs):
+        f = next((Path(d) / n for n in ("oof_predictions.csv", "predictions.csv") if (Path(d) / n).is_file()), None)
+        if f is not None:
+            preds[name] = read_predictions(f)
+    keys = list(preds)
+    out = {f"{a} vs {b}": paired_ai_error_test(preds[a], preds[b]) for i, a in enumerate(keys) for b in keys[i + 1:]}
+    return {k: v for k, v in out.items() if v["n_pairs"]}
