@@ -5,7 +5,8 @@ origin at its triradiate point, p lateral along the H-line, q inferior (the fram
 ``utils.hip_geometry``). The IHDI grade of a hip is chosen first (from the requested grade
 mix) and its H-point is placed inside the grade's region of the IHDI local frame, away from
 the region's borders, so the labels are exact and unambiguous. The AI, roof length, H-point
-of IHDI-I hips and the head centre come from the fitted real statistics (``stats.py``).
+of IHDI-I hips and the head centre come from the fitted real statistics (``stats.py``),
+drawn jointly.
 """
 from __future__ import annotations
 
@@ -129,27 +130,25 @@ def below_roof(pt, ai_deg: float, roof_len: float) -> float:
     return float(p * np.sin(a) + pt[1] * np.cos(a))
 
 
-def _sample_ai(rng, grade: int, st: PhantomStats) -> float:
+def _sample_hip_geometry(rng, grade: int, width: float, tilt: float, st: PhantomStats):
+    """AI, roof length, local H-point and head offset of one hip. A joint draw from the real
+    IHDI-I hips (rejected until the AI is inside AI_RANGE and, for grade I, the H-point inside
+    the grade's region); grades II-IV add the grade's AI shift and take the H-point from
+    ``sample_hpoint``."""
     shift = 0.0 if grade == 1 else st.ai_shift.get(grade, 0.0)
-    for _ in range(1000):                                  # rejection: no pile-up at the limits
-        ai = st.sample("ai_deg_ihdi1", rng) + shift + (float(rng.normal(0, 2.0)) if grade > 1 else 0.0)
-        if AI_RANGE[0] <= ai <= AI_RANGE[1]:
-            return ai
-    return float(np.clip(ai, *AI_RANGE))
-
-
-def _sample_hpoint_for(rng, grade: int, ai: float, roof_len: float, width: float, tilt: float,
-                       st: PhantomStats) -> Tuple[float, float]:
-    """Local H-point of one hip: IHDI-I hips from the real (p, q) offsets of IHDI-I hips
-    (rejected until inside the grade's region), other grades from ``sample_hpoint``."""
-    e_p = roof_len * np.cos(np.radians(ai))
+    for _ in range(1000):
+        g = st.sample_hip(rng)
+        ai = g["ai_deg"] + shift + (float(rng.normal(0, 2.0)) if grade > 1 else 0.0)
+        x = g["hpoint_p"] - g["roof_len"] * np.cos(np.radians(ai))
+        if AI_RANGE[0] <= ai <= AI_RANGE[1] and (grade > 1 or (x <= -GRADE_MARGIN and g["hpoint_q"] >= GRADE_MARGIN)):
+            break
+    else:
+        ai = float(np.clip(ai, *AI_RANGE))
+    roof_len = g["roof_len"]
     if grade == 1:
-        for _ in range(200):
-            x, y = st.sample("hpoint_p_ihdi1", rng) - e_p, st.sample("hpoint_q_ihdi1", rng)
-            if x <= -GRADE_MARGIN and y >= GRADE_MARGIN:
-                return x, y
-        return clip_to_grade(x, y, 1)
-    hx, hy = sample_hpoint(rng, grade)
+        hx, hy = clip_to_grade(x, g["hpoint_q"], 1)
+    else:
+        hx, hy = sample_hpoint(rng, grade)
     if grade == 4:       # a dislocated femur rides up lateral to the acetabulum, not over its roof
         b = np.radians(tilt)
         half = 0.5 * width * np.array([np.cos(b), -np.sin(b)])      # H-point -> lateral metaphysis corner
@@ -160,15 +159,13 @@ def _sample_hpoint_for(rng, grade: int, ai: float, roof_len: float, width: float
             hx, hy = sample_hpoint(rng, grade)
         else:                                             # (not reached in practice)
             hx, hy = 0.3, -GRADE_MARGIN - 0.01
-    return hx, hy
+    return ai, roof_len, hx, hy, g["head_dp"], g["head_dq"]
 
 
 def _sample_hip(rng, grade: int, maturity: float, layout_name: str, st: PhantomStats) -> HipAnatomy:
-    ai = _sample_ai(rng, grade, st)
-    roof_len = st.sample("roof_len", rng)
     width = _uniform(rng, 0.34, 0.44) * (0.92 + 0.12 * maturity)
     tilt = _uniform(rng, -4.0, 14.0)
-    hx, hy = _sample_hpoint_for(rng, grade, ai, roof_len, width, tilt, st)
+    ai, roof_len, hx, hy, head_dp, head_dq = _sample_hip_geometry(rng, grade, width, tilt, st)
     # the ossific nucleus appears from about 4-6 months on; later in dysplastic hips
     p_nucleus = float(np.clip((maturity - 0.02) / 0.12, 0.0, 0.95)) * (0.7 if grade >= 3 else 1.0)
     if layout_name == "mtddh8":          # the head centre is a keypoint: make it visible more often
@@ -185,7 +182,7 @@ def _sample_hip(rng, grade: int, maturity: float, layout_name: str, st: PhantomS
         gap=_uniform(rng, 0.03, 0.055) - 0.015 * maturity,
         wing=_uniform(rng, 0.96, 1.04),
         wall_deg=_uniform(rng, *WALL_DEG), wall_len=_uniform(rng, *WALL_LEN),
-        head_dp=st.sample("head_dp", rng), head_dq=st.sample("head_dq", rng),
+        head_dp=head_dp, head_dq=head_dq,
         shaft_w=width * _uniform(rng, 0.55, 0.66), troch=_uniform(rng, 0.7, 1.3),
     )
 

@@ -82,24 +82,27 @@ def _nucleus_fits(h: HipAnatomy, C, E, H, dlat, up_m, rn: float) -> bool:
     return (float(C @ n_roof) >= rn + NUCLEUS_CLEARANCE                  # below the roof line
             and above_meta >= rn + NUCLEUS_CLEARANCE                     # above the metaphysis margin
             and above_meta >= 0.03 + 0.25 * abs(float((C - H) @ dlat))   # over the neck
-            and (h.grade > 2 or C[0] <= E[0] - 0.01 - 0.5 * rn))         # in the socket
+            and (h.grade > 2 or C[0] <= E[0] - 0.005 - (0.5 * rn if h.grade == 1 else 0.0)))   # in the socket
 
 
 def place_head(h: HipAnatomy, E, H, dlat, up_m, Rh: float):
     """Centre of the femoral head (and of its ossific nucleus) and the nucleus radius.
 
     The head centre sits at the sampled offset from the H-point (real films: about 0.09 D above
-    it), unless that puts the nucleus at or above the roof line (the line triradiate -> lateral
-    edge) or too close to the metaphysis: then it is searched nearer the metaphysis and, for
+    it), with the nucleus shrunk (down to 45%) until it fits. Where even then the nucleus would
+    reach the roof line (the line triradiate -> lateral edge) or the metaphysis, or a located
+    hip's head centre would lie lateral to the lateral edge, the head moves nearer the metaphysis and, for
     located hips (grades I-II), medially into the socket; for subluxated and dislocated hips
     (III-IV) laterally, away from the ilium. A nucleus that cannot fit shrinks, or is left out.
     """
     side = -1.0 if h.grade <= 2 else 1.0                     # shift along dlat: medial / lateral
     C0 = H + np.array([h.head_dp, h.head_dq])
-    for scale in ((1.0, 0.8, 0.6) if h.nucleus > 0 else (0.0,)):
+    scales = (1.0, 0.8, 0.6, 0.45) if h.nucleus > 0 else (0.0,)
+    for scale in scales:                                     # a smaller nucleus before a moved head
+        if _nucleus_fits(h, C0, E, H, dlat, up_m, h.nucleus * scale):
+            return C0, h.nucleus * scale
+    for scale in scales[:3]:
         rn = h.nucleus * scale
-        if _nucleus_fits(h, C0, E, H, dlat, up_m, rn):
-            return C0, rn
         for j in np.linspace(0.0, 0.45 * h.meta_width, 10):
             for k in np.linspace(0.85, 0.4, 10):
                 C = H + k * Rh * up_m + side * j * dlat

@@ -12,8 +12,10 @@ Quantities (see ``QUANTITIES``), measured on ``mtddh8`` keypoints in image pixel
 - per hip, in the hip's H-line frame (p lateral along the H-line, q inferior, origin at its
   triradiate point, unit D): ``ai_deg``; ``roof_len`` triradiate -> lateral edge;
   ``head_p``/``head_q`` the femoral head centre; ``hpoint_p``/``hpoint_q`` the H-point.
-- sampling helpers (per hip): ``hpoint_p_ihdi1``/``hpoint_q_ihdi1`` and ``ai_deg_ihdi1``, the
-  same quantities of the IHDI-I hips only; ``head_dp``/``head_dq`` head centre minus H-point;
+- sampling helpers (per hip): ``head_dp``/``head_dq`` head centre minus H-point; ``<name>_ihdi1``
+  the ``HIP_JOINT`` quantities of the IHDI-I hips only, drawn jointly through a Gaussian copula
+  (``hip_copula``: the correlation of their normal scores) so that e.g. a steeper roof comes
+  with its H-point where real films put it;
   ``ai_shift_by_grade``: mean AI of the grade-g hips minus that of the grade-I hips (a prior
   where the labels have fewer than 2 hips of a grade).
 
@@ -25,9 +27,11 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+from statistics import NormalDist
 from typing import Dict, List, Optional, Sequence
 
 import numpy as np
@@ -37,13 +41,15 @@ from utils.errors import UserError
 from utils.hip_geometry import hip_frames
 
 log = logging.getLogger("hipkp")
+_STD_NORMAL = NormalDist()
 
 DEFAULT_STATS_PATH = Path(__file__).resolve().parents[1] / "phantom_stats.json"
 IMAGE_QUANTITIES = ("d_frac", "hip_y", "hip_x", "tilt_deg")
 HIP_QUANTITIES = ("ai_deg", "roof_len", "head_p", "head_q", "hpoint_p", "hpoint_q")
 QUANTITIES = IMAGE_QUANTITIES + HIP_QUANTITIES
-SAMPLED = ("d_frac", "hip_y", "hip_x", "tilt_deg", "roof_len", "head_dp", "head_dq",
-           "hpoint_p_ihdi1", "hpoint_q_ihdi1", "ai_deg_ihdi1")
+# hip quantities drawn jointly (Gaussian copula over the IHDI-I hips, margins: their quantile tables)
+HIP_JOINT = ("ai_deg", "roof_len", "hpoint_p", "hpoint_q", "head_dp", "head_dq")
+SAMPLED = ("d_frac", "hip_y", "hip_x", "tilt_deg") + tuple(f"{k}_ihdi1" for k in HIP_JOINT)
 # AI shift (degrees) of IHDI grades II-IV over grade I when the labels have too few such hips
 AI_SHIFT_PRIOR = {2: 6.0, 3: 10.0, 4: 13.0}
 N_QUANTILES = 21
@@ -184,12 +190,24 @@ def read_real_labels(label_dir) -> Dict[str, np.ndarray]:
 
 
 # ---------------------------------------------------------------- fitting, loading
+def copula_corr(x: np.ndarray) -> np.ndarray:
+    """Correlation of the normal scores of the columns of ``x`` (n, k): a Gaussian copula."""
+    n = len(x)
+    ranks = np.argsort(np.argsort(x, axis=0), axis=0)
+    z = np.vectorize(_STD_NORMAL.inv_cdf)((ranks + 0.5) / n)
+    c = np.corrcoef(z, rowvar=False)
+    w, v = np.linalg.eigh(c)                           # keep it positive definite
+    c = (v * np.maximum(w, 1e-6)) @ v.T
+    d = np.sqrt(np.diag(c))
+    return c / d[:, None] / d[None, :]
+
+
 def fit_stats(label_dir) -> Dict:
     """Fit every quantity to the real labels in ``label_dir``; returns the JSON-ready dict."""
     q = read_real_labels(label_dir)
     grade1 = q["grade"] == 1
     fits = {k: fit_quantity(q[k]) for k in QUANTITIES + ("head_dp", "head_dq", "aspect")}
-    for k in ("hpoint_p", "hpoint_q", "ai_deg"):
+    for k in HIP_JOINT:
         fits[f"{k}_ihdi1"] = fit_quantity(q[k][grade1])
     counts = np.bincount(q["grade"].astype(int), minlength=5)[1:5]
     shifts = {}
@@ -204,6 +222,8 @@ def fit_stats(label_dir) -> Dict:
                  "offsets: units of D in the hip's H-line frame (p lateral, q inferior)",
         "real_grade_mix": [round(float(c / counts.sum()), 6) for c in counts],
         "ai_shift_by_grade": shifts,
+        "hip_copula": {"names": list(HIP_JOINT),
+                       "corr": np.round(copula_corr(np.stack([q[k][grade1] for k in HIP_JOINT], 1)), 4).tolist()},
         "quantities": fits,
     }
 
@@ -222,9 +242,16 @@ class PhantomStats:
     dists: Dict[str, QuantileDist]
     real_grade_mix: tuple
     ai_shift: Dict[int, float]
+    hip_chol: np.ndarray            # Cholesky factor of the hip copula's correlation (HIP_JOINT order)
 
     def sample(self, name: str, rng) -> float:
         return self.dists[name].sample(rng)
+
+    def sample_hip(self, rng) -> Dict[str, float]:
+        """One IHDI-I-like hip: ``HIP_JOINT`` quantities drawn jointly (Gaussian copula)."""
+        z = self.hip_chol @ rng.standard_normal(len(HIP_JOINT))
+        u = [0.5 * (1.0 + math.erf(v / math.sqrt(2.0))) for v in z]
+        return {k: float(self.dists[f"{k}_ihdi1"].ppf(ui)) for k, ui in zip(HIP_JOINT, u)}
 
 
 def stats_from_dict(d: Dict) -> PhantomStats:
@@ -232,12 +259,16 @@ def stats_from_dict(d: Dict) -> PhantomStats:
         dists = {k: dist_of(v) for k, v in d["quantities"].items()}
         mix = tuple(float(v) for v in d["real_grade_mix"])
         shift = {int(g): float(v) for g, v in d["ai_shift_by_grade"].items()}
-    except (KeyError, TypeError, ValueError) as e:
+        cop = d["hip_copula"]
+        if list(cop["names"]) != list(HIP_JOINT):
+            raise UserError(f"phantom stats: hip_copula names must be {list(HIP_JOINT)}")
+        chol = np.linalg.cholesky(np.asarray(cop["corr"], dtype=float))
+    except (KeyError, TypeError, ValueError, np.linalg.LinAlgError) as e:
         raise UserError(f"phantom stats: missing or bad entry {e}") from None
     missing = [k for k in SAMPLED if k not in dists]
     if missing:
         raise UserError(f"phantom stats: missing quantities {', '.join(missing)}")
-    return PhantomStats(dists, mix, shift)
+    return PhantomStats(dists, mix, shift, chol)
 
 
 @lru_cache(maxsize=8)
