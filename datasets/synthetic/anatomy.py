@@ -48,7 +48,7 @@ class HipAnatomy:
     hy: float               # ... (y inferior from the H-line)
     meta_width: float       # metaphysis width
     meta_tilt_deg: float    # superior margin slope, medial corner lower when > 0
-    shaft_deg: float        # femoral shaft inclination (converging medially downwards)
+    shaft_deg: float        # femoral shaft inclination (> 0 converging medially downwards, < 0 abducted)
     head_ratio: float       # cartilaginous head radius / metaphysis width
     nucleus: float          # ossific nucleus radius (0: none)
     gap: float              # height of the triradiate cartilage gap
@@ -177,7 +177,7 @@ def _sample_hip(rng, grade: int, maturity: float, layout_name: str, st: PhantomS
         grade=grade, ai_deg=ai, roof_len=roof_len,
         roof_sag=_uniform(rng, 0.0, 0.10) * (0.5 if grade >= 3 else 1.0),
         hx=hx, hy=hy, meta_width=width, meta_tilt_deg=tilt,
-        shaft_deg=_uniform(rng, -3.0, 6.0) + (3.0 if grade >= 3 else 0.0),
+        shaft_deg=_uniform(rng, -11.0, -2.0) + (3.0 if grade >= 3 else 0.0),
         head_ratio=_uniform(rng, 0.42, 0.55), nucleus=nucleus,
         gap=_uniform(rng, 0.03, 0.055) - 0.015 * maturity,
         wing=_uniform(rng, 0.96, 1.04),

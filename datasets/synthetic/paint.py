@@ -14,8 +14,8 @@ from datasets.synthetic.shapes import chaikin, ellipse
 def _body_outline(anat, rng) -> np.ndarray:
     """Skin outline: abdomen and flanks, hips, two thighs separated below the perineum."""
     bw = anat.body_w
-    thigh = uniform(rng, 1.45, 1.65) * bw
-    half = np.array([[-1.6 * bw, -3.5], [-1.62 * bw, -1.2], [-1.75 * bw, -0.3], [-1.8 * bw, 0.35],
+    thigh = uniform(rng, 1.2, 1.45) * bw
+    half = np.array([[-1.45 * bw, -3.5], [-1.45 * bw, -1.2], [-1.55 * bw, -0.3], [-1.6 * bw, 0.35],
                      [-thigh, 1.2], [-0.92 * thigh, 3.5], [-0.22, 3.5], [-0.12, 1.9],
                      [-0.05, uniform(rng, 1.15, 1.45)], [0.0, 1.2]])
     return chaikin(np.concatenate([half, (half * [-1, 1])[::-1][1:]]), 2, closed=True)
@@ -31,12 +31,12 @@ def soft_tissue(rng, P, anat) -> np.ndarray:
     soft = P.blur(soft * m_body, 0.02) - np.float32(uniform(rng, 0.03, 0.1)) * P.blur(fat, 0.02)
     glutes = [ellipse((sx * uniform(rng, 0.5, 0.65), uniform(rng, 0.75, 1.0)), uniform(rng, 0.55, 0.7),
                       uniform(rng, 0.4, 0.5), sx * uniform(rng, 10, 25), 40) for sx in (-1, 1)]
-    soft += np.float32(uniform(rng, 0.1, 0.22)) * P.blur(P.mask(glutes), 0.012)   # buttock folds: arcs
+    soft += np.float32(uniform(rng, 0.15, 0.3)) * P.blur(P.mask(glutes), 0.012)   # buttock folds: arcs
     thighs = [ellipse((sx * uniform(rng, 0.85, 1.0), 1.8), 0.5, 1.3, -sx * 4, 32) for sx in (-1, 1)]
     soft += 0.1 * P.blur(P.mask(thighs), 0.1)
     soft += 0.12 * P.blur(P.mask([ellipse((0, 0.25), 0.3, 0.22, 0, 24)]), 0.06)    # bladder
     soft *= 1.0 + 0.06 * smooth_noise(rng, H, W, 6)
-    soft *= np.float32(uniform(rng, 0.45, 0.6))
+    soft *= np.float32(uniform(rng, 0.35, 0.5))
     n_gas = int(rng.integers(4, 16))                 # bowel gas in the abdomen and over the sacrum
     gas = [ellipse((uniform(rng, -1.0, 1.0), uniform(rng, -2.2, -0.4)), uniform(rng, 0.03, 0.13),
                    uniform(rng, 0.03, 0.09), uniform(rng, 0, 180), 20) for _ in range(n_gas)]
@@ -50,14 +50,14 @@ def soft_tissue(rng, P, anat) -> np.ndarray:
 def spine(rng, P, anat) -> np.ndarray:
     """Sacrum (segments, foramina) between the wings and the lumbar vertebrae above it."""
     sw = anat.sacrum_w
-    s_half = np.array([[-0.27, -0.97], [-0.31, -0.82], [-0.28, -0.6], [-0.22, -0.42], [-0.14, -0.28],
-                       [-0.08, -0.16], [-0.03, -0.08]]) * [sw, 1]
+    s_half = np.array([[-0.3, -1.0], [-0.33, -0.88], [-0.29, -0.72], [-0.21, -0.6], [-0.13, -0.5],
+                       [-0.07, -0.44], [-0.03, -0.4]]) * [sw, 1]     # ends above the pelvic inlet
     sacrum = chaikin(np.concatenate([s_half, (s_half * [-1, 1])[::-1]]), 2, closed=True)
     seg_lines = [np.array([[-0.4 * sw * f, y], [0.4 * sw * f, y]])
-                 for y, f in ((-0.72, 0.9), (-0.57, 0.75), (-0.44, 0.55), (-0.33, 0.4), (-0.23, 0.25))]
-    foramina = [ellipse((sx * 0.16 * sw * f, y), 0.032 * f, 0.028, 0, 14)
-                for y, f in ((-0.65, 1.0), (-0.51, 0.85), (-0.39, 0.65)) for sx in (-1, 1)]
-    out = 0.22 * P.blur(P.mask([sacrum], holes=foramina), 0.02) * (1.0 - 0.45 * P.mask(lines=seg_lines,
+                 for y, f in ((-0.8, 0.9), (-0.7, 0.75), (-0.6, 0.55), (-0.51, 0.4))]
+    foramina = [ellipse((sx * 0.16 * sw * f, y), 0.03 * f, 0.026, 0, 14)
+                for y, f in ((-0.84, 1.0), (-0.74, 0.85), (-0.65, 0.65)) for sx in (-1, 1)]
+    out = 0.34 * P.blur(P.mask([sacrum], holes=foramina), 0.02) * (1.0 - 0.45 * P.mask(lines=seg_lines,
                                                                                        line_w=0.025))
     bodies, pedicles, procs, spinous = [], [], [], []
     y = -1.02
@@ -87,7 +87,7 @@ def hips(rng, P, shapes, maps) -> np.ndarray:
         return [maps[s](getattr(shapes[s], attr)) for s in SIDES]
 
     bone = np.zeros((H, W), np.float32)
-    ilium = P.blur(P.mask(both("ilium")), 0.004)
+    ilium = P.blur(P.mask(both("ilium")), 0.006)
     dist = cv2.distanceTransform((ilium > 0.5).astype(np.uint8), cv2.DIST_L2, 3) / P.scale
     rim = np.exp(-dist / 0.05).astype(np.float32)                # thin wing: denser towards its rim
     bone += (0.2 + 0.24 * rim) * ilium * (1.0 + 0.25 * smooth_noise(rng, H, W, 14))
@@ -96,9 +96,11 @@ def hips(rng, P, shapes, maps) -> np.ndarray:
     bone += 0.25 * P.mask(both("roof_band")) + 0.25 * P.mask(both("sourcil"))
     bone += P.blur(0.42 * P.mask(both("ischium")) + 0.34 * P.mask(both("pubis"), holes=both("foramen")
                                                                    + both("ischium")), 0.008)
-    femur = P.blur(P.mask(both("femur")), 0.003)
-    cortex = P.blur(P.mask(both("medulla")), 0.025)
-    bone += 0.72 * femur - 0.36 * cortex * femur
+    femur = P.blur(P.mask(both("femur")), 0.004)
+    fdist = cv2.distanceTransform((femur > 0.5).astype(np.uint8), cv2.DIST_L2, 3) / P.scale
+    wall = np.exp(-fdist / 0.035).astype(np.float32)              # tubular bone: bright cortical walls
+    medulla = P.blur(P.mask(both("medulla")), 0.02)
+    bone += (0.5 + 0.3 * wall) * femur - 0.22 * medulla * femur
     bone += 0.32 * P.mask(both("meta_band"))
     soft = 0.08 * P.blur(P.mask(both("head")), 0.01)           # cartilaginous heads: barely denser
     nuclei = [maps[s](shapes[s].nucleus) for s in SIDES if shapes[s].nucleus is not None]

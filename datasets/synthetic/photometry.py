@@ -7,6 +7,11 @@ import cv2
 import numpy as np
 
 
+# the narrowest window of a film (fraction of the 8-bit range between its 1st and 99.5th
+# percentiles; the real films here span 0.32-0.53)
+MIN_RANGE = 0.32
+
+
 def uniform(rng, lo, hi) -> float:
     return float(rng.uniform(lo, hi))
 
@@ -31,7 +36,7 @@ def expose(rng, att: np.ndarray) -> np.ndarray:
     """Film density in [0, 1] (bright bone): exposure, scatter haze, blur, window and gamma."""
     H, W = att.shape
     val = 1.0 - np.exp(-uniform(rng, 1.0, 1.7) * att)
-    haze = uniform(rng, 0.05, 0.3)                             # scatter: a wide blur of the image
+    haze = uniform(rng, 0.05, 0.25)                            # scatter: a wide blur of the image
     val = (1.0 - haze) * val + haze * _wide_blur(val, 0.08 * max(H, W))
     sig = uniform(rng, 0.4, 1.3) * max(H, W) / 512            # modest: the roof and its corner stay crisp
     if sig > 0.3:
@@ -40,9 +45,15 @@ def expose(rng, att: np.ndarray) -> np.ndarray:
     cx, cy = W * uniform(rng, 0.35, 0.65), H * uniform(rng, 0.35, 0.65)
     r2 = ((xx - cx) / W) ** 2 + ((yy - cy) / H) ** 2
     val *= (1.0 - uniform(rng, 0.0, 0.5) * r2) * (1.0 + uniform(rng, -0.15, 0.15) * (yy / H - 0.5))
-    lo, hi = uniform(rng, 0.0, 0.12), uniform(rng, 0.6, 0.92)
+    lo, hi = uniform(rng, 0.02, 0.13), uniform(rng, 0.45, 0.8)     # real films: p1 16-42, p99.5 100-160
     gamma = float(np.exp(rng.normal(0.0, 0.2)))
-    return lo + (hi - lo) * np.clip(val, 0, 1) ** gamma
+    val = lo + (hi - lo) * np.clip(val, 0, 1) ** gamma
+    # auto-windowing: a film spans at least MIN_RANGE between its 1st and 99.5th percentiles
+    p1, p99 = np.percentile(val[::4, ::4], [1, 99.5])
+    if p99 - p1 < MIN_RANGE:
+        f = MIN_RANGE / max(p99 - p1, 1e-3)
+        val = np.clip(p1 + (val - p1) * f, 0.0, 1.0)
+    return val
 
 
 def add_noise(rng, val: np.ndarray) -> np.ndarray:

@@ -125,13 +125,13 @@ def _ilium(h: HipAnatomy, E, T, roof, wing_w: float, wing_h: float):
                         [max(W2[0] + 0.14, 0.45 * ww), -0.4 * wh],                # anterior superior spine
                         [0.64 * ww, -0.6 * wh], [0.7 * ww, -0.8 * wh]])
     crest = np.array([[0.62 * ww, -1.0 * wh], [0.4 * ww, -1.1 * wh], [0.12 * ww, -1.06 * wh],
-                      [-0.12, -0.96 * wh]])
-    medial = np.array([[-0.2, -0.8 * wh], [-0.2, -0.56 * wh], [-0.13, -0.3], [-0.05, -0.1],
+                      [-0.2, -0.95 * wh]])
+    medial = np.array([[-0.28, -0.8 * wh], [-0.27, -0.6 * wh], [-0.2, -0.42], [-0.1, -0.22], [-0.04, -0.08],
                        [-0.004, -0.02], T])      # sacroiliac border, then the pelvic brim to T
     chain = chaikin(np.concatenate([lateral, crest, medial]), iters=2)
     ilium = np.concatenate([chain, roof[1:-1]])
     body = chaikin(np.array([E, W1 - [0.006, 0.0], W2 + [0.05, -0.1], [0.35 * ww, -0.42 * wh],
-                             [0.0, -0.55 * wh], [-0.16, -0.45 * wh], [-0.1, -0.24], [-0.03, -0.08],
+                             [0.0, -0.55 * wh], [-0.22, -0.5 * wh], [-0.14, -0.28], [-0.04, -0.09],
                              [-0.002, -0.02], T]), 2)
     return ilium, np.concatenate([body, roof[1:-1]])
 
@@ -148,7 +148,7 @@ def _ischium_pubis(h: HipAnatomy, k: float):
                     [-0.46, 0.3], [-0.37, 0.4], [-0.22, 0.46], [-0.1, 0.47], [-0.07, 0.42],
                     [-0.06, 0.2]])
     pub = chaikin(pub * [1, k] + [0, g * (1 - k)], 2, closed=True)
-    foramen = ellipse((-0.22, 0.25 * k + g * (1 - k)), 0.135, 0.17 * k, -25, 32)
+    foramen = ellipse((-0.225, 0.25 * k + g * (1 - k)), 0.15, 0.185 * k, -25, 32)
     tilt = np.radians(-14.0)                 # the superior ramus runs down medially to the symphysis
     rot = np.array([[np.cos(tilt), np.sin(tilt)], [-np.sin(tilt), np.cos(tilt)]])
     pivot = np.array([-0.06, g])
