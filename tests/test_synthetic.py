@@ -343,3 +343,20 @@ def test_painter_mask_is_a_union_of_overlapping_polygons():
     m = P.mask([sq, sq + 1.0], holes=[hole])
     assert m[20, 20] == 1.0 and m[10, 10] == 1.0 and m[28, 28] == 1.0   # overlap filled, not XOR-ed
     assert m[32, 32] == 0.0 and m[5, 35] == 0.0                          # hole cut, outside empty
+
+
+def test_contact_sheet_cli_with_real_row(small_ds, tmp_path):
+    real = tmp_path / "real"
+    real.mkdir()
+    for i in range(2):
+        cv2.imwrite(str(real / f"r{i}.png"), np.full((50, 50), 200, np.uint8))
+    out = tmp_path / "cli_sheet.png"
+    r = subprocess.run([sys.executable, "-m", "datasets.synthetic", "--contact_sheet", str(out), str(small_ds),
+                        "--n", "3", "--cols", "3", "--cell", "40", "--no_keypoints", "--real", str(real)],
+                       cwd=ROOT, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    sheet = cv2.imread(str(out), cv2.IMREAD_GRAYSCALE)
+    assert sheet.shape == (80, 120)                            # a row of phantoms, a row of real films
+    assert np.all(sheet[45:75, 5:35] == 200) and not np.all(sheet[5:35, 5:35] == 200)
+    bad = subprocess.run([sys.executable, "-m", "datasets.synthetic"], cwd=ROOT, capture_output=True, text=True)
+    assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1
