@@ -336,8 +336,8 @@ def test_cli_refuses_existing_output_without_overwrite(tmp_path):
 
 
 def test_painter_mask_is_a_union_of_overlapping_polygons():
-    from datasets.synthetic import _Painter
-    P = _Painter(40, 40, np.array([[10.0, 0, 0], [0, 10.0, 0]]))     # 10 px per unit
+    from datasets.synthetic import Painter
+    P = Painter(40, 40, np.array([[10.0, 0, 0], [0, 10.0, 0]]))     # 10 px per unit
     sq = np.array([[0.5, 0.5], [2.5, 0.5], [2.5, 2.5], [0.5, 2.5]])
     hole = np.array([[3.0, 3.0], [3.4, 3.0], [3.4, 3.4], [3.0, 3.4]])
     m = P.mask([sq, sq + 1.0], holes=[hole])

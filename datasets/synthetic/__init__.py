@@ -37,7 +37,6 @@ from datasets.synthetic.stats import (QUANTITIES, fit_stats, load_stats, quantit
                                       read_real_labels, write_stats)
 from datasets.synthetic.writer import METADATA_COLUMNS, contact_sheet, draw_annotations, generate_dataset
 
-_Painter = Painter      # older name
 
 __all__ = ["AI_RANGE", "DEFAULT_GRADE_MIX", "GRADE_MARGIN", "HipAnatomy", "PelvisAnatomy", "clip_to_grade",
            "jitter_anatomy", "parse_grade_mix", "sample_anatomy", "sample_hpoint", "Film", "Painter",
