@@ -5,7 +5,9 @@
 
 The folder gets images/, annotations/, detections/, yolo_labels/ (+ classes.txt) and
 metadata.csv with the true AI and IHDI grade of each (image-)side hip, computed by
-utils.hip_geometry from the keypoints as written. See datasets/synthetic.py.
+utils.hip_geometry from the keypoints as written. The pose and hip geometry follow the
+statistics in datasets/phantom_stats.json (--stats for another file). See datasets/synthetic/
+and docs/phantom.md.
 """
 import argparse
 
@@ -24,6 +26,8 @@ def parse_args(argv=None):
                     help="probabilities of IHDI grades I,II,III,IV per hip (default %(default)s)")
     ap.add_argument("--patients", type=int, default=None,
                     help="spread the images over N patients (repeat films); default one patient per image")
+    ap.add_argument("--stats", default=None,
+                    help="fitted phantom statistics JSON (default datasets/phantom_stats.json)")
     ap.add_argument("--overwrite", action="store_true", help="replace the dataset in a non-empty --out")
     ap.add_argument("--no_progress", action="store_true", help="no progress bar")
     return ap.parse_args(argv)
@@ -33,7 +37,8 @@ def parse_args(argv=None):
 def main(argv=None):
     a = parse_args(argv)
     out = generate_dataset(a.out, a.n, seed=a.seed, size=a.size, layout=a.layout, grade_mix=a.grade_mix,
-                           overwrite=a.overwrite, patients=a.patients, progress=not a.no_progress)
+                           overwrite=a.overwrite, patients=a.patients, progress=not a.no_progress,
+                           stats_path=a.stats)
     print(f"wrote {a.n} images to {out}")
 
 

@@ -11,7 +11,7 @@ import pytest
 from datasets.formats import load_dataset, read_metadata, read_yolo_label
 from datasets.image_io import read_image
 from datasets.layouts import SIDES, get_layout
-from datasets.synthetic import (DEFAULT_GRADE_MIX, METADATA_COLUMNS, contact_sheet, generate_dataset, hip_shapes,
+from datasets.synthetic import (AI_RANGE, DEFAULT_GRADE_MIX, METADATA_COLUMNS, contact_sheet, generate_dataset, hip_shapes,
                                 parse_grade_mix, render_phantom, sample_anatomy)
 from utils.errors import UserError
 from utils.hip_geometry import acetabular_index, hip_frames, ihdi_grade
@@ -223,7 +223,8 @@ def test_grades_all_occur_match_targets_and_follow_the_mix(films):
 def test_ai_range_and_correlation_with_grade(films):
     ai = np.array([acetabular_index(f.keypoints) for f in films]).ravel()
     grades = np.array([f.target_grades for f in films]).ravel()
-    assert ai.min() >= 10 - 1e-6 and ai.max() <= 45 + 1e-6
+    # the AI follows the fitted real distribution (shifted up for grades II-IV), within AI_RANGE
+    assert ai.min() >= AI_RANGE[0] - 1e-3 and ai.max() <= AI_RANGE[1] + 1e-3
     assert ai.min() < 15 and ai.max() > 38                # spans the range, not just the middle
     assert np.allclose(ai, np.array([f.target_ai for f in films]).ravel(), atol=1e-3)
     assert ai[grades >= 3].mean() > ai[grades == 1].mean() + 5
@@ -335,10 +336,27 @@ def test_cli_refuses_existing_output_without_overwrite(tmp_path):
 
 
 def test_painter_mask_is_a_union_of_overlapping_polygons():
-    from datasets.synthetic import _Painter
-    P = _Painter(40, 40, np.array([[10.0, 0, 0], [0, 10.0, 0]]))     # 10 px per unit
+    from datasets.synthetic import Painter
+    P = Painter(40, 40, np.array([[10.0, 0, 0], [0, 10.0, 0]]))     # 10 px per unit
     sq = np.array([[0.5, 0.5], [2.5, 0.5], [2.5, 2.5], [0.5, 2.5]])
     hole = np.array([[3.0, 3.0], [3.4, 3.0], [3.4, 3.4], [3.0, 3.4]])
     m = P.mask([sq, sq + 1.0], holes=[hole])
     assert m[20, 20] == 1.0 and m[10, 10] == 1.0 and m[28, 28] == 1.0   # overlap filled, not XOR-ed
     assert m[32, 32] == 0.0 and m[5, 35] == 0.0                          # hole cut, outside empty
+
+
+def test_contact_sheet_cli_with_real_row(small_ds, tmp_path):
+    real = tmp_path / "real"
+    real.mkdir()
+    for i in range(2):
+        cv2.imwrite(str(real / f"r{i}.png"), np.full((50, 50), 200, np.uint8))
+    out = tmp_path / "cli_sheet.png"
+    r = subprocess.run([sys.executable, "-m", "datasets.synthetic", "--contact_sheet", str(out), str(small_ds),
+                        "--n", "3", "--cols", "3", "--cell", "40", "--no_keypoints", "--real", str(real)],
+                       cwd=ROOT, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    sheet = cv2.imread(str(out), cv2.IMREAD_GRAYSCALE)
+    assert sheet.shape == (80, 120)                            # a row of phantoms, a row of real films
+    assert np.all(sheet[45:75, 5:35] == 200) and not np.all(sheet[5:35, 5:35] == 200)
+    bad = subprocess.run([sys.executable, "-m", "datasets.synthetic"], cwd=ROOT, capture_output=True, text=True)
+    assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1
