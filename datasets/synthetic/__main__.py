@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 
 from utils.errors import UserError, cli
+from datasets.synthetic.stats import write_stats
+from datasets.synthetic.writer import contact_sheet
 
 
 def parse_args(argv=None):
@@ -31,12 +33,10 @@ def main(argv=None):
     if a.fit_stats is None and a.contact_sheet is None:
         raise UserError("give --contact_sheet OUT_PNG DATASET or --fit_stats LABEL_DIR")
     if a.fit_stats is not None:
-        from datasets.synthetic.stats import write_stats
         print(f"wrote {write_stats(a.fit_stats, a.out)}")
     if a.contact_sheet is not None:
         if not a.dataset:
             raise UserError("--contact_sheet needs a dataset folder")
-        from datasets.synthetic.writer import contact_sheet
         p = contact_sheet(a.dataset, a.contact_sheet, n=a.n, draw_keypoints=not a.no_keypoints, cell=a.cell,
                           cols=a.cols, real_dir=a.real, n_real=a.n_real)
         print(f"wrote {p}")

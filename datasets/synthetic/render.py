@@ -21,6 +21,7 @@ from datasets.synthetic.photometry import photometry, smooth_noise, uniform  # n
 from datasets.synthetic.shapes import hip_box, hip_shapes, layout_keypoints, side_to_pelvis
 from datasets.synthetic.stats import PhantomStats, load_stats
 from utils.hip_geometry import acetabular_index, ihdi_grade
+from datasets.synthetic.paint import draw_anatomy
 
 # image aspect (width / height) of a phantom film
 ASPECT = (0.8, 1.3)
@@ -136,7 +137,6 @@ def render_film(rng, size: int = 512, layout="ihdi12", anatomy: Optional[PelvisA
                 stats: Optional[PhantomStats] = None) -> Film:
     """Render one phantom film. ``anatomy`` (from ``sample_anatomy``) fixes the patient;
     otherwise one is drawn from ``rng``."""
-    from datasets.synthetic.paint import draw_anatomy
 
     lay = get_layout(layout)
     film, (P, anatomy, shapes, maps) = plan_film(rng, size, lay, anatomy, grade_mix, grades, stats)

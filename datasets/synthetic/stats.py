@@ -39,6 +39,7 @@ import numpy as np
 from datasets.layouts import SIDES
 from utils.errors import UserError
 from utils.hip_geometry import hip_frames
+from datasets.mtddh import LabelProblem, objects_to_keypoints, parse_label_text
 
 log = logging.getLogger("hipkp")
 _STD_NORMAL = NormalDist()
@@ -144,7 +145,6 @@ def read_real_labels(label_dir) -> Dict[str, np.ndarray]:
 
     Files listed in an ``outliers.json`` there are left out; a malformed file is skipped with a
     warning that names it. ``UserError`` when the folder has no label files or none is usable."""
-    from datasets.mtddh import LabelProblem, objects_to_keypoints, parse_label_text
 
     label_dir = Path(label_dir)
     if not label_dir.is_dir():

@@ -18,6 +18,8 @@ from datasets.synthetic.render import render_film
 from datasets.synthetic.stats import load_stats
 from utils.errors import UserError
 from utils.hip_geometry import acetabular_index, ihdi_grade
+from datasets.formats import list_images, load_dataset
+from datasets.image_io import read_image
 
 log = logging.getLogger("hipkp")
 
@@ -167,8 +169,6 @@ def contact_sheet(dataset_dir, out_png, n: int = 16, draw_keypoints: bool = True
     """Tile the first ``n`` images of a dataset folder (keypoints, H-line, boxes and the
     metadata's AI/IHDI drawn when ``draw_keypoints``). ``real_dir`` appends rows of real
     films (the first ``n_real`` images in that folder, default one row) for comparison."""
-    from datasets.formats import list_images, load_dataset
-    from datasets.image_io import read_image
 
     records = load_dataset(dataset_dir)[:max(1, int(n))]
     tiles = []
