@@ -29,8 +29,11 @@ log = logging.getLogger("hipkp")
 
 # Augmentation defaults for AP pelvis films. Horizontal flips stay off: they would turn a
 # LeftHip into a RightHip while keeping its label.
+# hsv_v (brightness), scale and translate keep Ultralytics' own defaults, exposed as flags so
+# that a run on phantoms can widen them (domain randomisation for real films).
 AUGMENT_DEFAULTS = {"fliplr": 0.0, "flipud": 0.0, "degrees": 5.0, "shear": 0.0,
-                    "perspective": 0.0, "mosaic": 0.0, "mixup": 0.0}
+                    "perspective": 0.0, "mosaic": 0.0, "mixup": 0.0,
+                    "hsv_v": 0.4, "scale": 0.5, "translate": 0.1}
 METRIC_KEYS = ("mAP50", "mAP50-95", "precision", "recall")
 DETECT_CONF = 0.25  # confidence of the pipeline's detector (YoloDetector's default)
 
