@@ -42,6 +42,7 @@ class SideModel:
 def load_side_models(kp_left_path=None, kp_right_path=None, device="cpu", model_name=None):
     """{side: SideModel}. One model serves both sides by mirroring when only one path is given."""
     from models.checkpoint import load_keypoint_model
+    from models.onnx_runtime import load_onnx_keypoint_model   # .onnx files from export_onnx.py
 
     paths = {"left": kp_left_path, "right": kp_right_path}
     if not any(paths.values()):
@@ -53,7 +54,8 @@ def load_side_models(kp_left_path=None, kp_right_path=None, device="cpu", model_
         if not Path(p).is_file():
             raise UserError(f"--kp_{side}_path: keypoint checkpoint not found: {p}")
         try:
-            model, codec, cfg = load_keypoint_model(p, device=device)
+            loader = load_onnx_keypoint_model if str(p).lower().endswith(".onnx") else load_keypoint_model
+            model, codec, cfg = loader(p, device=device)
         except ValueError as e:
             raise UserError(str(e)) from None
         if model_name and model_name != cfg.get("model_name"):
