@@ -36,9 +36,11 @@ def providers_for(device) -> list:
     return ["CPUExecutionProvider"]
 
 
-def session_options(intra_op_threads: int = 0, graph_opt: str = "all"):
+def session_options(intra_op_threads: int = 0, graph_opt: str = "all", spinning: bool = False):
     """``onnxruntime.SessionOptions``: ``intra_op_threads`` (0 = onnxruntime's default, one per
-    physical core) and a graph optimisation level (one of ``GRAPH_OPT_LEVELS``)."""
+    physical core), a graph optimisation level (one of ``GRAPH_OPT_LEVELS``) and whether idle
+    intra-op threads spin. Spinning is off by default: the pipeline runs torch and numpy work
+    (decoding, crops) between the model calls, and spinning threads would take their CPUs."""
     import onnxruntime as ort
 
     if graph_opt not in GRAPH_OPT_LEVELS:
@@ -50,6 +52,7 @@ def session_options(intra_op_threads: int = 0, graph_opt: str = "all"):
         "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
         "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL}[graph_opt]
     so.intra_op_num_threads = int(intra_op_threads)
+    so.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
     so.log_severity_level = 3  # errors only: no per-node provider-assignment warnings
     return so
 
@@ -91,13 +94,13 @@ class OnnxKeypointModel:
     for the torch model runs unchanged; the session's provider is chosen at load time."""
 
     def __init__(self, path, device="cpu", intra_op_threads: int = 0, graph_opt: str = "all",
-                 providers: Optional[list] = None):
+                 spinning: bool = False, providers: Optional[list] = None):
         import onnxruntime as ort
 
         self.path = Path(path)
         self.config, self.output_names = read_onnx_config(self.path)
         try:
-            self.session = ort.InferenceSession(str(self.path), session_options(intra_op_threads, graph_opt),
+            self.session = ort.InferenceSession(str(self.path), session_options(intra_op_threads, graph_opt, spinning),
                                                 providers=providers or providers_for(device))
         except Exception as e:
             raise ValueError(f"{self.path}: ONNX Runtime cannot load it ({_one_line(e)})") from None
