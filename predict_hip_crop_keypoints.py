@@ -4,6 +4,9 @@
 Example:
   python predict_hip_crop_keypoints.py --kp_left_path weights/demo_kp_best.pth \
       --yolo_weights weights/demo_yolo.pt --data data/test --output_dir results/test
+
+The keypoint models and the detector may also be .onnx files from export_onnx.py (ONNX
+Runtime; the backend is picked per path from the extension).
 """
 import argparse
 
