@@ -117,7 +117,8 @@ class Output:
     exp_name: Optional[str] = opt(None, "run name (default: built from the main settings)", str)
     resume: Optional[str] = opt(None, "continue from a *_last.pth checkpoint ('auto': this run's own, if any)", str,
                                 metavar="PATH|auto", resume=True)
-    progress: bool = opt(True, "tqdm progress bar", action="bool", resume=True)
+    progress: bool = opt(True, "progress: a tqdm bar in a terminal, plain lines in a log file (one per epoch)",
+                         action="bool", resume=True)
     tensorboard: bool = opt(True, "TensorBoard logs when it is installed", cli=False, resume=True)
 
 

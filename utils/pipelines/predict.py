@@ -41,6 +41,7 @@ from utils.evaluation.metrics import evaluate_predictions, prediction_row, write
 from utils.evaluation.overlays import save_overlay, save_worst_cases
 from utils.evaluation.tables import headline_table
 from utils.fileio import check_output_dir
+from utils.progress import every_for, progress_bar
 from utils.pipelines import detection
 
 log = logging.getLogger("hipkp")
@@ -256,8 +257,6 @@ def run_prediction(data, output_dir, kp_left_path=None, kp_right_path=None, yolo
     undetected sides say so), metrics.json/metrics.csv (with ground truth), plots/,
     overlays/, worst_cases/, skipped.json (per-item problems). Returns a summary dict.
     """
-    from tqdm import tqdm  # (tqdm's import is slow-ish; only a run needs it)
-
     t0 = time.time()
     out = check_output_dir(output_dir, overwrite)
     if int(batch_size) < 1:
@@ -282,7 +281,8 @@ def run_prediction(data, output_dir, kp_left_path=None, kp_right_path=None, yolo
     (out / "overlays").mkdir(exist_ok=True)
     writer = PredictionWriter(out, layout, side_models, with_gt, overlays, max_overlays)
     try:
-        bar = tqdm(total=len(records), desc="predict", unit="img", disable=not progress)
+        bar = progress_bar(total=len(records), desc="predict", unit="img", enabled=progress,
+                           every=every_for(len(records), batch_size))   # a log file: a line per ~10%
         for start in range(0, len(records), batch_size):
             items = read_stage(records[start:start + batch_size], problems)
             detect_stage(items, detector, use_gt_box, problems, batch_size)
