@@ -109,7 +109,8 @@ class YoloDetector:
         self.device = str(device)
         self.imgsz = int(imgsz)
         self.conf = float(conf)
-        self.class_ids = side_class_ids(self.model.names)
+        with keep_torch_threads():  # an exported model's .names sets up Ultralytics' predictor (select_device)
+            self.class_ids = side_class_ids(self.model.names)
 
     def predict(self, images: Sequence[np.ndarray], batch_size: int = 8) -> List[SideDetections]:
         """Batched inference: per image ``{"left": Detection | None, "right": Detection | None}``."""
