@@ -16,6 +16,7 @@ torch model; the max differences are printed.
 import argparse
 
 from utils.errors import cli
+from utils.fileio import check_dir_args
 
 
 def parse_args(argv=None):
@@ -36,6 +37,7 @@ def parse_args(argv=None):
 @cli
 def main(argv=None):
     a = parse_args(argv)
+    check_dir_args(a, outputs=["--out"])
     from utils.pipelines.export import export_models
     res = export_models(a.out, kp_left_path=a.kp_left_path, kp_right_path=a.kp_right_path,
                         yolo_weights=a.yolo_weights, imgsz=a.imgsz, opset=a.opset,
