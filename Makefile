@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 export MPLBACKEND := Agg
 export YOLO_OFFLINE := 1
 
-.PHONY: test test-slow test-browser demo venv clean-venv
+.PHONY: test test-slow test-browser demo readme-demo venv clean-venv
 
 $(STAMP): requirements.txt requirements-dev.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -27,8 +27,13 @@ test-slow: $(STAMP)
 test-browser: $(STAMP)
 	$(BIN)/python -m pytest -q -rs -m browser tests/browser
 
+# writes only dataset/ data/ runs/ weights/ logs/ results/ (git-ignored)
 demo: $(STAMP)
 	$(BIN)/python demo.py
+
+# the demo, then its block in README.md and docs/demo_overlay.png refreshed (tracked files)
+readme-demo: $(STAMP)
+	$(BIN)/python demo.py --update_readme
 
 clean-venv:
 	rm -rf $(VENV)

@@ -12,6 +12,7 @@ docs/study_tools.md.
 import argparse
 
 from utils.errors import cli
+from utils.fileio import check_dir_args
 
 
 def parse_args(argv=None):
@@ -25,6 +26,7 @@ def parse_args(argv=None):
 @cli
 def main(argv=None):
     a = parse_args(argv)
+    check_dir_args(a, inputs=["--dataset"], outputs=["--output_dir"])
     from utils.pipelines.analyze import print_summary, run_analysis
     print_summary(run_analysis(a.dataset, a.output_dir, strict=a.strict))
 

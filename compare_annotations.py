@@ -12,6 +12,7 @@ into --output_dir; see docs/study_tools.md.
 import argparse
 
 from utils.errors import cli
+from utils.fileio import check_dir_args
 
 
 def parse_args(argv=None):
@@ -34,6 +35,7 @@ def parse_args(argv=None):
 @cli
 def main(argv=None):
     a = parse_args(argv)
+    check_dir_args(a, outputs=["--output_dir"])   # the sources may be folders or predictions.csv files
     from utils.pipelines.compare import print_summary, run_compare
     res = run_compare(a.dataset_a, a.dataset_b, a.output_dir, label_a=a.label_a, label_b=a.label_b,
                       overlays=not a.no_overlays, max_overlays=a.max_overlays, alpha=a.alpha,

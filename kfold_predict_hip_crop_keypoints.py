@@ -10,6 +10,7 @@ Example:
 import argparse
 
 from utils.errors import cli
+from utils.fileio import check_dir_args
 
 
 def parse_args(argv=None):
@@ -38,6 +39,8 @@ def parse_args(argv=None):
 @cli
 def main(argv=None):
     a = parse_args(argv)
+    used = ["--compare"] if a.compare else ([] if a.summarize_only else ["--data_root"])
+    check_dir_args(a, inputs=used, outputs=["--output_dir"])
     from utils.pipelines.kfold_predict import compare_results, run_kfold_prediction
     if a.compare:
         compare_results(a.compare, a.output_dir, a.names)

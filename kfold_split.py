@@ -5,6 +5,7 @@
 import argparse
 
 from utils.errors import ProblemLog, cli
+from utils.fileio import check_dir_args
 
 
 def parse_args(argv=None):
@@ -25,6 +26,7 @@ def parse_args(argv=None):
 @cli
 def main(argv=None):
     args = parse_args(argv)
+    check_dir_args(args, inputs=["--src"], outputs=["--dst"])
     from datasets.splits import make_kfold
     s = make_kfold(args.src, args.dst, k=args.k, seed=args.seed, stratify=args.stratify,
                    group_by=args.group_by, link=args.link, overwrite=args.overwrite,

@@ -12,6 +12,7 @@ Examples:
 import argparse
 
 from utils.errors import cli
+from utils.fileio import check_dir_args
 
 
 def parse_args(argv=None):
@@ -35,6 +36,7 @@ def parse_args(argv=None):
 @cli
 def main(argv=None):
     a = parse_args(argv)
+    check_dir_args(a, inputs=["--data_root"], outputs=["--out", "--log_dir"])
     from utils.pipelines.kfold_train import run_kfold_training
     kfold_keys = ("data_root", "k", "mode", "folds", "inner_val_ratio", "inner_seed", "summarize_only", "overwrite")
     cfg = {key: v for key, v in vars(a).items() if key not in kfold_keys}

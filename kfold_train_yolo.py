@@ -10,6 +10,7 @@ import argparse
 
 import utils.pipelines.yolo_env  # noqa: F401  (sets YOLO_OFFLINE / YOLO_CONFIG_DIR before anything imports ultralytics)
 from utils.errors import cli
+from utils.fileio import check_dir_args
 from utils.pipelines.yolo import add_training_args, train_kfold
 
 
@@ -21,7 +22,9 @@ def main(argv=None):
     p.add_argument("--folds", default=None, help="comma-separated folds to train, e.g. 1,3 (default: all, 1..k)")
     p.add_argument("--log_dir", default="logs", help="where <name>_kfold_yolo.csv is written")
     add_training_args(p)
-    return train_kfold(**vars(p.parse_args(argv)))
+    a = p.parse_args(argv)
+    check_dir_args(a, outputs=["--log_dir", "--project", "--weights_dir"])
+    return train_kfold(**vars(a))
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ import argparse
 
 from datasets.synthetic import DEFAULT_GRADE_MIX, generate_dataset
 from utils.errors import cli
+from utils.fileio import check_dir_args
 
 
 def parse_args(argv=None):
@@ -36,6 +37,7 @@ def parse_args(argv=None):
 @cli
 def main(argv=None):
     a = parse_args(argv)
+    check_dir_args(a, outputs=["--out"])
     out = generate_dataset(a.out, a.n, seed=a.seed, size=a.size, layout=a.layout, grade_mix=a.grade_mix,
                            overwrite=a.overwrite, patients=a.patients, progress=not a.no_progress,
                            stats_path=a.stats)

@@ -4,10 +4,14 @@
 Example:
   python predict_hip_crop_keypoints.py --kp_left_path weights/demo_kp_best.pth \
       --yolo_weights weights/demo_yolo.pt --data data/test --output_dir results/test
+
+The keypoint models and the detector may also be .onnx files from export_onnx.py (ONNX
+Runtime; the backend is picked per path from the extension).
 """
 import argparse
 
 from utils.errors import cli
+from utils.fileio import check_dir_args
 
 
 def parse_args(argv=None):
@@ -21,6 +25,7 @@ def parse_args(argv=None):
 @cli
 def main(argv=None):
     a = parse_args(argv)
+    check_dir_args(a, inputs=["--data"], outputs=["--output_dir"])
     from dataclasses import fields
 
     from utils.config import PredictConfig

@@ -13,6 +13,7 @@ import argparse
 import logging
 
 from utils.errors import UserError, cli
+from utils.fileio import check_dir_args
 
 log = logging.getLogger("hipkp")
 
@@ -35,6 +36,7 @@ def parse_args(argv=None):
 @cli
 def main(argv=None):
     a = parse_args(argv)
+    check_dir_args(a, inputs=["--data"])
     if not 0 < a.port < 65536:
         raise UserError(f"--port must be 1-65535, got {a.port}")
     from utils.pipelines.review.server import serve

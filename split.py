@@ -6,6 +6,7 @@
 import argparse
 
 from utils.errors import ProblemLog, cli
+from utils.fileio import check_dir_args
 
 
 def parse_args(argv=None):
@@ -31,6 +32,7 @@ def parse_args(argv=None):
 @cli
 def main(argv=None):
     args = parse_args(argv)
+    check_dir_args(args, inputs=["--dataset"], outputs=["--out"])
     from datasets.splits import make_splits
     s = make_splits(args.dataset, args.out, args.train, args.val, args.test, seed=args.seed,
                     stratify=args.stratify, group_by=args.group_by, link=args.link,

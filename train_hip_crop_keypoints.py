@@ -12,6 +12,7 @@ import argparse
 import sys
 
 from utils.errors import cli
+from utils.fileio import check_dir_args
 from utils.pipelines.train import Interrupted, add_train_args, train
 
 
@@ -24,6 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
 @cli
 def main(argv=None):
     args = build_parser().parse_args(argv)
+    check_dir_args(args, inputs=["--data_dir"], outputs=["--out", "--log_dir"])
     try:
         train(args)
     except Interrupted as e:  # 'last' is saved; 130 for Ctrl-C, 143 for SIGTERM

@@ -9,6 +9,7 @@ import argparse
 
 import utils.pipelines.yolo_env  # noqa: F401  (sets YOLO_OFFLINE / YOLO_CONFIG_DIR before anything imports ultralytics)
 from utils.errors import cli
+from utils.fileio import check_dir_args
 from utils.pipelines.yolo import add_training_args, train_one
 
 
@@ -17,7 +18,9 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", default="data/data.yaml", help="Ultralytics data YAML (names LeftHip, RightHip)")
     add_training_args(p)
-    return train_one(**vars(p.parse_args(argv)))
+    a = p.parse_args(argv)
+    check_dir_args(a, outputs=["--project", "--weights_dir"])
+    return train_one(**vars(a))
 
 
 if __name__ == "__main__":

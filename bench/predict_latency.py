@@ -1,33 +1,39 @@
 #!/usr/bin/env python
-"""Prediction latency: the whole per-image pipeline against the raw model forwards it needs.
+"""Prediction latency, eager PyTorch against ONNX Runtime, for the demo and the original study's models.
 
-    python bench/predict_latency.py --model_name convnext_atto_custom --head_type simcc_2d \
-        --input_size 128 --images 16 --batch_size 8 --imgsz 640 --size 512 --repeats 3
+    python bench/predict_latency.py --images 8 --repeats 3
 
-In one run, on the same device, the same images and the same batch sizes:
+In one run, on the same device, the same images and the same batch sizes, for each
+configuration and each backend:
 1. pipeline: ``utils.pipelines.predict.run_prediction`` on a folder of phantom films (PNG, no labels),
    overlays and plots off, with the keypoint model and the detector loaded once beforehand
    (model loading is excluded; everything else run_prediction does is timed: listing and
    reading the images, YOLO, crops, the keypoint model, mapping back, rows, the CSV);
 2. raw: the forwards alone, per batch: YOLO ``predict`` on the batch's decoded images (as
    Ultralytics runs it, letterbox and NMS included), and the keypoint model on a
-   (2 x batch, 3, S, S) tensor (both hips of every image);
-   the pure YOLO network forward on a letterboxed tensor is printed too, for reference.
-Both run once as warm-up and then ``--repeats`` times, interleaved, so that other jobs on a
-shared machine slow both alike. Per-image times are the best repeat (as timeit does) and the
-median. overhead = pipeline / raw - 1; the goal is <= 25 % on CPU. Because other jobs on a
-shared machine can slow one measurement and not the other, the same figure is also given
-from within each pipeline run: its time outside the two models' calls over the time in them.
+   (2 x batch, 3, S, S) tensor (both hips of every image).
 
-Inside the pipeline each stage is timed by wrapping its function, so the overhead can be
-traced to image reading, the detector's own wrapper, crops and preprocessing, the keypoint
-stage's batching and decoding, or the rows.
+Configurations (``--configs``):
+- ``demo``: convnext_atto_custom + simcc_2d at 128, yolo12n at 256 (``make demo`` on a CPU);
+- ``seed``: convnext_small_custom + simcc_2d at 224, yolo12s at 640 (the original study).
+Backends: ``eager`` (the .pth / .pt files) and ``onnx`` (the same weights exported with
+``utils.pipelines.export``: .onnx files run by ONNX Runtime, the keypoint model through
+``models.onnx_runtime``, YOLO through Ultralytics' own ONNX backend). ``--openvino`` adds
+the YOLO network on OpenVINO's runtime (when the ``openvino`` package is installed), raw
+forward only, for reference.
 
-Without ``--kp_path`` an untrained model of ``--model_name/--head_type/--input_size`` is
-saved to a temporary checkpoint; without ``--yolo_weights`` an untrained yolo12n (from its
-YAML, offline) is. An untrained detector usually finds no box: its forward is still timed,
-and the crop stage then uses fixed boxes (the image's left and right thirds); the output says
-so.
+Models are untrained (built from their names / YAML, offline): weights do not change the
+time. An untrained detector finds no box at the usual threshold: its forward is timed as
+usual, and the crop stage then uses fixed boxes (the image's left and right thirds).
+
+All (configuration, backend) pairs run once as warm-up and then ``--repeats`` times,
+interleaved, so that other jobs on a shared machine slow all alike. Per-image times are
+the best repeat (as timeit does) and the median. overhead = pipeline / raw - 1 (goal
+<= 10 % on CPU); because other jobs can slow one measurement and not the other, the same
+figure is also given from within each pipeline run: its time outside the two models'
+calls over the time in them. "same outputs" compares the eager and ONNX pipelines'
+predictions.csv (keypoints and boxes, image pixels) and the raw YOLO network outputs.
+The last line is the ONNX / eager speedup of the whole pipeline for the seed configuration.
 """
 import argparse
 import os
@@ -42,6 +48,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from utils.devices import yolo_device  # noqa: E402
 from utils.errors import UserError, cli  # noqa: E402
+
+CONFIGS = {
+    "demo": dict(model_name="convnext_atto_custom", head_type="simcc_2d", input_size=128,
+                 yolo_yaml="yolo12n.yaml", imgsz=256),
+    "seed": dict(model_name="convnext_small_custom", head_type="simcc_2d", input_size=224,
+                 yolo_yaml="yolo12s.yaml", imgsz=640),
+}
+BACKENDS = ("eager", "onnx")
 
 
 # ---------------------------------------------------------------------------- set-up
@@ -72,6 +86,7 @@ def make_yolo_weights(path: Path, yaml_name: str = "yolo12n.yaml") -> Path:
     ultralytics()
     from ultralytics.nn.tasks import DetectionModel
 
+    torch.manual_seed(0)
     model = DetectionModel(yaml_name, nc=2, verbose=False)
     model.names = {0: "LeftHip", 1: "RightHip"}
     torch.save({"model": model, "train_args": {"task": "detect"}}, path)
@@ -133,8 +148,9 @@ class BenchDetector:
         self.det, self.clock, self.fixed, self.Detection = det, clock, fixed_boxes, Detection
         det.model.predict = clock.wrap(det.model.predict, "yolo_predict")
         self.n_fixed = 0
+        self.predict = clock.wrap(self._predict, "detect")
 
-    def predict(self, images, batch_size=8):
+    def _predict(self, images, batch_size=8):
         import numpy as np
         out = self.det.predict(images, batch_size=batch_size)
         if self.fixed:
@@ -148,197 +164,291 @@ class BenchDetector:
         return out
 
 
-def _ms(seconds_per_image):
-    return f"{1000 * seconds_per_image:8.1f}"
+def _ms(seconds_per_image, w=8):
+    return f"{1000 * seconds_per_image:{w}.1f}"
 
 
-# ---------------------------------------------------------------------------- the benchmark
-def run(a):
-    import numpy as np
-    import torch
+# ---------------------------------------------------------------------------- one (configuration, backend)
+class Case:
+    """The loaded models of one configuration and backend, and how to time them."""
 
-    import utils.pipelines.detection
-    import utils.pipelines.predict as P
-    from datasets.image_io import read_image
-    from datasets.synthetic import generate_dataset
-    from utils.pipelines.detection import YoloDetector, as_bgr
+    def __init__(self, a, name, backend, kp_path, yolo_path, img_dir, images, out_dir, P, dev, load_side_models):
+        import torch
 
-    if a.images < 1 or a.batch_size < 1 or a.repeats < 1:
-        raise UserError("--images, --batch_size and --repeats must be at least 1")
-    if a.threads:
-        torch.set_num_threads(a.threads)
-    tmp = tempfile.TemporaryDirectory(prefix="predict_latency_")
-    root = Path(tmp.name)
-    generate_dataset(root / "ds", a.images, seed=0, size=a.size, progress=False)
-    img_dir = root / "ds" / "images"          # a plain folder of films: no labels, so no metrics
-    kp_path = Path(a.kp_path) if a.kp_path else make_kp_checkpoint(root / "kp.pth", a.model_name, a.head_type,
-                                                                   a.input_size)
-    yolo_path = Path(a.yolo_weights) if a.yolo_weights else make_yolo_weights(root / "yolo.pt")
+        from utils.pipelines.detection import YoloDetector, as_bgr
 
-    dev = P.select_device(a.device)
-    clock = Clock()
-    side_models = P.load_side_models(str(kp_path), device=str(dev))
-    cfg = side_models["left"].config
-    kp_model = side_models["left"].model
-    timed_model = TimedModule(kp_model, clock, "kp_forward")
-    for sm in side_models.values():
-        sm.model = timed_model
-    det = YoloDetector(yolo_path, device=yolo_device(dev),
-                       imgsz=a.imgsz, conf=a.conf)
-    images = [read_image(p)[0] for p in sorted(img_dir.iterdir())]
-    found = det.predict(images[:1])[0]
-    fixed = any(v is None for v in found.values())
-    bench_det = BenchDetector(det, clock, fixed_boxes=fixed)
+        self.a, self.name, self.backend, self.P, self.dev = a, name, backend, P, dev
+        self.kp_path, self.yolo_path, self.img_dir, self.out_dir = kp_path, yolo_path, img_dir, out_dir
+        self.imgsz = CONFIGS[name]["imgsz"]
+        self.clock = Clock()
+        self.side_models = load_side_models(str(kp_path), device=str(dev))   # .onnx -> ONNX Runtime
+        self.cfg = self.side_models["left"].config
+        self.kp_model = self.side_models["left"].model
+        timed = TimedModule(self.kp_model, self.clock, "kp_forward")
+        for sm in self.side_models.values():
+            sm.model = timed
+        det = YoloDetector(yolo_path, device=yolo_device(dev), imgsz=self.imgsz, conf=a.conf)
+        found = det.predict(images[:1])[0]
+        self.fixed = any(v is None for v in found.values())
+        self.det = BenchDetector(det, self.clock, fixed_boxes=self.fixed)
+        self.ymodel = det.model
+        S = int(self.cfg["input_size"])
+        bgr = [as_bgr(im) for im in images]
+        self.chunks = [bgr[i:i + a.batch_size] for i in range(0, len(bgr), a.batch_size)]
+        self.crops = {n: torch.randn(2 * n, 3, S, S, device=dev) for n in {len(c) for c in self.chunks}}
+        self.pipe, self.stages, self.ry, self.rk = [], [], [], []
 
-    # run_prediction with the models already loaded and every stage timed
-    P.load_side_models = lambda *x, **k: side_models
-    utils.pipelines.detection.YoloDetector = lambda *x, **k: bench_det
-    for name in ("read_record_image", "read_image"):    # whichever run_prediction reads images with
-        if hasattr(P, name):
-            setattr(P, name, clock.wrap(getattr(P, name), "read"))
-    P.SideModel.crop = clock.wrap(P.SideModel.crop, "crop")
-    P.SideModel.predict = clock.wrap(P.SideModel.predict, "kp_run")
-    P.build_row = clock.wrap(P.build_row, "rows")
-    bench_det.predict = clock.wrap(bench_det.predict, "detect")
-
-    def pipeline():
-        clock.reset()
+    def pipeline(self):
+        P = self.P
+        P.load_side_models = lambda *x, **k: self.side_models
+        import utils.pipelines.detection
+        utils.pipelines.detection.YoloDetector = lambda *x, **k: self.det
+        self.clock.reset()
         t = time.perf_counter()
-        s = P.run_prediction(img_dir, root / "out", yolo_weights=str(yolo_path), device=a.device,
-                             batch_size=a.batch_size, imgsz=a.imgsz, conf=a.conf, overlays=False,
+        s = P.run_prediction(self.img_dir, self.out_dir, yolo_weights=str(self.yolo_path), device=self.a.device,
+                             batch_size=self.a.batch_size, imgsz=self.imgsz, conf=self.a.conf, overlays=False,
                              make_plots=False, progress=False)
         total = time.perf_counter() - t
-        assert s["n_images"] == a.images, s
-        return total, dict(clock.t)
+        assert s["n_images"] == self.a.images, s
+        return total, dict(self.clock.t)
 
-    # the raw forwards, batch by batch as the pipeline runs them
-    S = int(cfg["input_size"])
-    bgr = [as_bgr(im) for im in images]
-    chunks = [bgr[i:i + a.batch_size] for i in range(0, len(bgr), a.batch_size)]
-    crops = {n: torch.randn(2 * n, 3, S, S, device=dev) for n in {len(c) for c in chunks}}
-    ymodel = det.model
+    def raw(self):
+        import torch
 
-    def raw():
+        from utils.pipelines.detection import keep_torch_threads
         ty = tk = 0.0
-        for c in chunks:
+        for c in self.chunks:
             t = time.perf_counter()
-            ymodel.predict(c, imgsz=a.imgsz, conf=a.conf, device=det.device, batch=len(c), verbose=False)
+            with keep_torch_threads():
+                self.ymodel.predict(c, imgsz=self.imgsz, conf=self.a.conf, device=self.det.det.device,
+                                    batch=len(c), verbose=False)
             ty += time.perf_counter() - t
             t = time.perf_counter()
             with torch.inference_mode():
-                out = kp_model(crops[len(c)])
-            if dev.type == "cuda":
+                out = self.kp_model(self.crops[len(c)])
+            if self.dev.type == "cuda":
                 torch.cuda.synchronize()
             del out
             tk += time.perf_counter() - t
         return ty, tk
 
-    # pure YOLO network forward on letterboxed batches (reference only)
-    net = ymodel.predictor.model if getattr(ymodel, "predictor", None) is not None else None
-    lb = {}
-    if net is not None:
-        import torch.nn.functional as F
-        for c in chunks:
-            h, w = c[0].shape[:2]
-            r = a.imgsz / max(h, w)
-            side = int(np.ceil(max(h, w) * r / 32) * 32)
-            lb[len(c)] = F.interpolate(torch.zeros(len(c), 3, h, w), size=(side, side)).to(dev)
+    def measure(self, keep: bool):
+        n = self.a.images
+        ty, tk = self.raw()
+        tp, st = self.pipeline()
+        if keep:
+            self.ry.append(ty / n)
+            self.rk.append(tk / n)
+            self.pipe.append(tp / n)
+            self.stages.append({k: v / n for k, v in st.items()})
 
-    def raw_net():
+    def summary(self):
+        med = statistics.median
+        raw = [y + k for y, k in zip(self.ry, self.rk)]
+        inner = [(st.get("yolo_predict", 0.0) + st.get("kp_forward", 0.0), tp) for st, tp in zip(self.stages, self.pipe)]
+        ov_in = [tp / f - 1 for f, tp in inner if f > 0]
+        keys = ("read", "detect", "yolo_predict", "crop", "kp_run", "kp_forward", "rows")
+        m = {k: med([s.get(k, 0.0) for s in self.stages]) for k in keys}
+        total = med(self.pipe)
+        parts = {"read": m["read"], "yolo": m["yolo_predict"], "det wrap": m["detect"] - m["yolo_predict"],
+                 "crop": m["crop"], "kp fwd": m["kp_forward"], "kp rest": m["kp_run"] - m["kp_forward"],
+                 "rows": m["rows"]}
+        parts["rest"] = total - sum(parts.values())
+        return {"yolo": min(self.ry), "kp": min(self.rk), "raw": min(raw), "pipe": min(self.pipe),
+                "raw_med": med(raw), "pipe_med": total, "overhead": min(self.pipe) / min(raw) - 1,
+                "overhead_med": total / med(raw) - 1, "overhead_in_run": med(ov_in), "parts": parts}
+
+
+def _yolo_net_diff(pt_path, onnx_path, imgsz):
+    """Max abs difference of the raw YOLO network outputs, torch vs ONNX Runtime, one random input."""
+    import numpy as np
+    import onnxruntime as ort
+    import torch
+
+    from utils.pipelines.yolo_env import yolo_class
+
+    net = yolo_class()(str(pt_path), task="detect").model.float().eval()
+    x = torch.from_numpy(np.random.default_rng(0).random((1, 3, imgsz, imgsz), dtype=np.float32))
+    with torch.inference_mode():
+        ref = net(x)
+    ref = (ref[0] if isinstance(ref, (list, tuple)) else ref).numpy()
+    sess = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    got = sess.run(None, {sess.get_inputs()[0].name: x.numpy()})[0]
+    return float(np.abs(ref - got).max()), float(np.abs(ref).max())
+
+
+def _openvino_yolo(onnx_path, imgsz, batch, repeats):
+    """Best ms per image of the YOLO network alone on OpenVINO's CPU runtime, or None without openvino."""
+    try:
+        import openvino as ov
+    except ImportError:
+        return None
+    import numpy as np
+    core = ov.Core()
+    model = core.read_model(str(onnx_path))
+    model.reshape([batch, 3, imgsz, imgsz])
+    compiled = core.compile_model(model, "CPU", {"PERFORMANCE_HINT": "LATENCY"})
+    x = np.random.default_rng(0).random((batch, 3, imgsz, imgsz), dtype=np.float32)
+    compiled(x)
+    best = float("inf")
+    for _ in range(repeats):
         t = time.perf_counter()
-        with torch.inference_mode():
-            for c in chunks:
-                net(lb[len(c)])
-        return time.perf_counter() - t
+        compiled(x)
+        best = min(best, (time.perf_counter() - t) / batch)
+    return best
 
-    n = a.images
-    pipe, stages, ry, rk, rn = [], [], [], [], []
+
+# ---------------------------------------------------------------------------- the benchmark
+def run(a):
+    import numpy as np
+    import pandas as pd
+    import torch
+
+    import utils.pipelines.predict as P
+    from datasets.image_io import read_image
+    from datasets.synthetic import generate_dataset
+    from models.onnx_export import export_checkpoint_onnx
+    from utils.pipelines.export import export_yolo_onnx
+
+    if a.images < 1 or a.batch_size < 1 or a.repeats < 1:
+        raise UserError("--images, --batch_size and --repeats must be at least 1")
+    names = [c.strip() for c in a.configs.split(",") if c.strip()]
+    unknown = [c for c in names if c not in CONFIGS]
+    if unknown or not names:
+        raise UserError(f"--configs: unknown {unknown or names}; known: {', '.join(CONFIGS)}")
+    if a.threads:
+        torch.set_num_threads(a.threads)
+    threads = torch.get_num_threads()
+    load_before = os.getloadavg()
+    tmp = tempfile.TemporaryDirectory(prefix="predict_latency_")
+    root = Path(tmp.name)
+    generate_dataset(root / "ds", a.images, seed=0, size=a.size, progress=False)
+    img_dir = root / "ds" / "images"          # a plain folder of films: no labels, so no metrics
+    images = [read_image(p)[0] for p in sorted(img_dir.iterdir())]
+    dev = P.select_device(a.device)
+
+    # models: untrained, saved as .pth / .pt and exported to .onnx
+    cases, checks = {}, {}
+    t_setup = time.perf_counter()
+    for name in names:
+        c = CONFIGS[name]
+        d = root / name
+        d.mkdir()
+        kp_pth = make_kp_checkpoint(d / "kp.pth", c["model_name"], c["head_type"], c["input_size"])
+        yolo_pt = make_yolo_weights(d / "hip_yolo.pt", c["yolo_yaml"])
+        kp_onnx, _ = export_checkpoint_onnx(kp_pth, d / "kp.onnx", verify=False)
+        yolo_onnx = export_yolo_onnx(yolo_pt, d / "hip_yolo.onnx", imgsz=c["imgsz"], dynamic=not a.yolo_static,
+                                     verify=False)["path"]
+        checks[name] = {"yolo_net": _yolo_net_diff(yolo_pt, yolo_onnx, c["imgsz"]), "yolo_onnx": yolo_onnx}
+        for backend, kp, yolo in (("eager", kp_pth, yolo_pt), ("onnx", kp_onnx, yolo_onnx)):
+            cases[name, backend] = (kp, yolo, d / f"out_{backend}")
+    t_setup = time.perf_counter() - t_setup
+
+    # every stage of run_prediction timed by wrapping its functions (once; each case has its clock)
+    current = {}
+
+    def stage(fn, key):
+        def timed(*x, **k):
+            t = time.perf_counter()
+            try:
+                return fn(*x, **k)
+            finally:
+                current["case"].clock.add(key, time.perf_counter() - t)
+        return timed
+
+    P.SideModel.crop = stage(P.SideModel.crop, "crop")
+    P.SideModel.predict = stage(P.SideModel.predict, "kp_run")
+    for fname in ("read_record_image", "read_image"):    # whichever run_prediction reads images with
+        if hasattr(P, fname):
+            setattr(P, fname, stage(getattr(P, fname), "read"))
+    P.build_row = stage(P.build_row, "rows")
+    load = P.load_side_models                  # each Case swaps in its loaded models before its runs
+    loaded = {k: Case(a, k[0], k[1], *v[:2], img_dir, images, v[2], P, dev, load) for k, v in cases.items()}
+
     for rep in range(a.repeats + 1):          # repeat 0 is the warm-up
-        ty, tk = raw()
-        tp, st = pipeline()
-        tn = raw_net() if net is not None else float("nan")
-        if rep:
-            ry.append(ty / n)
-            rk.append(tk / n)
-            pipe.append(tp / n)
-            stages.append({k: v / n for k, v in st.items()})
-            rn.append(tn / n)
+        for case in loaded.values():
+            current["case"] = case
+            case.measure(keep=rep > 0)
+    # Ultralytics' select_device sets torch's threads to min(8, CPUs - 1) when a YOLO model
+    # predicts on the CPU; YoloDetector and the export restore them (detection.keep_torch_threads)
+    kept_threads = torch.get_num_threads()
+    load_after = os.getloadavg()
 
-    best = lambda v: min(v)                   # noqa: E731
-    med = statistics.median
-    raw_best = min(y + k for y, k in zip(ry, rk))
-    raw_med = med([y + k for y, k in zip(ry, rk)])
-    kp_params = sum(p.numel() for p in kp_model.parameters()) / 1e6
-    print(f"\npredict latency: {cfg['model_name']} + {cfg['head_type']} @ {S}  ({kp_params:.1f}M params), "
-          f"YOLO {yolo_path.name} imgsz {a.imgsz}, {n} films of {a.size} px, batch {a.batch_size}, "
-          f"device {dev}, torch threads {torch.get_num_threads()}, {a.repeats} repeats (+1 warm-up)")
-    if not a.kp_path:
-        print("  keypoint model: untrained (built from its name; weights do not change the time)")
-    if not a.yolo_weights:
-        print("  detector: untrained yolo12n from its YAML")
-    if fixed:
-        print("  the detector found no box: its forward is timed as usual, the crops use fixed boxes "
-              f"({bench_det.n_fixed // max(1, a.repeats + 1)} sides per run)")
-    print(f"\n{'ms per image':<44}{'best':>8}{'median':>9}")
-    print(f"{'  raw YOLO predict (letterbox + net + NMS)':<44}{_ms(best(ry))}{_ms(med(ry)):>9}")
-    print(f"{'  raw keypoint forward (2 crops / image)':<44}{_ms(best(rk))}{_ms(med(rk)):>9}")
-    print(f"{'  raw sum':<44}{_ms(raw_best)}{_ms(raw_med):>9}")
-    print(f"{'  pipeline (run_prediction, no overlays)':<44}{_ms(best(pipe))}{_ms(med(pipe)):>9}")
-    ov_best, ov_med = best(pipe) / raw_best - 1, med(pipe) / raw_med - 1
-    print(f"{'  overhead = pipeline / raw - 1':<44}{100 * ov_best:7.1f}%{100 * ov_med:8.1f}%"
-          f"   (goal <= 25%: {'met' if ov_best <= 0.25 else 'NOT met'})")
-    # the same question inside each pipeline run (immune to other jobs slowing one side only):
-    # time outside the two models' calls / time in them
-    inner = [(st.get("yolo_predict", 0.0) + st.get("kp_forward", 0.0), tp) for st, tp in zip(stages, pipe)]
-    ov_in = [tp / f - 1 for f, tp in inner if f > 0]
-    print(f"{'  same run: outside the forwards / in them':<44}{100 * min(ov_in):7.1f}%{100 * med(ov_in):8.1f}%")
-    if net is not None:
-        print(f"{'  (YOLO network forward alone)':<44}{_ms(best(rn))}{_ms(med(rn)):>9}")
+    # same outputs: the eager and ONNX pipelines' last predictions.csv
+    for name in names:
+        e, o = (pd.read_csv(cases[name, b][2] / "predictions.csv") for b in BACKENDS)
+        kp = [c for c in e.columns if c.startswith(("pred_x_", "pred_y_"))]
+        bx = [c for c in e.columns if c.startswith("pred_box_")]
+        checks[name]["kp"] = float(np.nanmax(np.abs(e[kp].to_numpy(float) - o[kp].to_numpy(float))))
+        checks[name]["box"] = float(np.nanmax(np.abs(e[bx].to_numpy(float) - o[bx].to_numpy(float))))
+        checks[name]["fixed"] = [loaded[name, b].fixed for b in BACKENDS]
 
-    # where the pipeline's time goes (median over repeats)
-    keys = ("read", "detect", "yolo_predict", "crop", "kp_run", "kp_forward", "rows")
-    m = {k: med([s.get(k, 0.0) for s in stages]) for k in keys}
-    total = med(pipe)
-    parts = [
-        ("read images", m["read"]),
-        ("YOLO predict (Ultralytics call)", m["yolo_predict"]),
-        ("detector wrapper (to BGR, best box)", m["detect"] - m["yolo_predict"]),
-        ("crop + preprocess", m["crop"]),
-        ("keypoint forward", m["kp_forward"]),
-        ("keypoint stage rest (stack, decode, map)", m["kp_run"] - m["kp_forward"]),
-        ("rows (geometry, metrics row)", m["rows"]),
-    ]
-    parts.append(("rest (listing, CSV, setup)", total - sum(v for _, v in parts)))
-    print(f"\npipeline stages, median ms per image (of {1000 * total:.1f}):")
-    for name, v in parts:
-        print(f"  {name:<44}{_ms(v)}  {100 * v / total:5.1f}%")
-    # overlays, timed on their own (not part of the figures above)
-    P._overlay = clock.wrap(P._overlay, "overlay")
-    clock.reset()
-    P.run_prediction(img_dir, root / "out_overlays", yolo_weights=str(yolo_path), device=a.device,
-                     batch_size=a.batch_size, imgsz=a.imgsz, conf=a.conf, overlays=True, make_plots=False,
-                     progress=False)
-    print(f"\n  overlays, drawn and written (outside the pipeline figure){_ms(clock.t['overlay'] / n)} ms per image")
+    # ------------------------------------------------------------------ report
+    import onnxruntime as ort
+    n = a.images
+    print(f"\npredict latency: {n} phantom films of {a.size} px, batch {a.batch_size}, device {dev}, "
+          f"torch {torch.__version__} ({threads} threads, {kept_threads} after the runs), onnxruntime {ort.__version__} "
+          f"(intra-op threads: its default, one per physical core), {os.cpu_count()} CPUs, "
+          f"{a.repeats} repeats (+1 warm-up), set-up {t_setup:.0f} s")
+    print(f"load average (1 min) before {load_before[0]:.2f}, after {load_after[0]:.2f}: other jobs share these "
+          f"CPUs; compare figures within this run only")
+    print("models untrained (weights do not change the time); an untrained detector finds no box, so the crops use "
+          "fixed boxes; YOLO ONNX export " + ("static (batch 1, imgsz^2)" if a.yolo_static else "dynamic"))
+    hdr = (f"\n{'ms per image':<34}{'backend':>8}{'YOLO':>8}{'kp':>8}{'raw sum':>9}{'pipeline':>9}"
+           f"{'median':>8}{'overhead':>10}{'in-run':>8}")
+    print(hdr)
+    res = {}
+    for name in names:
+        c = CONFIGS[name]
+        label = f"{name}: {c['model_name'].replace('_custom', '')}@{c['input_size']} + {c['yolo_yaml'][:-5]}@{c['imgsz']}"
+        for b in BACKENDS:
+            s = loaded[name, b].summary()
+            res[name, b] = s
+            print(f"{label if b == 'eager' else '':<34}{b:>8}{_ms(s['yolo'])}{_ms(s['kp'])}{_ms(s['raw'], 9)}"
+                  f"{_ms(s['pipe'], 9)}{_ms(s['pipe_med'])}{100 * s['overhead']:9.1f}%{100 * s['overhead_in_run']:7.1f}%")
+    print("  (YOLO: Ultralytics predict with letterbox and NMS; kp: the keypoint model on both crops of each image; "
+          "overhead = pipeline / raw sum - 1, best repeats, goal <= 10%; in-run: time outside the two models' "
+          "calls over the time in them, median)")
+    print(f"\npipeline stages, median ms per image:")
+    keys = list(res[names[0], "eager"]["parts"])
+    print(f"{'':<14}{'backend':>8}" + "".join(f"{k:>9}" for k in keys))
+    for name in names:
+        for b in BACKENDS:
+            print(f"{name if b == 'eager' else '':<14}{b:>8}" + "".join(_ms(v, 9) for v in res[name, b]["parts"].values()))
+    print("\nsame outputs (ONNX vs eager):")
+    for name in names:
+        ch = checks[name]
+        net, scale = ch["yolo_net"]
+        print(f"  {name}: keypoints max abs diff {ch['kp']:.2e} px, boxes {ch['box']:.2e} px"
+              f"{' (fixed boxes)' if all(ch['fixed']) else ''}; raw YOLO network outputs {net:.2e} "
+              f"(largest output {scale:.0f})")
+    if a.openvino:
+        for name in names:
+            ov = _openvino_yolo(checks[name]["yolo_onnx"], CONFIGS[name]["imgsz"], a.batch_size, a.repeats)
+            if ov is None:
+                print("  openvino: not installed")
+                break
+            print(f"  {name}: YOLO network alone on OpenVINO (CPU, batch {a.batch_size}): {_ms(ov).strip()} ms per image")
+    print()
+    for name in names:
+        print(f"onnx/eager speedup ({'seed' if name == 'seed' else name} configuration): "
+              f"{res[name, 'eager']['pipe'] / res[name, 'onnx']['pipe']:.2f}x")
     tmp.cleanup()
-    return {"raw_best": raw_best, "pipeline_best": best(pipe), "overhead_best": ov_best, "overhead_median": ov_med,
-            "overhead_in_run_median": med(ov_in)}
+    return {f"{k[0]}/{k[1]}": {kk: v for kk, v in s.items() if kk != "parts"} for k, s in res.items()}
 
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--kp_path", help="keypoint checkpoint (default: an untrained model of the flags below)")
-    p.add_argument("--model_name", default="convnext_atto_custom")
-    p.add_argument("--head_type", default="simcc_2d")
-    p.add_argument("--input_size", type=int, default=128)
-    p.add_argument("--yolo_weights", help="detector .pt (default: an untrained yolo12n from its YAML)")
-    p.add_argument("--images", type=int, default=16, help="phantom films per run")
+    p.add_argument("--configs", default="demo,seed", help="comma-separated: demo, seed (the seed one is printed last)")
+    p.add_argument("--images", type=int, default=8, help="phantom films per run")
     p.add_argument("--size", type=int, default=512, help="phantom film size, pixels")
-    p.add_argument("--imgsz", type=int, default=640, help="YOLO inference size")
     p.add_argument("--conf", type=float, default=0.25, help="YOLO confidence threshold")
     p.add_argument("--batch_size", type=int, default=8, help="images per batch (as predict's --batch_size)")
     p.add_argument("--repeats", type=int, default=3, help="timed repeats after one warm-up")
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    p.add_argument("--yolo_static", action="store_true", help="export YOLO with a fixed input (batch 1, imgsz^2)")
+    p.add_argument("--openvino", action="store_true", help="also time the YOLO network on OpenVINO, if installed")
     return p.parse_args(argv)
 
 

@@ -48,6 +48,7 @@ from datasets.formats import (LABEL_OF_SIDE, SIDE_OF_LABEL, load_dataset, round_
                               write_annotation, write_classes, write_detection, write_metadata, write_yolo_label)
 from datasets.layouts import LAYOUTS, SIDES, get_layout
 from utils.errors import ProblemLog, UserError, cli
+from utils.fileio import check_dir_args
 from datasets.mtddh import LabelProblem, image_size
 from utils.hip_geometry import acetabular_index, ihdi_grade
 
@@ -352,6 +353,7 @@ def parse_args(argv=None):
 @cli
 def main(argv=None):
     a = parse_args(argv)
+    check_dir_args(a, inputs=["dataset", "--images"], outputs=["--out"])
     if a.command == "export":
         s = export_coco(a.dataset, a.out_json)
         print(f"exported {s['n_images']} images, {s['n_annotations']} hip annotations ({s['layout']}) -> {s['out']}"

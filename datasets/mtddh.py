@@ -52,7 +52,7 @@ import numpy as np
 from datasets.formats import (IMAGE_EXTS, round_keypoints, write_annotation, write_classes, write_detection,
                               write_metadata, write_yolo_label)
 from utils.errors import UserError, cli
-from utils.fileio import prepare_output_dir
+from utils.fileio import check_dir_args, prepare_output_dir
 from datasets.image_io import read_image
 from datasets.layouts import get_layout
 from utils.errors import ItemError
@@ -318,6 +318,7 @@ def parse_args(argv=None):
 @cli
 def main(argv=None):
     args = parse_args(argv)
+    check_dir_args(args, inputs=["--src", "--images"], outputs=["--out"])
     s = convert_mtddh(args.src, args.out, images=args.images, femur_order=args.femur_order,
                       overwrite=args.overwrite, strict=args.strict)
     reasons = ", ".join(f"{k} {v}" for k, v in s["reasons"].items())

@@ -124,7 +124,8 @@ class Output:
     exp_name: Optional[str] = opt(None, "run name (default: built from the main settings)", str)
     resume: Optional[str] = opt(None, "continue from a *_last.pth checkpoint ('auto': this run's own, if any)", str,
                                 metavar="PATH|auto", resume=True)
-    progress: bool = opt(True, "tqdm progress bar", action="bool", resume=True)
+    progress: bool = opt(True, "progress: a tqdm bar in a terminal, plain lines in a log file (one per epoch)",
+                         action="bool", resume=True)
     tensorboard: bool = opt(True, "TensorBoard logs when it is installed", cli=False, resume=True)
 
 
@@ -253,10 +254,10 @@ def _section_classes(cls):
 @dataclass
 class PredictConfig:
     """predict_hip_crop_keypoints.py's options (``run_prediction``'s keyword defaults)."""
-    kp_left_path: Optional[str] = opt(None, "keypoint checkpoint for the image-left hip (serves both sides if "
-                                            "alone)", str)
-    kp_right_path: Optional[str] = opt(None, "keypoint checkpoint for the image-right hip", str)
-    yolo_weights: Optional[str] = opt(None, "YOLO detector weights (.pt); not needed with --use_gt_box", str)
+    kp_left_path: Optional[str] = opt(None, "keypoint model for the image-left hip, .pth or .onnx (serves both "
+                                            "sides if alone)", str)
+    kp_right_path: Optional[str] = opt(None, "keypoint model for the image-right hip, .pth or .onnx", str)
+    yolo_weights: Optional[str] = opt(None, "YOLO detector weights, .pt or .onnx; not needed with --use_gt_box", str)
     use_gt_box: bool = opt(False, "crop on the ground-truth boxes in detections/ instead of YOLO's",
                            action="store_true")
     device: str = opt("auto", "auto, cpu, cuda, cuda:1 or a GPU index", str)

@@ -8,6 +8,10 @@
   file, or a non-empty folder unless ``overwrite``; with ``overwrite``, refuse when one of
   ``protect`` (an input) lies inside one of ``owned`` (what the command writes) and then
   remove ``owned``; create the folder.
+- ``check_input_dir(path, flag)`` / ``check_writable_dir(path, flag)``: a folder argument
+  that is an existing file, or (output) cannot be created or written, is a ``UserError``
+  naming the flag and the path; ``check_dir_args(args, inputs, outputs)`` applies them to a
+  script's parsed flags, right after argparse. ``check_output_dir`` checks writability too.
 - ``one_line(exc)``: ``"TypeName: first line of the message"`` (compiler and decoder
   messages run to pages).
 """
@@ -18,7 +22,7 @@ import shutil
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterable, Iterator, Optional
+from typing import Iterable, Iterator, Optional, Sequence
 
 from utils.errors import UserError
 
@@ -67,11 +71,60 @@ def is_nonempty_dir(path) -> bool:
     return p.is_dir() and any(p.iterdir())
 
 
+def _named(flag: Optional[str], path: Path) -> str:
+    return f"{flag}: {path}" if flag else f"output {path}"
+
+
+def check_input_dir(path, flag: Optional[str] = None) -> Path:
+    """Refuse an input folder argument that is an existing file (a missing one is left to the
+    command, which says what it expected there)."""
+    p = Path(path)
+    if p.exists() and not p.is_dir():
+        raise UserError(f"{flag + ': ' if flag else ''}{p} is a file, not a folder")
+    return p
+
+
+def check_writable_dir(path, flag: Optional[str] = None) -> Path:
+    """Refuse an output folder argument that is an existing file, cannot be created (a parent is
+    a file, or not writable) or cannot be written. Nothing is created; a probe file is made
+    and removed at once in the folder or its nearest existing parent (so that a read-only
+    file system is caught even for root, whom permission bits do not stop)."""
+    p = Path(path)
+    if p.exists() and not p.is_dir():
+        raise UserError(f"{_named(flag, p)} is a file, not a folder")
+    parent = p
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if parent.exists() and not parent.is_dir():
+        raise UserError(f"{_named(flag, p)} cannot be created: {parent} is a file")
+    try:
+        with tempfile.TemporaryFile(dir=parent, prefix=".write_check_"):
+            pass
+    except OSError as e:
+        what = "cannot be written" if parent == p else f"cannot be created in {parent}"
+        raise UserError(f"{_named(flag, p)} {what} ({e.strerror or one_line(e)})") from None
+    return p
+
+
+def check_dir_args(args, inputs: Sequence[str] = (), outputs: Sequence[str] = ()) -> None:
+    """Check a script's folder flags right after argparse. ``inputs``/``outputs`` are the flags as
+    typed (``"--data"``, or a positional's name); values that are None are skipped, lists
+    (``nargs``) are checked item by item."""
+    for names, check in ((inputs, check_input_dir), (outputs, check_writable_dir)):
+        for flag in names:
+            value = getattr(args, flag.lstrip("-"), None)
+            for v in (value if isinstance(value, (list, tuple)) else [value]):
+                if v is not None and str(v) != "":
+                    check(v, flag)
+
+
 def check_output_dir(out, overwrite: bool, hint: str = "use --overwrite") -> Path:
-    """Refuse a file, or a non-empty folder without ``overwrite`` (before any work is done)."""
+    """Refuse a file, a folder that cannot be created or written, or a non-empty folder without
+    ``overwrite`` (before any work is done)."""
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise UserError(f"output {out} exists and is not a folder")
+    check_writable_dir(out)
     if is_nonempty_dir(out) and not overwrite:
         raise UserError(f"output folder {out} is not empty ({hint})")
     return out

@@ -9,7 +9,9 @@ Each function also accepts the nested dict of ``utils.evaluation.metrics.evaluat
   folds (``ddof=1``), plus the per-fold values.
 - ``write_kfold_summary(folds, out_dir)``: ``kfold_summary.csv`` (all metrics),
   ``kfold_summary.md`` and ``kfold_summary.tex`` (a curated table, mean ± SD per
-  image side and for both hips).
+  image side and for both hips). A fold whose detector found no hip at all (detection
+  recall 0) is named in a one-line warning and in a footnote of both tables
+  (``folds_without_detections``).
 - ``compare_experiments({name: metrics}) -> DataFrame``: one row per experiment
   (a single run's metrics, a list of fold metrics, or a ``kfold_summary`` frame),
   curated pooled columns; ``write_comparison`` writes csv/md/tex with the best value
@@ -18,6 +20,7 @@ Each function also accepts the nested dict of ``utils.evaluation.metrics.evaluat
 from __future__ import annotations
 
 import json
+import logging
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +34,10 @@ from utils.evaluation.metrics import flatten_metrics, read_metrics_csv
 
 SIDE_COLUMNS = (("left", "Left hip"), ("right", "Right hip"), ("pooled", "Both hips"))
 DASH = "–"
+NO_HIP = "no hip detected; the detector is undertrained or the data differ"
+DETECTION_RECALL = "detection/pooled/recall"
+
+log = logging.getLogger("hipkp")
 
 
 @dataclass(frozen=True)
@@ -233,8 +240,9 @@ def latex_escape(text: str) -> str:
 
 def latex_table(header: Sequence[str], rows: Sequence[Sequence[str]], align: str = None,
                 sections: Sequence[Optional[str]] = None, caption: str = None, label: str = None,
-                bold: Sequence[Sequence[bool]] = None) -> str:
+                bold: Sequence[Sequence[bool]] = None, notes: Sequence[str] = ()) -> str:
     """A booktabs ``tabular`` (needs ``\\usepackage{booktabs}``); cells are escaped here.
+    ``notes``: footnote lines under the tabular.
 
     ``sections[i]``, when set, starts a ``\\midrule`` + section line before row ``i``.
     """
@@ -263,6 +271,7 @@ def latex_table(header: Sequence[str], rows: Sequence[Sequence[str]], align: str
             cells.append(e)
         lines.append(" & ".join(cells) + " \\\\")
     lines += ["\\bottomrule", "\\end{tabular}"]
+    lines += [f"\\par\\smallskip{{\\footnotesize Note: {latex_escape(n)}.}}" for n in notes]
     if caption or label:
         lines.append("\\end{table}")
     return "\n".join(lines) + "\n"
@@ -279,7 +288,22 @@ def _sectioned(table: pd.DataFrame):
     return rows, sections
 
 
-def kfold_markdown(summary: pd.DataFrame, rows: Sequence[Metric] = PAPER_ROWS, title: str = None) -> str:
+def folds_without_detections(folds: Sequence[MetricsLike], fold_ids: Sequence[int] = None) -> List[int]:
+    """The fold numbers (``fold_ids``, default 1..k) whose detector found no hip: pooled detection
+    recall exactly 0 over at least one side (a fold without the metric, e.g. ``--use_gt_box``, is not one)."""
+    ids = list(fold_ids) if fold_ids is not None else list(range(1, len(folds) + 1))
+    if len(ids) != len(folds):
+        raise ValueError(f"{len(folds)} folds but {len(ids)} fold ids")
+    return [i for i, f in zip(ids, folds) if to_flat(f).get(DETECTION_RECALL, float("nan")) == 0]
+
+
+def no_detection_notes(folds: Sequence[int]) -> List[str]:
+    """``["fold 2: no hip detected; the detector is undertrained or the data differ", ...]``."""
+    return [f"fold {i}: {NO_HIP}" for i in folds]
+
+
+def kfold_markdown(summary: pd.DataFrame, rows: Sequence[Metric] = PAPER_ROWS, title: str = None,
+                   notes: Sequence[str] = ()) -> str:
     table = paper_table(summary, rows)
     k = sum(1 for c in summary.columns if str(c).startswith("fold_"))
     header = ["Metric"] + [l for _, l in SIDE_COLUMNS]
@@ -294,29 +318,34 @@ def kfold_markdown(summary: pd.DataFrame, rows: Sequence[Metric] = PAPER_ROWS, t
             "(the image-left hip is the patient's right). MRE: mean radial error; NME: normalised mean error; "
             "SDR: success detection rate; LoA: Bland–Altman limits of agreement; "
             "screening: grade I vs II–IV, positive = II–IV.\n")
+    note += "".join(f"\n**Note:** {n}.\n" for n in notes)
     return head + markdown_table(header, md_rows) + note
 
 
 def kfold_latex(summary: pd.DataFrame, rows: Sequence[Metric] = PAPER_ROWS, caption: str = None,
-                label: str = None) -> str:
+                label: str = None, notes: Sequence[str] = ()) -> str:
     table = paper_table(summary, rows)
     k = sum(1 for c in summary.columns if str(c).startswith("fold_"))
     body, sections = _sectioned(table)
     caption = caption or f"Results of {k}-fold cross-validation, mean ± SD across folds."
     return latex_table(["Metric"] + [l for _, l in SIDE_COLUMNS], body, sections=sections,
-                       caption=caption, label=label or "tab:kfold")
+                       caption=caption, label=label or "tab:kfold", notes=notes)
 
 
 def write_kfold_summary(folds: Sequence[MetricsLike], out_dir, prefix: str = "kfold_summary",
-                        title: str = None) -> Dict[str, Path]:
-    """Write ``{prefix}.csv`` (every metric), ``{prefix}.md`` and ``{prefix}.tex`` (curated)."""
+                        title: str = None, fold_ids: Sequence[int] = None) -> Dict[str, Path]:
+    """Write ``{prefix}.csv`` (every metric), ``{prefix}.md`` and ``{prefix}.tex`` (curated).
+    ``fold_ids`` (default 1..k) name the folds in the warning and footnote for a fold without detections."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    notes = no_detection_notes(folds_without_detections(folds, fold_ids))
+    for n in notes:
+        log.warning(n)
     summary = kfold_summary(folds)
     paths = {"csv": out / f"{prefix}.csv", "md": out / f"{prefix}.md", "tex": out / f"{prefix}.tex"}
     summary.to_csv(paths["csv"])
-    paths["md"].write_text(kfold_markdown(summary, title=title))
-    paths["tex"].write_text(kfold_latex(summary))
+    paths["md"].write_text(kfold_markdown(summary, title=title, notes=notes))
+    paths["tex"].write_text(kfold_latex(summary, notes=notes))
     return paths
 
 
@@ -436,6 +465,7 @@ HEADLINE_ROWS: Tuple[Tuple[str, str, float, int], ...] = (
 
 
 check_metric_keys([key for _, key, _, _ in HEADLINE_ROWS], "the headline table")
+check_metric_keys([DETECTION_RECALL], "the k-fold no-detection note")
 
 
 def headline_rows(metrics: MetricsLike) -> List[Tuple[str, str]]:

@@ -1,8 +1,12 @@
 """The main job: the whole two-stage study on a synthetic phantom, end to end.
 
 Runs the project's own scripts one after the other (each step prints the command it
-runs, so a newcomer can copy them), then writes ``results/demo/report.md`` and refreshes
-the demo block of the README.
+runs, so a newcomer can copy them), then writes ``results/demo/report.md`` and
+``results/demo/demo_run.json`` (scale, minutes, cores). A run writes only the generated
+folders ``GENERATED`` (dataset/, data/, runs/, weights/, logs/, results/): the tracked
+README.md and docs/ are left alone. ``update_readme`` (``demo.py --update_readme``,
+``make readme-demo``) refreshes the README's demo block and ``docs/demo_overlay.png`` from a
+finished run, only when asked.
 
 Scales: ``cpu`` (default; minutes on a 2-core CPU) and ``full`` (the original study's settings:
 convnext_small_custom at 224, more data and epochs; meant for a GPU).
@@ -20,6 +24,7 @@ import time
 from pathlib import Path
 from utils.errors import UserError
 from utils.evaluation.tables import headline_table
+from utils.progress import interactive
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -44,12 +49,15 @@ def _flags(settings: dict) -> list:
 DATASET, SPLIT, RESULTS = "dataset/demo", "data/demo", "results/demo"
 YOLO_NAME, KP_NAME = "demo_yolo", "demo_kp"
 README_BEGIN, README_END = "<!-- demo:begin -->", "<!-- demo:end -->"
+GENERATED = ("dataset", "data", "runs", "weights", "logs", "results")   # all a demo run writes
+RUN_INFO = "demo_run.json"
 
 
 def _step(title: str, args, timings: dict) -> None:
     cmd = [sys.executable] + [str(a) for a in args]
     shown = "python " + " ".join(shlex.quote(str(a)) for a in args)
-    print(f"\n\033[1m== {title}\033[0m\n$ {shown}", flush=True)
+    bold, plain = ("\033[1m", "\033[0m") if interactive(sys.stdout) else ("", "")   # no escapes in a log file
+    print(f"\n{bold}== {title}{plain}\n$ {shown}", flush=True)
     t0 = time.time()
     r = subprocess.run(cmd, cwd=ROOT)
     timings[title] = time.time() - t0
@@ -58,7 +66,9 @@ def _step(title: str, args, timings: dict) -> None:
         sys.exit(r.returncode)
 
 
-def run_demo(scale: str = "cpu") -> dict:
+def run_demo(scale: str = "cpu", update_readme_block: bool = False) -> dict:
+    """Run the five steps and write the report; with ``update_readme_block`` also refresh the
+    README's demo block (``update_readme``)."""
     if scale not in SCALES:
         raise UserError(f"DEMO_SCALE must be one of {', '.join(SCALES)}, got {scale!r}")
     c = SCALES[scale]
@@ -85,6 +95,11 @@ def run_demo(scale: str = "cpu") -> dict:
     total = time.time() - t_start
     report = write_report(Path(ROOT / RESULTS), scale, c, timings, total)
     print(f"\nDemo finished in {total / 60:.1f} min. Report: {report}")
+    if update_readme_block:
+        print(f"README demo block refreshed: {update_readme()}")
+    else:
+        print("README.md and docs/ untouched (refresh their demo block with `make readme-demo` "
+              "or `python demo.py --update_readme --no_run`)")
     return {"seconds": total, "report": str(report)}
 
 
@@ -116,22 +131,33 @@ def write_report(out: Path, scale: str, c: dict, timings: dict, total: float) ->
     lines += [f"| {k} | {v:.0f} |" for k, v in timings.items()]
     report = out / "report.md"
     report.write_text("\n".join(lines) + "\n")
-    _update_readme(table, overlays[0] if overlays else None, scale, c, total, n_img)
+    info = {"scale": scale, "minutes": round(total / 60, 1), "cpus": os.cpu_count(), "n_images": n_img,
+            "overlay": overlays[0].name if overlays else None}
+    (out / RUN_INFO).write_text(json.dumps(info, indent=2) + "\n")
     return report
 
 
-def _update_readme(table: str, overlay, scale: str, c: dict, total: float, n_img) -> None:
-    """Refresh the README's demo block (only for the default CPU scale)."""
-    readme = ROOT / "README.md"
-    if scale != "cpu" or not readme.exists():
-        return
-    text = readme.read_text()
+def update_readme(results=None, readme=None, docs=None) -> Path:
+    """Refresh the demo block of ``readme`` (README.md) and ``docs/demo_overlay.png`` from the
+    finished run in ``results`` (results/demo: metrics.json, demo_run.json, overlays/).
+    Only ``demo.py --update_readme`` / ``make readme-demo`` call this. Returns the README's path."""
+    results = Path(results or ROOT / RESULTS)
+    readme = Path(readme or ROOT / "README.md")
+    docs = Path(docs or readme.parent / "docs")
+    if not (results / "metrics.json").is_file() or not (results / RUN_INFO).is_file():
+        raise UserError(f"no finished demo run in {results} (metrics.json and {RUN_INFO}); run `make demo` first")
+    text = readme.read_text() if readme.is_file() else ""
     if README_BEGIN not in text or README_END not in text:
-        return
-    if overlay is not None:
-        (ROOT / "docs").mkdir(exist_ok=True)
-        shutil.copyfile(overlay, ROOT / "docs" / "demo_overlay.png")
-    block = (f"{README_BEGIN}\nLast `make demo` run: {n_img} test images, {total / 60:.1f} min "
-             f"on {os.cpu_count()} CPU cores.\n\n{table}\n\n![A demo overlay](docs/demo_overlay.png)\n{README_END}")
+        raise UserError(f"{readme} has no demo block ({README_BEGIN} ... {README_END})")
+    info = json.loads((results / RUN_INFO).read_text())
+    table = headline_table(json.loads((results / "metrics.json").read_text()))
+    if info.get("overlay") and (results / "overlays" / info["overlay"]).is_file():
+        docs.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(results / "overlays" / info["overlay"], docs / "demo_overlay.png")
+    scale = "" if info.get("scale", "cpu") == "cpu" else f" (DEMO_SCALE={info['scale']})"
+    block = (f"{README_BEGIN}\nLast `make demo` run{scale}: {info.get('n_images', '?')} test images, "
+             f"{info.get('minutes', float('nan')):.1f} min on {info.get('cpus', '?')} CPU cores.\n\n{table}\n\n"
+             f"![A demo overlay](docs/demo_overlay.png)\n{README_END}")
     text = re.sub(re.escape(README_BEGIN) + ".*?" + re.escape(README_END), lambda m: block, text, flags=re.S)
     readme.write_text(text)
+    return readme

@@ -9,11 +9,13 @@ The class ids come from the model's own ``names``, not from a hard-coded order.
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
 import numpy as np
+import torch
 
 from datasets.formats import CLASS_NAMES, SIDE_OF_LABEL, read_yolo_label
 from datasets.image_io import read_image, to_uint8
@@ -73,8 +75,22 @@ def best_per_side(xyxy: np.ndarray, conf: np.ndarray, cls: np.ndarray,
     return out
 
 
+@contextmanager
+def keep_torch_threads():
+    """Restore torch's CPU thread count afterwards. Ultralytics' ``select_device`` (run when a
+    YOLO model is loaded or predicts on the CPU) sets it to min(8, CPUs - 1), which would slow
+    the keypoint model and everything else in the process that runs after it."""
+    n = torch.get_num_threads()
+    try:
+        yield
+    finally:
+        if torch.get_num_threads() != n:
+            torch.set_num_threads(n)
+
+
 class YoloDetector:
-    """A YOLO hip detector loaded once from a local weights file."""
+    """A YOLO hip detector loaded once from a local weights file (``.pt``, or an ``.onnx``
+    exported by export_onnx.py, which Ultralytics runs with ONNX Runtime)."""
 
     def __init__(self, weights, device: str = "cpu", imgsz: int = 640, conf: float = 0.25):
         path = Path(weights)
@@ -83,7 +99,8 @@ class YoloDetector:
                             "nothing is downloaded)")
 
         try:
-            self.model = yolo_class()(str(path), task="detect")
+            with keep_torch_threads():
+                self.model = yolo_class()(str(path), task="detect")
         except Exception as e:  # a corrupt or foreign file: one line, not a traceback
             raise UserError(f"cannot load detector weights {path}: {type(e).__name__}: {e}") from None
         if getattr(self.model, "task", "detect") != "detect":
@@ -92,7 +109,8 @@ class YoloDetector:
         self.device = str(device)
         self.imgsz = int(imgsz)
         self.conf = float(conf)
-        self.class_ids = side_class_ids(self.model.names)
+        with keep_torch_threads():  # an exported model's .names sets up Ultralytics' predictor (select_device)
+            self.class_ids = side_class_ids(self.model.names)
 
     def predict(self, images: Sequence[np.ndarray], batch_size: int = 8) -> List[SideDetections]:
         """Batched inference: per image ``{"left": Detection | None, "right": Detection | None}``."""
@@ -100,8 +118,9 @@ class YoloDetector:
         batch_size = max(1, int(batch_size))
         for start in range(0, len(images), batch_size):
             chunk = [as_bgr(im) for im in images[start:start + batch_size]]
-            results = self.model.predict(chunk, imgsz=self.imgsz, conf=self.conf, device=self.device,
-                                         batch=len(chunk), verbose=False)
+            with keep_torch_threads():
+                results = self.model.predict(chunk, imgsz=self.imgsz, conf=self.conf, device=self.device,
+                                             batch=len(chunk), verbose=False)
             for r in results:
                 b = r.boxes
                 out.append(best_per_side(b.xyxy.cpu().numpy(), b.conf.cpu().numpy(),

@@ -58,7 +58,8 @@ def summarize_folds(output_dir, k: int) -> Dict:
         raise UserError(f"no fold results (fold*/metrics.json) in {out}")
     fold_metrics = [json.loads((out / f"fold{i}" / "metrics.json").read_text()) for i in present]
     paths = write_kfold_summary(fold_metrics, out, title=f"{len(present)}-fold cross-validation "
-                                                         f"(folds {', '.join(map(str, present))}), mean ± SD")
+                                                         f"(folds {', '.join(map(str, present))}), mean ± SD",
+                                fold_ids=present)
     frames = []
     for i in present:
         df = read_predictions(out / f"fold{i}" / "predictions.csv")

@@ -31,6 +31,7 @@ from datasets.crops import preprocess_crop
 from datasets.formats import HipRecord, dataset_layout, load_dataset, read_record_image
 from datasets.layouts import SIDES, get_layout
 from models import checkpoint as ckpt_io
+from models.onnx_runtime import load_onnx_keypoint_model   # .onnx files from export_onnx.py
 from utils.config import Preprocess
 from utils.cropping import crop_points_to_side, side_crop_matrix, square_box, warp
 from utils.devices import autocast, select_amp, select_device, yolo_device
@@ -40,6 +41,7 @@ from utils.evaluation.metrics import evaluate_predictions, prediction_row, write
 from utils.evaluation.overlays import save_overlay, save_worst_cases
 from utils.evaluation.tables import headline_table
 from utils.fileio import check_output_dir
+from utils.progress import every_for, progress_bar
 from utils.pipelines import detection
 
 log = logging.getLogger("hipkp")
@@ -93,7 +95,7 @@ def load_side_models(kp_left_path=None, kp_right_path=None, device="cpu", model_
 
     paths = {"left": kp_left_path, "right": kp_right_path}
     if not any(paths.values()):
-        raise UserError("give --kp_left_path and/or --kp_right_path (a keypoint checkpoint .pth)")
+        raise UserError("give --kp_left_path and/or --kp_right_path (a keypoint model .pth or .onnx)")
     loaded = {}
     for side, p in paths.items():
         if not p:
@@ -101,7 +103,8 @@ def load_side_models(kp_left_path=None, kp_right_path=None, device="cpu", model_
         if not Path(p).is_file():
             raise UserError(f"--kp_{side}_path: keypoint checkpoint not found: {p}")
         try:
-            model, codec, cfg = ckpt_io.load_keypoint_model(p, device=device)
+            loader = load_onnx_keypoint_model if str(p).lower().endswith(".onnx") else ckpt_io.load_keypoint_model
+            model, codec, cfg = loader(p, device=device)
         except ValueError as e:
             raise UserError(str(e)) from None
         if model_name and model_name != cfg.get("model_name"):
@@ -254,14 +257,12 @@ def run_prediction(data, output_dir, kp_left_path=None, kp_right_path=None, yolo
     undetected sides say so), metrics.json/metrics.csv (with ground truth), plots/,
     overlays/, worst_cases/, skipped.json (per-item problems). Returns a summary dict.
     """
-    from tqdm import tqdm  # (tqdm's import is slow-ish; only a run needs it)
-
     t0 = time.time()
     out = check_output_dir(output_dir, overwrite)
     if int(batch_size) < 1:
         raise UserError(f"--batch_size must be at least 1, got {batch_size}")
     if not use_gt_box and not yolo_weights:
-        raise UserError("give --yolo_weights (a trained detector .pt), or --use_gt_box to crop on ground-truth boxes")
+        raise UserError("give --yolo_weights (a trained detector .pt or .onnx), or --use_gt_box to crop on ground-truth boxes")
     problems = ProblemLog(strict=strict)
     records = load_dataset(data, require_boxes=use_gt_box, problems=problems)
     dev = select_device(device)
@@ -280,7 +281,8 @@ def run_prediction(data, output_dir, kp_left_path=None, kp_right_path=None, yolo
     (out / "overlays").mkdir(exist_ok=True)
     writer = PredictionWriter(out, layout, side_models, with_gt, overlays, max_overlays)
     try:
-        bar = tqdm(total=len(records), desc="predict", unit="img", disable=not progress)
+        bar = progress_bar(total=len(records), desc="predict", unit="img", enabled=progress,
+                           every=every_for(len(records), batch_size))   # a log file: a line per ~10%
         for start in range(0, len(records), batch_size):
             items = read_stage(records[start:start + batch_size], problems)
             detect_stage(items, detector, use_gt_box, problems, batch_size)

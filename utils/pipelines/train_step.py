@@ -4,8 +4,8 @@
   weights), forward under AMP, the loss chosen by name, a NaN/Inf check agreed by all DDP
   ranks before back-propagating, backward through the GradScaler, gradient clipping, the
   optimizer and the per-step LR schedule.
-- ``train_epoch(r, epoch, stop)``: the steps of one epoch with a tqdm bar, stopping early on
-  a signal or at ``max_steps``.
+- ``train_epoch(r, epoch, stop)``: the steps of one epoch with a tqdm bar in a terminal
+  (``utils.progress``), stopping early on a signal or at ``max_steps``.
 - ``validate(model, loader, codec, device, layout, ...)``: validation loss, mean keypoint
   error in ORIGINAL-image pixels (predictions mapped back through the inverse crop matrix)
   and NME (that error / the crop's side in original pixels), exact over all DDP ranks.
@@ -18,12 +18,12 @@ from typing import Dict, Tuple
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from datasets.crops import crop_to_image_points
 from models import get_loss
 from utils.devices import autocast
 from utils.errors import UserError
+from utils.progress import progress_bar
 from utils.pipelines.distributed import all_reduce_sum
 from utils.pipelines.train_state import Run, StopRequest, stop_signal
 
@@ -78,8 +78,9 @@ def train_epoch(r: Run, epoch: int, stop: StopRequest) -> Tuple[float, float]:
     """The steps of one epoch. Returns (mean training loss, last learning rate)."""
     r.train_sampler.set_epoch(epoch)
     loss_sum, loss_n = 0.0, 0
-    bar = tqdm(r.train_loader, desc=f"epoch {epoch}/{r.cfg.optim.epochs}", leave=False, dynamic_ncols=True,
-               disable=not (r.cfg.output.progress and r.main))
+    # a tqdm bar in a terminal; in a log file nothing here (train() logs one line per epoch)
+    bar = progress_bar(r.train_loader, desc=f"epoch {epoch}/{r.cfg.optim.epochs}", unit="step",
+                       enabled=r.cfg.output.progress and r.main, leave=False, dynamic_ncols=True)
     t_step = time.time()
     lr_used = r.optimizer.param_groups[0]["lr"]
     for batch in bar:

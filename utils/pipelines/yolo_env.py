@@ -14,7 +14,10 @@ Importing this module (before Ultralytics) sets:
   try to fetch the font from the internet;
 - replaces Ultralytics' download functions by ones that fail at once with ``ConnectionError``.
   A weights name such as ``yolo26n.pt`` used by the AMP check on CUDA then falls back to
-  Ultralytics' offline path (a warning, AMP kept on) instead of a request and retries.
+  Ultralytics' offline path (a warning, AMP kept on) instead of a request and retries;
+- when stdout is not a terminal (SLURM, nohup, CI), makes Ultralytics' progress bars
+  non-interactive (``_plain_progress``): each bar then prints one line when it ends (one per
+  epoch in training) instead of carriage-return redraws.
 
 Everything else (``utils.pipelines.detection``, ``utils.pipelines.yolo``) gets the ``YOLO`` class from here.
 """
@@ -25,6 +28,8 @@ import os
 import shutil
 import sys
 from pathlib import Path
+
+from utils.progress import interactive
 
 log = logging.getLogger("hipkp")
 
@@ -85,6 +90,19 @@ def _guard_downloads() -> None:
             mod.ONLINE = False
 
 
+def _plain_progress() -> None:
+    """Ultralytics' own TQDM redraws with "\\r" unless its ``is_noninteractive_console()`` (only
+    true under GitHub Actions) says otherwise; say so whenever stdout is not a terminal."""
+    if interactive(sys.stdout):
+        return
+    try:
+        from ultralytics.utils import tqdm as ul_tqdm
+    except ImportError:  # an Ultralytics without its own TQDM (older releases use tqdm's)
+        return
+    if hasattr(ul_tqdm, "is_noninteractive_console"):
+        ul_tqdm.is_noninteractive_console = lambda: True
+
+
 def ultralytics():
     """Import Ultralytics offline (see the module docstring) and return the package."""
     global _READY
@@ -95,6 +113,7 @@ def ultralytics():
 
         _install_local_fonts(USER_CONFIG_DIR)
         _guard_downloads()
+        _plain_progress()
         _READY = True
     return ul
 
