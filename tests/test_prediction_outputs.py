@@ -24,8 +24,8 @@ from tests.test_predict import (FakeDetector, _install_perfect, ckpt_left, data,
                                 fake_detector)
 from utils.evaluation import overlays as O
 from utils.evaluation.metrics import evaluate_predictions, ihdi_metrics, prediction_row, read_predictions
-from utils.hip_geometry import (acetabular_index, ce_angle, format_reasons, hilgenreiner_distances, ihdi_grade,
-                                plausibility_gate, tonnis_grade)
+from utils.hip_geometry import (ce_angle, format_reasons, grade_name, hilgenreiner_distances, plausibility_gate,
+                                tonnis_grade)
 from utils.pipelines.detection import Detection
 
 
@@ -230,9 +230,11 @@ def test_mtddh8_overlay_draws_ce_and_sma_lines_and_a_warning(tmp_path):
     labels = O.hip_labels(frames, None, qc=qc, ai_interval={"left": (20.0, 26.0)},
                           head={"left": (30.0, 1), "right": (10.0, 2)})
     ai_left = float(frames["left"]["ai_deg"])
-    assert labels["left"][0][0].startswith(f"L: AI {ai_left:.1f} deg (20.0-26.0), IHDI ")
-    assert labels["left"][1][0] == "CE 30.0 deg, Tonnis I"
-    assert labels["right"][0][1] == O.COLORS["warn"] and "IHDI ungradable" in labels["right"][0][0]
+    assert [t for t, _ in labels["left"]] == [f"L: AI {ai_left:.1f} deg (20.0-26.0)",
+                                              f"IHDI {grade_name(frames['left']['grade'])}", "CE 30.0 deg, Tonnis I"]
+    assert labels["right"][0] == (f"R: AI {float(frames['right']['ai_deg']):.1f} deg, IHDI ungradable",
+                                  O.COLORS["warn"])
+    assert labels["right"][1] == ("CE 10.0 deg, Tonnis ungradable", O.COLORS["warn"])
     assert labels["right"][-1] == ("ungradable: low_confidence", O.COLORS["warn"])
     assert np.sum(np.all(np.abs(out.astype(int) - O.COLORS["warn"]) <= 12, axis=-1)) > 50   # warning drawn
     # ihdi12 has no head centre: no CE/SMA colour anywhere

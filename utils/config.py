@@ -265,8 +265,8 @@ class PredictConfig:
                                 "(grade 0, reason in qc_left/qc_right)", float)
     ai_samples: int = opt(200, "keypoint sets sampled from a SimCC model's distributions for the AI's 95%% "
                                "interval (0: no interval)", int)
-    ai_interval_scale: float = opt(1.0, "spread of those samples around the decoded point, times this "
-                                        "(calibration; see docs/outputs.md)", float)
+    ai_interval_scale: float = opt(0.4, "spread of those samples around the decoded point, times this "
+                                        "(calibrated on a validation split: docs/outputs.md)", float)
 
 
 # ============================================================================ checkpoints -> crops

@@ -180,8 +180,8 @@ def _interval_text(ai_interval, s) -> str:
 
 
 def hip_labels(pred_frames=None, gt_frames=None, qc=None, ai_interval=None, head=None) -> Dict[str, List]:
-    """Per side, the overlay text lines ``[(text, BGR colour)]``, e.g.
-    ``"L: AI 24.1 deg (21.9-26.5), IHDI I"``.
+    """Per side, the overlay text lines ``[(text, BGR colour)]``, e.g. ``"L: AI 23.4 deg, IHDI I"``,
+    or with an interval ``"L: AI 24.1 deg (21.9-26.5)"`` and ``"IHDI I"``.
 
     ``*_frames`` are ``hip_frames`` results for one image (or None). OpenCV's Hershey
     fonts have no degree sign, hence "deg". With both, the reference line starts "ref:".
@@ -198,12 +198,15 @@ def hip_labels(pred_frames=None, gt_frames=None, qc=None, ai_interval=None, head
             f = pred_frames[s]
             colour = COLORS["pred"] if gt_frames is not None else COLORS["text"]
             grade = grade_name(0 if reasons else f["grade"])
-            lines.append((f"{tag}: AI {float(f['ai_deg']):.1f} deg{_interval_text(ai_interval, s)}, IHDI {grade}",
-                          COLORS["warn"] if reasons else colour))
+            colour = COLORS["warn"] if reasons else colour
+            interval = _interval_text(ai_interval, s)
+            if interval:            # the interval makes the line long: the grade goes on its own line
+                lines += [(f"{tag}: AI {float(f['ai_deg']):.1f} deg{interval}", colour), (f"IHDI {grade}", colour)]
+            else:
+                lines.append((f"{tag}: AI {float(f['ai_deg']):.1f} deg, IHDI {grade}", colour))
             if head and s in head:
                 ce, tg = head[s]
-                lines.append((f"CE {ce:.1f} deg, Tonnis {grade_name(0 if reasons else tg)}",
-                              COLORS["warn"] if reasons else colour))
+                lines.append((f"CE {ce:.1f} deg, Tonnis {grade_name(0 if reasons else tg)}", colour))
         if reasons:
             lines.append((f"ungradable: {reasons.replace(';', ', ')}", COLORS["warn"]))
         if gt_frames is not None:

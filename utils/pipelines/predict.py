@@ -276,7 +276,7 @@ def run_prediction(data, output_dir, kp_left_path=None, kp_right_path=None, yolo
                    use_gt_box=False, device="auto", batch_size=16, model_name=None, imgsz=640, conf=0.25,
                    overlays=True, max_overlays=None, worst_n=10, strict=False, overwrite=True,
                    progress=True, make_plots=True, min_conf=DEFAULT_MIN_CONF, ai_samples=200,
-                   ai_interval_scale=1.0) -> dict:
+                   ai_interval_scale=0.4) -> dict:
     """Predict every image of ``data`` and, when it has annotations, evaluate.
 
     Writes into ``output_dir``: predictions.csv (one row per readable image; rows for
