@@ -3,7 +3,9 @@
 Overlays draw on the image itself (``draw_overlay`` / ``save_overlay``): predicted
 and reference keypoints, H-, P- and D-lines and the acetabular roof lines from
 ``utils.hip_geometry.hip_lines``, the AI and IHDI grade per hip, detection boxes and
-a legend strip under the image. ``overlay_from_row`` draws one row of predictions.csv;
+a legend strip under the image; for mtddh8 the CE and SMA lines, and for each hip its AI
+interval and, when it failed the plausibility gate, its reasons in a warning colour
+(docs/outputs.md). ``overlay_from_row`` draws one row of predictions.csv;
 ``save_worst_cases`` writes overlays of the images with the largest errors. Sides are
 image sides ("L" = image-left hip).
 """
