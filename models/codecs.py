@@ -21,11 +21,14 @@ SimCC (``SimCCCodec``, for simcc_1d / simcc_2d / simcc_2d_deconv)
             < 1e-3 px. Closer to an edge the cut-off tail pulls the expectation inwards
             (a point on the end itself decodes sigma^2 / (sigma * sqrt(pi / 2) + 1/2) bins
             inside, ~2.2 px for these values). Argmax has no such bias but is quantised to 1 / split_ratio px.
+    sample: keypoint sets drawn from the per-axis softmax distributions (x and y
+            independent per keypoint), for the AI's uncertainty interval.
     default loss: ``simcc_kl``, KL(target || softmax(logits)) per keypoint and axis.
 
 Regression (``RegressionCodec``, for direct_regression)
     encode: (coord + 0.5) / input_size, i.e. the crop's extent [-0.5, S - 0.5] -> [0, 1];
     decode: the inverse, confidence = 1; default loss: ``coord_mse``.
+    sample: None (no distribution; prediction writes NaN AI intervals).
 
 Both ``encode`` methods return ``(targets, keypoint_weights)``: weights (B, K) are 1 for a
 point strictly inside the crop ((-0.5, S - 0.5) on both axes) and 0 for one that augmentation moved
@@ -105,6 +108,20 @@ class SimCCCodec:
             coords = idx.float() / self.split_ratio
         return coords, pmax.mean(-1)
 
+    def sample(self, outputs: Dict[str, torch.Tensor], n: int, generator: torch.Generator = None) -> torch.Tensor:
+        """``n`` keypoint sets drawn from the decoded distributions: (B, n, K, 2) crop pixels.
+
+        Each keypoint's x and y are drawn independently from the softmax over its bins
+        (the per-axis marginals that ``decode`` takes the expectation of), so the sample
+        mean tends to the soft-argmax point. ``generator`` makes the draw reproducible.
+        """
+        logits = torch.stack([outputs["x"], outputs["y"]], dim=2).float()   # (B, K, 2, N)
+        b, k = logits.shape[:2]
+        p = torch.softmax(logits, dim=-1).reshape(-1, logits.shape[-1])
+        idx = torch.multinomial(p.cpu(), int(n), replacement=True, generator=generator)   # (B*K*2, n)
+        xy = idx.float().reshape(b, k, 2, int(n)) / self.split_ratio
+        return xy.permute(0, 3, 1, 2).contiguous()
+
 
 
 @register_codec("regression", loss="coord_mse")
@@ -131,6 +148,10 @@ class RegressionCodec:
     def decode(self, outputs: Dict[str, torch.Tensor]) -> Tuple[torch.Tensor, torch.Tensor]:
         c = outputs["coords"].float()
         return c * self.input_size - 0.5, torch.ones(c.shape[:2], device=c.device)
+
+    def sample(self, outputs: Dict[str, torch.Tensor], n: int, generator: torch.Generator = None):
+        """None: a regression head gives a point, no distribution to sample (AI intervals are NaN)."""
+        return None
 
 
 def build_codec(head_type: str, input_size: int, split_ratio: float = 2.0, sigma: float = 6.0,

@@ -1,17 +1,41 @@
 """utils.evaluation.schema: column names and metric keys in one place, checked against the code."""
+import numpy as np
+import pandas as pd
 import pytest
 
+from tests.helpers import _side_points
 from tests.test_plots import frame
 from utils.evaluation import schema, tables
-from utils.evaluation.metrics import evaluate_predictions, flatten_metrics
+from utils.evaluation.metrics import evaluate_predictions, flatten_metrics, prediction_row
+
+
+def _keys(keys):
+    return {k.format(side=s) for k in keys for s in schema.METRIC_SIDES}
+
+
+def mtddh8_frame(n=12, seed=0):
+    """Predictions rows of mtddh8 hips (noisy points around helper-made GT), gated, with AI intervals."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for i in range(n):
+        gt = np.concatenate([_side_points(rng, "left", 1 + i % 4, 256, "mtddh8"),
+                             _side_points(rng, "right", 1 + (i // 2) % 4, 256, "mtddh8")])
+        pred = gt + rng.normal(0, 1.5, gt.shape)
+        rows.append(prediction_row(f"m{i}", pred, "mtddh8", gt_kps=gt, pixel_spacing_mm=0.2, image_width=256,
+                                   ai_interval={"left": (10.0, 40.0), "right": (10.0, 40.0)}))
+    return pd.DataFrame(rows)
 
 
 def test_every_schema_metric_key_is_produced_by_the_metrics():
     df = frame(n=12)
     df["pixel_spacing_mm"] = 0.2
     flat = {k for k, _ in flatten_metrics(evaluate_predictions(df, layout="ihdi12"))}
-    missing = [k.format(side=s) for k in schema.METRIC_KEYS for s in schema.METRIC_SIDES
-               if k.format(side=s) not in flat]
+    # ihdi12 has no head centre: every key but the CE / Toennis ones, and none of those
+    missing = sorted(_keys(schema.METRIC_KEYS - schema.HEAD_CENTRE_METRIC_KEYS) - flat)
+    assert not missing, missing
+    assert not _keys(schema.HEAD_CENTRE_METRIC_KEYS) & flat
+    flat8 = {k for k, _ in flatten_metrics(evaluate_predictions(mtddh8_frame(), layout="mtddh8"))}
+    missing = sorted(_keys(schema.METRIC_KEYS) - flat8)
     assert not missing, missing
 
 

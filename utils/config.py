@@ -269,6 +269,12 @@ class PredictConfig:
     max_overlays: Optional[int] = opt(None, "draw at most this many overlays", int)
     worst_n: int = opt(10, "copy the N worst overlays to worst_cases/", int)
     strict: bool = opt(False, "stop at the first unusable item instead of skipping it", action="store_true")
+    min_conf: float = opt(0.25, "plausibility gate: a hip whose detection confidence is below this is ungradable "
+                                "(grade 0, reason in qc_left/qc_right)", float)
+    ai_samples: int = opt(200, "keypoint sets sampled from a SimCC model's distributions for the AI's 95%% "
+                               "interval (0: no interval)", int)
+    ai_interval_scale: float = opt(0.4, "spread of those samples around the decoded point, times this "
+                                        "(calibrated on a validation split: docs/outputs.md)", float)
 
 
 # ============================================================================ checkpoints -> crops

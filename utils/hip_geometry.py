@@ -316,6 +316,29 @@ def hilgenreiner_distances(keypoints, layout="ihdi12", pixel_spacing=None) -> Di
     return {"h": _unbatch(hs, single), "d": _unbatch(ds, single)}
 
 
+def head_lines(keypoints, layout="mtddh8", length: float = None) -> Dict[str, Dict[str, np.ndarray]]:
+    """Segments for drawing the CE angle and the SMA line of one image: ``{side: {name: (p0, p1)}}``.
+
+    Names: ``ce`` (head centre C -> lateral edge E), ``vertical`` (from C, perpendicular
+    to the H-line, superiorly, as long as CE), ``sma`` (through E, parallel to the H-line,
+    ``length`` to each side; default a quarter of the inter-triradiate distance). A side
+    with degenerate geometry is left out. ValueError for a layout without a head centre.
+    """
+    h, span, single = _head_frames(keypoints, layout)
+    if not single:
+        raise ValueError("head_lines takes one image's keypoints (N, 2)")
+    L = float(span[0]) / 4 if length is None else float(length)
+    out = {}
+    for s in SIDES:
+        d = h[s]
+        if not bool(d["valid"][0]):
+            continue
+        c, e, lat, inf = d["head_centre"][0], d["lateral_edge"][0], d["lateral"][0], d["inferior"][0]
+        r = float(np.linalg.norm(e - c))
+        out[s] = {"ce": (c, e), "vertical": (c, c - inf * r), "sma": (e - lat * L, e + lat * L)}
+    return out
+
+
 # --------------------------------------------------------------------------------------
 # Plausibility gate (docs/clinical_definitions.md, "Plausibility gate")
 # --------------------------------------------------------------------------------------

@@ -41,6 +41,15 @@ column                      meaning
 ``pred_ihdi_{side}``        predicted IHDI grade 1-4, 0 = ungradable (degenerate geometry),
                             NaN = no prediction (side not detected)
 ``gt_ihdi_{side}``          GT IHDI grade, same coding
+``qc_{side}``               plausibility gate: "" when the hip passes (or was not gated), else
+                            its reason codes joined by ";"; a failed hip's ``pred_ihdi`` and
+                            ``pred_tonnis`` are 0, its ``pred_ai`` and ``pred_ce`` stay
+``pred_ai_{side}_lo/_hi``   the AI's 95% interval from sampled keypoints (NaN: no distribution)
+``{kind}_ce_{side}``        CE angle, degrees (layouts with a head centre: mtddh8)
+``{kind}_tonnis_{side}``    Toennis grade 1-4, 0 ungradable (mtddh8)
+``{kind}_h_{side}``,        Hilgenreiner h and d in px; ``{kind}_h_mm_{side}``/``_d_mm_`` in mm
+``{kind}_d_{side}``         (NaN without a pixel spacing)
+``err_{m}_{side}``          signed pred - gt of m in ce, h, d, h_mm, d_mm
 ==========================  =================================================================
 
 ``evaluate_predictions`` needs only ``stem`` plus whichever of ``detected_*``, ``iou_*``,
@@ -71,7 +80,8 @@ from sklearn.metrics import cohen_kappa_score, confusion_matrix, precision_recal
 
 from datasets.layouts import SIDES, get_layout, layout_for_num_points
 from utils.evaluation import schema
-from utils.hip_geometry import hip_frames
+from utils.hip_geometry import (DEFAULT_MIN_CONF, GATE_REASONS, ce_angle, format_reasons, hilgenreiner_distances,
+                                hip_frames, plausibility_gate, tonnis_grade)
 
 GRADES = (1, 2, 3, 4)
 GRADE_LABELS = ("I", "II", "III", "IV")
@@ -308,7 +318,17 @@ def screening_metrics(tp: int, fp: int, tn: int, fn: int) -> Dict[str, float]:
             "tp": int(tp), "fp": int(fp), "tn": int(tn), "fn": int(fn)}
 
 
-def ihdi_metrics(y_true, y_pred) -> Dict:
+def _failed_pairs(y_true, y_pred, failed) -> np.ndarray:
+    """Reference grades (1-4) of the pairs ``failed`` marks whose prediction is ungradable (0)."""
+    if failed is None:
+        return np.empty(0, dtype=int)
+    t = np.asarray(y_true, dtype=float).ravel()
+    p = np.asarray(y_pred, dtype=float).ravel()
+    m = np.asarray(failed, dtype=bool).ravel() & (p == 0) & np.isin(t, GRADES)
+    return t[m].astype(int)
+
+
+def ihdi_metrics(y_true, y_pred, failed=None) -> Dict:
     """IHDI grade agreement on pairs where both grades are 1-4.
 
     Accuracy, confusion matrix (labels I-IV fixed; ``confusion[gt][pred]``), macro
@@ -317,20 +337,35 @@ def ihdi_metrics(y_true, y_pred) -> Dict:
     (labels 1-4; NaN when undefined, e.g. a single grade in both) and the screening
     view (grade I vs II-IV, positive = II-IV). Grade-0 and missing pairs are counted
     and excluded.
+
+    ``failed`` (a boolean mask like ``y_pred``) marks hips that failed the plausibility
+    gate: their ungradable prediction (0) then counts as an error instead of being left
+    out (``n_failed_as_error``): wrong in the accuracy, a miss of its reference grade in
+    P/R/F1, a ``pred_ungradable`` column of the confusion matrix and the wrong side of the
+    screening split. The kappa stays over the graded pairs (an ungradable hip has no
+    place on the grade scale).
     """
     t, p, counts = _grade_pairs(y_true, y_pred)
+    tf = _failed_pairs(y_true, y_pred, failed)
     out: Dict = dict(counts)
     cm = confusion_matrix(t, p, labels=list(GRADES)) if len(t) else np.zeros((4, 4), dtype=int)
     out["confusion"] = {f"gt_{GRADE_LABELS[i]}": {f"pred_{GRADE_LABELS[j]}": int(cm[i, j]) for j in range(4)}
                         for i in range(4)}
-    if len(t):
-        out["accuracy"] = float(np.mean(t == p))
-        pr, rc, f1, _ = precision_recall_fscore_support(t, p, average="macro", zero_division=0)
+    if failed is not None:
+        out["n_failed_as_error"] = int(len(tf))
+        for i, g in enumerate(GRADES):
+            out["confusion"][f"gt_{GRADE_LABELS[i]}"]["pred_ungradable"] = int(np.sum(tf == g))
+    ta, pa = np.concatenate([t, tf]), np.concatenate([p, np.zeros(len(tf), dtype=int)])
+    if len(ta):
+        out["accuracy"] = float(np.mean(ta == pa))
+        present = sorted((set(ta.tolist()) | set(pa.tolist())) & set(GRADES))
+        pr, rc, f1, _ = precision_recall_fscore_support(ta, pa, labels=present, average="macro", zero_division=0)
         out["macro_precision"], out["macro_recall"], out["macro_f1"] = float(pr), float(rc), float(f1)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            out["kappa_quadratic"] = float(cohen_kappa_score(t, p, weights="quadratic", labels=list(GRADES)))
-        pr_c, rc_c, f1_c, sup = precision_recall_fscore_support(t, p, labels=list(GRADES), zero_division=0)
+            out["kappa_quadratic"] = (float(cohen_kappa_score(t, p, weights="quadratic", labels=list(GRADES)))
+                                      if len(t) else float("nan"))
+        pr_c, rc_c, f1_c, sup = precision_recall_fscore_support(ta, pa, labels=list(GRADES), zero_division=0)
     else:
         out.update(accuracy=float("nan"), macro_precision=float("nan"), macro_recall=float("nan"),
                    macro_f1=float("nan"), kappa_quadratic=float("nan"))
@@ -338,7 +373,8 @@ def ihdi_metrics(y_true, y_pred) -> Dict:
         sup = np.zeros(4, dtype=int)
     out["per_grade"] = {GRADE_LABELS[i]: {"precision": float(pr_c[i]), "recall": float(rc_c[i]),
                                           "f1": float(f1_c[i]), "support": int(sup[i])} for i in range(4)}
-    tb, pb = t >= 2, p >= 2
+    tb = np.concatenate([t >= 2, tf >= 2])
+    pb = np.concatenate([p >= 2, tf < 2])          # a failed hip lands on the wrong side of the split
     out["screening"] = screening_metrics(tp=int(np.sum(tb & pb)), fp=int(np.sum(~tb & pb)),
                                          tn=int(np.sum(~tb & ~pb)), fn=int(np.sum(tb & ~pb)))
     return out
@@ -398,7 +434,8 @@ def keypoint_name(layout, j: int) -> str:
 
 def prediction_row(stem: str, pred_kps, layout, gt_kps=None, pred_boxes=None, gt_boxes=None,
                    det_conf=None, pixel_spacing_mm=None, crop_sides=None,
-                   gt_ai=None, gt_ihdi=None) -> Dict:
+                   gt_ai=None, gt_ihdi=None, image_width=None, min_conf=DEFAULT_MIN_CONF,
+                   ai_interval=None) -> Dict:
     """One row of the predictions DataFrame (see the module docstring for the columns).
 
     - ``pred_kps``: (N, 2) image px, NaN rows for a side without a prediction.
@@ -408,8 +445,14 @@ def prediction_row(stem: str, pred_kps, layout, gt_kps=None, pred_boxes=None, gt
     - ``gt_ai`` / ``gt_ihdi``: ``{side: value}`` overriding the values measured on
       ``gt_kps`` (e.g. a synthetic phantom's true angles).
 
+    - ``image_width``: runs the plausibility gate (``qc_{side}``; a failed hip's grades
+      become 0, its measured angles stay); None leaves ``qc_*`` empty (not gated).
+      ``min_conf``: the gate's detector confidence threshold (GT boxes have none).
+    - ``ai_interval``: ``{side: (lo, hi)}``, the AI's 95% interval (NaN when not given).
+
     AI and IHDI come from ``utils.hip_geometry`` on the full keypoint set; both need
     the two triradiate points, so a missing side leaves the other side unmeasured.
+    CE, Toennis (layouts with a head centre) and h, d come from ``measurement_columns``.
     """
 
     lay = get_layout(layout)
@@ -477,6 +520,78 @@ def prediction_row(stem: str, pred_kps, layout, gt_kps=None, pred_boxes=None, gt
             row[f"gt_ihdi_{s}"] = int(gt_ihdi[s])
         else:
             row[f"gt_ihdi_{s}"] = int(fg[s]["grade"]) if fg is not None else np.nan
+    row.update(measurement_columns(pred, gt, lay, pixel_spacing_mm))
+    row.update(interval_columns(ai_interval))
+    return gate_row(row, pred, lay, image_width, det_conf, min_conf)
+
+
+def has_head_centre(layout) -> bool:
+    """True for a layout with a femoral head centre (mtddh8): it has CE and Toennis columns."""
+    return "head_centre" in get_layout(layout).point_names
+
+
+def _measures(kps, lay, spacing) -> Dict[str, Tuple[float, float]]:
+    """{measure: (left, right)} of one keypoint set: CE and Toennis (head centre only), h, d in px and mm."""
+    names = (schema.HEAD_CENTRE_MEASURES if has_head_centre(lay) else ()) + ("h", "d", "h_mm", "d_mm")
+    if kps is None or not np.all(np.isfinite(kps)):
+        return {m: (np.nan, np.nan) for m in names}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        hd = hilgenreiner_distances(kps, lay)
+        out = {"h": hd["h"], "d": hd["d"]}
+        if has_head_centre(lay):
+            out["ce"], out["tonnis"] = ce_angle(kps, lay), tonnis_grade(kps, lay)
+    for m in ("h", "d"):
+        out[f"{m}_mm"] = tuple(v * spacing if spacing else np.nan for v in out[m])
+    return out
+
+
+def measurement_columns(pred, gt, layout, pixel_spacing_mm=None) -> Dict:
+    """The further measurements of a row: ``{kind}_{measure}_{side}`` for kind pred/gt and
+    measure ce, tonnis (layouts with a head centre), h, d (px) and h_mm, d_mm (NaN without
+    a pixel spacing), plus the signed error ``err_{measure}_{side}`` = pred - gt (no
+    error column for the Toennis grade). NaN where a keypoint set is missing or incomplete."""
+    lay = get_layout(layout)
+    spacing = float(pixel_spacing_mm) if pixel_spacing_mm and np.isfinite(pixel_spacing_mm) else None
+    mp, mg = _measures(pred, lay, spacing), _measures(gt, lay, spacing)
+    row: Dict = {}
+    for m in mp:
+        for k, s in enumerate(SIDES):
+            p, g = float(mp[m][k]), float(mg[m][k])
+            cast = (lambda v: int(v) if np.isfinite(v) else v) if m == "tonnis" else float
+            row[schema.column(m, kind="pred", side=s)] = cast(p)
+            row[schema.column(m, kind="gt", side=s)] = cast(g)
+            if m in schema.MEASURES:
+                row[schema.column("err", measure=m, side=s)] = p - g
+    return row
+
+
+def interval_columns(ai_interval=None) -> Dict:
+    """``pred_ai_{side}_lo`` / ``_hi`` from ``{side: (lo, hi)}`` (NaN for a side not given)."""
+    row = {}
+    for s in SIDES:
+        lo, hi = (ai_interval or {}).get(s) or (np.nan, np.nan)
+        row[schema.column("ai_lo", side=s)], row[schema.column("ai_hi", side=s)] = float(lo), float(hi)
+    return row
+
+
+def gate_row(row: Dict, pred, layout, image_width=None, det_conf=None, min_conf=DEFAULT_MIN_CONF) -> Dict:
+    """Run the plausibility gate on a row: ``qc_{side}`` = the reasons joined by ";" ("" = passed,
+    or not gated when ``image_width`` is None); a failed hip's ``pred_ihdi`` (and
+    ``pred_tonnis``) become 0 (ungradable), its measured AI and CE stay."""
+    lay = get_layout(layout)
+    reasons = ([], [])
+    if image_width is not None:
+        conf = [(det_conf or {}).get(s) for s in SIDES]
+        detected = tuple(bool(row[f"detected_{s}"]) for s in SIDES)
+        reasons = plausibility_gate(pred, image_width, lay, detected=detected, min_conf=min_conf,
+                                    confidences=None if all(c is None for c in conf) else conf)
+    for s, r in zip(SIDES, reasons):
+        row[schema.column("qc", side=s)] = format_reasons(r)
+        if r:
+            row[f"pred_ihdi_{s}"] = 0
+            if schema.column("tonnis", kind="pred", side=s) in row:
+                row[schema.column("tonnis", kind="pred", side=s)] = 0
     return row
 
 
@@ -567,21 +682,103 @@ def keypoint_metrics(df: pd.DataFrame, layout=None, sdr_radii: Sequence[float] =
     return out
 
 
-def ai_metrics(df: pd.DataFrame) -> Dict:
-    pred, gt = side_values(df, "pred_ai", mask_undetected=True), side_values(df, "gt_ai")
+def failed_hips(df: pd.DataFrame) -> Optional[Dict[str, np.ndarray]]:
+    """``{left, right, pooled}`` booleans: the hip failed the plausibility gate (a non-empty
+    ``qc_{side}``); None when the frame has no ``qc_*`` columns (an older predictions file)."""
+    cols = [schema.column("qc", side=s) for s in SIDES]
+    if not all(c in df.columns for c in cols):
+        return None
+    out = {s: df[c].fillna("").astype(str).str.strip().str.len().to_numpy() > 0 for s, c in zip(SIDES, cols)}
+    out[POOLED] = np.concatenate([out[s] for s in SIDES])
+    return out
+
+
+def _gradable_only(vals: Dict[str, np.ndarray], failed) -> Dict[str, np.ndarray]:
+    return {k: np.where(failed[k], np.nan, v) for k, v in vals.items()}
+
+
+def gate_metrics(df: pd.DataFrame) -> Dict:
+    """Per side and pooled: hips, gradable hips (every hip counts, undetected ones too: they
+    fail with ``no_detection``), ``gradable_rate`` and the count of each gate reason."""
+    failed = failed_hips(df)
+    cells = {s: df[schema.column("qc", side=s)].fillna("").astype(str).tolist() for s in SIDES}
+    cells[POOLED] = cells["left"] + cells["right"]
+    out = {}
+    for k in (*SIDES, POOLED):
+        n = len(failed[k])
+        reasons = {code: int(sum(code in c.split(";") for c in cells[k])) for code in GATE_REASONS}
+        out[k] = {"n_hips": n, "n_gradable": int(n - failed[k].sum()),
+                  "gradable_rate": _div(n - failed[k].sum(), n), "reasons": reasons}
+    return out
+
+
+def ai_metrics(df: pd.DataFrame, gradable_only: bool = False, prefix: str = "ai") -> Dict:
+    """Agreement of ``pred_{prefix}`` with ``gt_{prefix}`` over the detected hips (the gradable
+    ones only with ``gradable_only``)."""
+    pred, gt = side_values(df, f"pred_{prefix}", mask_undetected=True), side_values(df, f"gt_{prefix}")
+    if gradable_only:
+        pred = _gradable_only(pred, failed_hips(df))
     return {k: agreement(pred[k], gt[k]) for k in (*SIDES, POOLED)}
 
 
-def ihdi_side_metrics(df: pd.DataFrame) -> Dict:
-    pred, gt = side_values(df, "pred_ihdi", mask_undetected=True), side_values(df, "gt_ihdi")
-    return {k: ihdi_metrics(gt[k], pred[k]) for k in (*SIDES, POOLED)}
+def ihdi_side_metrics(df: pd.DataFrame, gradable_only: bool = False, prefix: str = "ihdi") -> Dict:
+    """Grade agreement over the detected hips, a hip failed by the gate counting as an error
+    (``ihdi_metrics(failed=...)``), or over the gradable hips only with ``gradable_only``."""
+    pred, gt = side_values(df, f"pred_{prefix}", mask_undetected=True), side_values(df, f"gt_{prefix}")
+    failed = failed_hips(df)
+    if gradable_only:
+        return {k: ihdi_metrics(gt[k], _gradable_only(pred, failed)[k]) for k in (*SIDES, POOLED)}
+    return {k: ihdi_metrics(gt[k], pred[k], failed=None if failed is None else failed[k]) for k in (*SIDES, POOLED)}
+
+
+def ai_interval_metrics(df: pd.DataFrame) -> Dict:
+    """Calibration of the AI intervals: the fraction of reference AIs inside
+    [``pred_ai_{side}_lo``, ``pred_ai_{side}_hi``] (``coverage``; a 95% interval should give
+    0.90-0.98), the mean width in degrees and the number of detected hips with an interval."""
+    lo = {s: column(df, schema.column("ai_lo", side=s)) for s in SIDES}
+    hi = {s: column(df, schema.column("ai_hi", side=s)) for s in SIDES}
+    det = {s: column(df, f"detected_{s}", default=1) != 0 for s in SIDES}
+    gt = {s: column(df, f"gt_ai_{s}") for s in SIDES}
+    for d in (lo, hi, det, gt):
+        d[POOLED] = np.concatenate([d[s] for s in SIDES])
+    out = {}
+    for k in (*SIDES, POOLED):
+        m = det[k] & _finite(lo[k], hi[k], gt[k])
+        inside = (lo[k][m] <= gt[k][m]) & (gt[k][m] <= hi[k][m])
+        out[k] = {"coverage": _nan_if_empty(np.mean, inside), "mean_width": _nan_if_empty(np.mean, hi[k][m] - lo[k][m]),
+                  "n": int(m.sum())}
+    return out
+
+
+def _has(cols, prefix) -> bool:
+    return all(f"{kind}_{prefix}_{s}" in cols for kind in ("pred", "gt") for s in SIDES)
+
+
+def measurement_metrics(df: pd.DataFrame) -> Dict:
+    """CE (agreement), Toennis (grade agreement, failed hips as errors), h and d MAE etc. in px
+    and mm, and the AI interval calibration: the groups whose columns the frame has."""
+    cols, out = set(df.columns), {}
+    if _has(cols, "ce"):
+        out["ce"] = ai_metrics(df, prefix="ce")
+    if _has(cols, "tonnis"):
+        out["tonnis"] = ihdi_side_metrics(df, prefix="tonnis")
+    for m, key in (("h", "h_px"), ("d", "d_px"), ("h_mm", "h_mm"), ("d_mm", "d_mm")):
+        if _has(cols, m):
+            out[key] = ai_metrics(df, prefix=m)
+    if all(schema.column(c, side=s) in cols for c in ("ai_lo", "ai_hi") for s in SIDES):
+        out["ai_interval"] = ai_interval_metrics(df)
+    return out
 
 
 def evaluate_predictions(df: pd.DataFrame, layout=None, sdr_radii: Sequence[float] = SDR_RADII) -> Dict:
     """All metrics of a predictions DataFrame as a nested, JSON-serialisable dict.
 
     Top-level keys (present when their columns are): ``n_images``, ``detection``,
-    ``keypoints``, ``ai``, ``ihdi``. Inside, ``left``/``right``/``pooled`` blocks.
+    ``keypoints``, ``ai``, ``ihdi`` (over every detected hip; a hip failed by the gate keeps
+    its measured AI, and its ungradable grade counts as an error), ``gate`` (gradable rate,
+    reasons), ``ai_gradable`` and ``ihdi_gradable`` (the gradable hips only), ``ce``,
+    ``tonnis`` (mtddh8), ``h_px``, ``d_px``, ``h_mm``, ``d_mm``, ``ai_interval``
+    (coverage, mean width). Inside, ``left``/``right``/``pooled`` blocks.
     NaN becomes None.
     """
     cols = set(df.columns)
@@ -590,10 +787,18 @@ def evaluate_predictions(df: pd.DataFrame, layout=None, sdr_radii: Sequence[floa
         out["detection"] = detection_metrics(df)
     if any(c.startswith("err_px_") for c in cols):
         out["keypoints"] = keypoint_metrics(df, layout, sdr_radii)
+    gated = failed_hips(df) is not None
+    if gated:
+        out["gate"] = gate_metrics(df)
     if any(f"pred_ai_{s}" in cols for s in SIDES) and any(f"gt_ai_{s}" in cols for s in SIDES):
         out["ai"] = ai_metrics(df)
+        if gated:
+            out["ai_gradable"] = ai_metrics(df, gradable_only=True)
     if any(f"pred_ihdi_{s}" in cols for s in SIDES) and any(f"gt_ihdi_{s}" in cols for s in SIDES):
         out["ihdi"] = ihdi_side_metrics(df)
+        if gated:
+            out["ihdi_gradable"] = ihdi_side_metrics(df, gradable_only=True)
+    out.update(measurement_metrics(df))
     return to_jsonable(out)
 
 

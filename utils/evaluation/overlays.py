@@ -3,7 +3,9 @@
 Overlays draw on the image itself (``draw_overlay`` / ``save_overlay``): predicted
 and reference keypoints, H-, P- and D-lines and the acetabular roof lines from
 ``utils.hip_geometry.hip_lines``, the AI and IHDI grade per hip, detection boxes and
-a legend strip under the image. ``overlay_from_row`` draws one row of predictions.csv;
+a legend strip under the image; for mtddh8 the CE and SMA lines, and for each hip its AI
+interval and, when it failed the plausibility gate, its reasons in a warning colour
+(docs/outputs.md). ``overlay_from_row`` draws one row of predictions.csv;
 ``save_worst_cases`` writes overlays of the images with the largest errors. Sides are
 image sides ("L" = image-left hip).
 """
@@ -20,7 +22,7 @@ import pandas as pd
 from datasets.image_io import read_image, to_uint8
 from datasets.layouts import SIDES, get_layout
 from utils.evaluation import metrics
-from utils.hip_geometry import grade_name, hip_frames, hip_lines
+from utils.hip_geometry import ce_angle, grade_name, head_lines, hip_frames, hip_lines, tonnis_grade
 
 
 # ------------------------------------------------------------------ overlays
@@ -35,10 +37,14 @@ COLORS = {
     "box": (255, 150, 40),       # light blue
     "hpoint": (40, 40, 255),     # red ring (the predicted H-point)
     "text": (255, 255, 255),
+    "ce": (203, 192, 255),       # pink: C -> E and the perpendicular through C (CE angle, mtddh8)
+    "sma": (235, 235, 235),      # light grey: the SMA line through E (Toennis, mtddh8)
+    "warn": (0, 190, 255),       # amber: a hip that failed the plausibility gate
 }
 LEGEND = (("pred", "predicted", "dot"), ("hpoint", "H-point", "ring"), ("gt", "reference", "cross"), ("h_line", "H-line", "line"),
           ("p_line", "P-line", "line"), ("d_line", "D-line", "line"), ("roof", "roof (AI)", "line"),
-          ("box", "detection", "rect"))
+          ("box", "detection", "rect"), ("ce", "CE angle", "line"), ("sma", "SMA line", "line"),
+          ("warn", "ungradable", "line"))
 FONT = cv2.FONT_HERSHEY_SIMPLEX
 
 
@@ -76,14 +82,17 @@ def _to_bgr(image) -> np.ndarray:
     return np.ascontiguousarray(img.copy())
 
 
-def _text_block(img, lines, anchor, st: _Style, align="center"):
-    """Draw lines of (text, colour) on a dark translucent box; anchor = (x centre, y bottom), clamped."""
+def _text_block(img, lines, anchor, st: _Style, align="center", x_limits=None):
+    """Draw lines of (text, colour) on a dark translucent box; anchor = (x centre, y bottom), clamped
+    to the image and, where it fits, to ``x_limits`` = (x min, x max) (keeps two hips' texts apart)."""
     sizes = [st.text_size(t) for t, _ in lines]
     line_h = max(th + base for _, th, base in sizes) + st.pad // 2
     bw = max(tw for tw, _, _ in sizes) + 2 * st.pad
     bh = line_h * len(lines) + st.pad
     H, W = img.shape[:2]
     x0 = int(anchor[0] - bw / 2) if align == "center" else int(anchor[0])
+    if x_limits is not None and x_limits[1] - x_limits[0] >= bw:
+        x0 = min(max(x0, int(x_limits[0])), int(x_limits[1] - bw))
     y0 = int(anchor[1] - bh)
     x0 = min(max(x0, 0), max(W - bw, 0))
     y0 = min(max(y0, 0), max(H - bh, 0))
@@ -167,20 +176,41 @@ def _measure(kps, lay):
     return kps, f
 
 
-def hip_labels(pred_frames=None, gt_frames=None) -> Dict[str, List]:
-    """Per side, the overlay text lines ``[(text, BGR colour)]``, e.g. ``"L: AI 23.4 deg, IHDI I"``.
+def _interval_text(ai_interval, s) -> str:
+    lo, hi = (ai_interval or {}).get(s) or (np.nan, np.nan)
+    return f" ({float(lo):.1f}-{float(hi):.1f})" if np.isfinite(lo) and np.isfinite(hi) else ""
+
+
+def hip_labels(pred_frames=None, gt_frames=None, qc=None, ai_interval=None, head=None) -> Dict[str, List]:
+    """Per side, the overlay text lines ``[(text, BGR colour)]``, e.g. ``"L: AI 23.4 deg, IHDI I"``,
+    or with an interval ``"L: AI 24.1 deg (21.9-26.5)"`` and ``"IHDI I"``.
 
     ``*_frames`` are ``hip_frames`` results for one image (or None). OpenCV's Hershey
     fonts have no degree sign, hence "deg". With both, the reference line starts "ref:".
+    ``qc``: {side: "reason;..."}: a failed hip's lines are in the warning colour, its grade
+    reads "ungradable" and its reasons follow. ``ai_interval``: {side: (lo, hi)}.
+    ``head``: {side: (CE deg, Toennis grade)} of the prediction (mtddh8), a line of its own.
     """
     out = {}
     for s in SIDES:
         tag = "L" if s == "left" else "R"
         lines = []
+        reasons = str((qc or {}).get(s) or "")
         if pred_frames is not None:
             f = pred_frames[s]
-            lines.append((f"{tag}: AI {float(f['ai_deg']):.1f} deg, IHDI {grade_name(f['grade'])}",
-                          COLORS["pred"] if gt_frames is not None else COLORS["text"]))
+            colour = COLORS["pred"] if gt_frames is not None else COLORS["text"]
+            grade = grade_name(0 if reasons else f["grade"])
+            colour = COLORS["warn"] if reasons else colour
+            interval = _interval_text(ai_interval, s)
+            if interval:            # the interval makes the line long: the grade goes on its own line
+                lines += [(f"{tag}: AI {float(f['ai_deg']):.1f} deg{interval}", colour), (f"IHDI {grade}", colour)]
+            else:
+                lines.append((f"{tag}: AI {float(f['ai_deg']):.1f} deg, IHDI {grade}", colour))
+            if head and s in head:
+                ce, tg = head[s]
+                lines.append((f"CE {ce:.1f} deg, Tonnis {grade_name(0 if reasons else tg)}", colour))
+        if reasons:
+            lines.append((f"ungradable: {reasons.replace(';', ', ')}", COLORS["warn"]))
         if gt_frames is not None:
             f = gt_frames[s]
             lead = "ref" if pred_frames is not None else f"{tag} ref"
@@ -190,7 +220,7 @@ def hip_labels(pred_frames=None, gt_frames=None) -> Dict[str, List]:
 
 
 def draw_overlay(image, pred_kps, layout, gt_kps=None, boxes=None, title: Optional[str] = None,
-                 draw_lines: bool = True, legend: bool = True) -> np.ndarray:
+                 draw_lines: bool = True, legend: bool = True, qc=None, ai_interval=None) -> np.ndarray:
     """Draw one image's measurement and return a new BGR image.
 
     - ``image``: gray (H, W) or BGR (H, W, 3); not modified.
@@ -201,6 +231,11 @@ def draw_overlay(image, pred_kps, layout, gt_kps=None, boxes=None, title: Option
     - The H-, P-, D- and roof lines and the per-hip text ("L: AI 23.4 deg, IHDI I")
       come from the predicted points when both hips are predicted. The text names
       image sides.
+    - For a layout with a head centre (mtddh8) the CE lines (C -> E and the perpendicular
+      to the H-line through C) and the SMA line, and a "CE .. deg, Tonnis .." text line.
+    - ``qc``: {side: "reason;..."} of the plausibility gate: a failed hip's lines and text
+      are drawn in the warning colour with its reasons. ``ai_interval``: {side: (lo, hi)},
+      shown as "AI 24.1 deg (21.9-26.5)".
     - With ``legend`` a strip with the title and colour key is appended *below* the
       image, so image coordinates are unchanged in the returned array.
     """
@@ -235,7 +270,8 @@ def draw_overlay(image, pred_kps, layout, gt_kps=None, boxes=None, title: Option
         for s in SIDES:
             for name in ("p_line", "d_line", "roof"):
                 a, b = lines[s][name]
-                cv2.line(img, _pt(a), _pt(b), COLORS[name], st.thick, cv2.LINE_AA)
+                cv2.line(img, _pt(a), _pt(b), COLORS["warn" if (qc or {}).get(s) else name], st.thick, cv2.LINE_AA)
+    head = _draw_head_lines(img, pred, lay, st) if (draw_lines and fp is not None) else None
 
     if gt is not None:
         for p in gt:
@@ -254,22 +290,43 @@ def draw_overlay(image, pred_kps, layout, gt_kps=None, boxes=None, title: Option
 
     # per-hip text above the acetabulum
     ref = fp if fp is not None else fg
+    labels = hip_labels(fp, fg, qc=qc, ai_interval=ai_interval, head=head)
     if ref is not None:
-        labels = hip_labels(fp, fg)
         span = float(np.linalg.norm(ref["right"]["triradiate"] - ref["left"]["triradiate"]))
         for s in SIDES:
             tri, edge = ref[s]["triradiate"], ref[s]["lateral_edge"]
             top = min(tri[1], edge[1]) - 0.12 * span
-            _text_block(img, labels[s], ((tri[0] + edge[0]) / 2, top), st)
+            mid = float(ref["left"]["triradiate"][0] + ref["right"]["triradiate"][0]) / 2
+            limits = (0, mid - st.pad) if s == "left" else (mid + st.pad, W)
+            _text_block(img, labels[s], ((tri[0] + edge[0]) / 2, top), st, x_limits=limits)
+    else:                       # nothing measured: still say why a hip is ungradable, at the top
+        for s in SIDES:
+            if labels[s]:
+                _text_block(img, labels[s], (W * (0.25 if s == "left" else 0.75), 0.15 * H), st)
 
     if not legend:
         return img
+    shown = {"ce": bool(head), "sma": bool(head), "warn": any((qc or {}).get(s) for s in SIDES)}
     items = [it for it in LEGEND
-             if (it[0] != "gt" or gt is not None) and (it[0] != "box" or boxes)
-             and (it[0] in ("pred", "gt", "box") or (it[0] == "hpoint" and fp is not None)
+             if (it[0] != "gt" or gt is not None) and (it[0] != "box" or boxes) and shown.get(it[0], True)
+             and (it[0] in ("pred", "gt", "box", "warn") or (it[0] == "hpoint" and fp is not None)
                   or (draw_lines and fp is not None))]
     strip = _legend_strip(W, st, title, items)
     return np.vstack([img, strip])
+
+
+def _draw_head_lines(img, pred, lay, st: _Style) -> Optional[Dict[str, tuple]]:
+    """CE and SMA lines of a layout with a head centre; {side: (CE deg, Toennis grade)}, or None."""
+    if not metrics.has_head_centre(lay):
+        return None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        segs, ce, tg = head_lines(pred, lay), ce_angle(pred, lay), tonnis_grade(pred, lay)
+    for s, d in segs.items():
+        for name, colour in (("sma", "sma"), ("vertical", "ce"), ("ce", "ce")):
+            a, b = d[name]
+            cv2.line(img, _pt(a), _pt(b), COLORS[colour], st.thick, cv2.LINE_AA)
+    return {s: (float(ce[k]), int(tg[k])) for k, s in enumerate(SIDES) if s in segs}
 
 
 def save_overlay(path, image, pred_kps, layout, gt_kps=None, boxes=None, title=None, **kw) -> Path:
@@ -324,8 +381,18 @@ def row_boxes(row: Mapping, prefix: str = "pred_box") -> Dict:
     return out
 
 
+def row_annotations(row: Mapping) -> Dict[str, Dict]:
+    """``{"qc": {side: reasons}, "ai_interval": {side: (lo, hi)}}`` of a predictions row, for ``draw_overlay``."""
+    qc = {}
+    for s in SIDES:
+        v = row.get(f"qc_{s}")
+        qc[s] = v if isinstance(v, str) else ""
+    return {"qc": qc, "ai_interval": {s: (_num(row.get(f"pred_ai_{s}_lo")), _num(row.get(f"pred_ai_{s}_hi")))
+                                      for s in SIDES}}
+
+
 def overlay_from_row(image, row: Mapping, layout=None, title: Optional[str] = None) -> np.ndarray:
-    """``draw_overlay`` of one predictions row (keypoints, reference and detection boxes)."""
+    """``draw_overlay`` of one predictions row (keypoints, reference, detection boxes, gate, AI interval)."""
     lay = get_layout(layout or row.get("layout") or metrics.infer_layout(pd.DataFrame([dict(row)])))
     if title is None:
         e = _num(row.get("mean_err_px"))
@@ -333,7 +400,7 @@ def overlay_from_row(image, row: Mapping, layout=None, title: Optional[str] = No
         if np.isfinite(e):
             title += f"  mean error {e:.1f} px"
     return draw_overlay(image, row_keypoints(row, lay, "pred"), lay, gt_kps=row_keypoints(row, lay, "gt"),
-                        boxes=row_boxes(row) or None, title=title)
+                        boxes=row_boxes(row) or None, title=title, **row_annotations(row))
 
 
 ImageLookup = Union[Mapping[str, object], Callable[[str], object]]

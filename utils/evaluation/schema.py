@@ -9,6 +9,7 @@ Metric keys: ``METRIC_KEYS`` lists the flat keys (``"ai/{side}/mae"``, ``{side}`
 right, pooled) that ``utils.evaluation.metrics.evaluate_predictions`` produces and the paper
 tables may use. ``check_metric_keys(keys)`` raises ``KeyError`` for one that is not
 among them, so a renamed metric cannot silently drop a row from a table.
+``HEAD_CENTRE_METRIC_KEYS`` (CE, Toennis) are among them but produced only for ``mtddh8``.
 """
 from __future__ import annotations
 
@@ -27,7 +28,16 @@ COLUMNS = {
     "detected": "detected_{side}", "det_conf": "det_conf_{side}", "iou": "iou_{side}",
     "box": "{kind}_{side}_{coord}", "crop_side": "crop_side_{side}", "point": "{kind}_{axis}_{j}",
     "err_px": "err_px_{side}_{j}", "ai": "{kind}_ai_{side}", "ihdi": "{kind}_ihdi_{side}",
+    # the plausibility gate, the AI interval and the further measurements (docs/outputs.md)
+    "qc": "qc_{side}", "ai_lo": "pred_ai_{side}_lo", "ai_hi": "pred_ai_{side}_hi",
+    "ce": "{kind}_ce_{side}", "tonnis": "{kind}_tonnis_{side}",
+    "h": "{kind}_h_{side}", "d": "{kind}_d_{side}", "h_mm": "{kind}_h_mm_{side}", "d_mm": "{kind}_d_mm_{side}",
+    "err": "err_{measure}_{side}",          # signed pred - gt of a measurement (ce, h, d, h_mm, d_mm)
 }
+
+# measurements with a signed error column ``err_{measure}_{side}``; ce only for a layout with a head centre
+MEASURES = ("ce", "h", "d", "h_mm", "d_mm")
+HEAD_CENTRE_MEASURES = ("ce", "tonnis")
 
 
 def column(name: str, **parts) -> str:
@@ -57,7 +67,19 @@ METRIC_KEYS = frozenset(
                                     "icc3_1")]
     + [f"ihdi/{{side}}/{k}" for k in ("accuracy", "kappa_quadratic", "macro_f1", "screening/sensitivity",
                                       "screening/specificity")]
+    + [f"gate/{{side}}/{k}" for k in ("gradable_rate", "n_hips", "n_gradable")]
+    + [f"ai_gradable/{{side}}/{k}" for k in ("mae", "rmse", "bias", "icc2_1", "n")]
+    + [f"ihdi_gradable/{{side}}/{k}" for k in ("accuracy", "kappa_quadratic", "macro_f1", "n")]
+    + [f"ai_interval/{{side}}/{k}" for k in ("coverage", "mean_width", "n")]
+    + [f"{g}/{{side}}/mae" for g in ("h_px", "d_px", "h_mm", "d_mm")]
 )
+
+# keys only a layout with a femoral head centre (mtddh8) has: CE angle and Toennis grade
+HEAD_CENTRE_METRIC_KEYS = frozenset(
+    [f"ce/{{side}}/{k}" for k in ("mae", "rmse", "bias", "loa_low", "loa_high", "icc2_1", "icc3_1")]
+    + [f"tonnis/{{side}}/{k}" for k in ("accuracy", "kappa_quadratic", "macro_f1")]
+)
+METRIC_KEYS = METRIC_KEYS | HEAD_CENTRE_METRIC_KEYS
 
 
 def known_metric_key(key: str) -> bool:

@@ -80,6 +80,27 @@ PAPER_ROWS: Tuple[Metric, ...] = (
     Metric("IHDI macro-F1", ("ihdi/{side}/macro_f1",), 1, 3, True, "IHDI grade"),
     Metric("Screening sensitivity (%)", ("ihdi/{side}/screening/sensitivity",), 100, 1, True, "IHDI grade"),
     Metric("Screening specificity (%)", ("ihdi/{side}/screening/specificity",), 100, 1, True, "IHDI grade"),
+    # the plausibility gate; AI and IHDI above are over every detected hip, these over the gradable ones
+    Metric("Gradable hips (%)", ("gate/{side}/gradable_rate",), 100, 1, True, "Gradable hips"),
+    Metric("AI MAE, gradable hips (°)", ("ai_gradable/{side}/mae",), 1, 2, False, "Gradable hips"),
+    Metric("AI ICC(2,1), gradable hips", ("ai_gradable/{side}/icc2_1",), 1, 3, True, "Gradable hips"),
+    Metric("IHDI accuracy, gradable hips (%)", ("ihdi_gradable/{side}/accuracy",), 100, 1, True, "Gradable hips"),
+    Metric("IHDI quadratic κ, gradable hips", ("ihdi_gradable/{side}/kappa_quadratic",), 1, 3, True,
+           "Gradable hips"),
+    Metric("AI 95% interval coverage (%)", ("ai_interval/{side}/coverage",), 100, 1, None, "AI interval"),
+    Metric("AI 95% interval mean width (°)", ("ai_interval/{side}/mean_width",), 1, 2, None, "AI interval"),
+    # mtddh8 only (a layout without a head centre leaves these rows out)
+    Metric("CE MAE (°)", ("ce/{side}/mae",), 1, 2, False, "CE angle"),
+    Metric("CE bias (°)", ("ce/{side}/bias",), 1, 2, None, "CE angle"),
+    Metric("CE 95% LoA, lower (°)", ("ce/{side}/loa_low",), 1, 2, None, "CE angle"),
+    Metric("CE 95% LoA, upper (°)", ("ce/{side}/loa_high",), 1, 2, None, "CE angle"),
+    Metric("CE ICC(2,1)", ("ce/{side}/icc2_1",), 1, 3, True, "CE angle"),
+    Metric("Tönnis accuracy (%)", ("tonnis/{side}/accuracy",), 100, 1, True, "Tönnis grade"),
+    Metric("Tönnis quadratic κ", ("tonnis/{side}/kappa_quadratic",), 1, 3, True, "Tönnis grade"),
+    Metric("h MAE (px)", ("h_px/{side}/mae",), 1, 2, False, "Hilgenreiner distances"),
+    Metric("h MAE (mm)", ("h_mm/{side}/mae",), 1, 2, False, "Hilgenreiner distances"),
+    Metric("d MAE (px)", ("d_px/{side}/mae",), 1, 2, False, "Hilgenreiner distances"),
+    Metric("d MAE (mm)", ("d_mm/{side}/mae",), 1, 2, False, "Hilgenreiner distances"),
 )
 
 COMPARE_COLUMNS: Tuple[Metric, ...] = (
@@ -97,6 +118,10 @@ COMPARE_COLUMNS: Tuple[Metric, ...] = (
     Metric("IHDI κ", ("ihdi/pooled/kappa_quadratic",), 1, 3, True),
     Metric("Sens. (%)", ("ihdi/pooled/screening/sensitivity",), 100, 1, True),
     Metric("Spec. (%)", ("ihdi/pooled/screening/specificity",), 100, 1, True),
+    Metric("Gradable (%)", ("gate/pooled/gradable_rate",), 100, 1, True),
+    Metric("AI int. cov. (%)", ("ai_interval/pooled/coverage",), 100, 1, None),
+    Metric("CE MAE (°)", ("ce/pooled/mae",), 1, 2, False),
+    Metric("Tönnis κ", ("tonnis/pooled/kappa_quadratic",), 1, 3, True),
 )
 
 MetricsLike = Union[Mapping, Sequence[Tuple[str, object]], str, Path]
@@ -461,6 +486,16 @@ HEADLINE_ROWS: Tuple[Tuple[str, str, float, int], ...] = (
     ("IHDI kappa (quadratic)", "ihdi/pooled/kappa_quadratic", 1, 3),
     ("Screening sensitivity (II-IV)", "ihdi/pooled/screening/sensitivity", 1, 3),
     ("Screening specificity", "ihdi/pooled/screening/specificity", 1, 3),
+    ("Gradable hips (plausibility gate)", "gate/pooled/gradable_rate", 1, 3),
+    ("AI MAE, gradable hips (deg)", "ai_gradable/pooled/mae", 1, 2),
+    ("IHDI accuracy, gradable hips", "ihdi_gradable/pooled/accuracy", 1, 3),
+    ("AI 95% interval coverage", "ai_interval/pooled/coverage", 1, 3),
+    ("AI 95% interval mean width (deg)", "ai_interval/pooled/mean_width", 1, 2),
+    ("CE MAE (deg)", "ce/pooled/mae", 1, 2),
+    ("Toennis accuracy", "tonnis/pooled/accuracy", 1, 3),
+    ("Toennis kappa (quadratic)", "tonnis/pooled/kappa_quadratic", 1, 3),
+    ("h MAE (px)", "h_px/pooled/mae", 1, 2),
+    ("d MAE (px)", "d_px/pooled/mae", 1, 2),
 )
 
 

@@ -118,6 +118,7 @@ def write_report(out: Path, scale: str, c: dict, timings: dict, total: float) ->
         f"YOLO `{c['yolo']['model']}` at {c['yolo']['imgsz']} px, keypoints `{c['keypoints']['model_name']}` + "
         f"`{c['keypoints']['head_type']}` at {c['keypoints']['input_size']} px. Total time {total / 60:.1f} min.", "",
         table, "",
+        *_gate_and_interval_lines(out, metrics),
         "Sides are image sides: *left* is the hip on the image-left (the patient's right).", "",
         "## Plots", "",
     ]
@@ -135,6 +136,20 @@ def write_report(out: Path, scale: str, c: dict, timings: dict, total: float) ->
             "overlay": overlays[0].name if overlays else None}
     (out / RUN_INFO).write_text(json.dumps(info, indent=2) + "\n")
     return report
+
+
+def _gate_and_interval_lines(out: Path, metrics: dict) -> list:
+    """The plausibility gate's summary line and the AI interval's calibration, for the report."""
+    lines = []
+    summary = out / "summary.json"
+    gate = json.loads(summary.read_text()).get("gate") if summary.exists() else None
+    if gate:
+        lines += [f"Plausibility gate: {gate} (docs/outputs.md).", ""]
+    cov = (metrics.get("ai_interval") or {}).get("pooled") or {}
+    if cov.get("coverage") is not None:
+        lines += [f"AI 95% interval: {cov['coverage']:.1%} of the true AIs inside (target 90-98%), mean width "
+                  f"{cov['mean_width']:.1f} deg over {cov['n']} hips.", ""]
+    return lines
 
 
 def update_readme(results=None, readme=None, docs=None) -> Path:

@@ -38,9 +38,10 @@ from utils.devices import autocast, select_amp, select_device, yolo_device
 from utils.errors import ItemError, ProblemLog, UserError
 from utils.evaluation import plots
 from utils.evaluation.metrics import evaluate_predictions, prediction_row, write_metrics_csv
-from utils.evaluation.overlays import save_overlay, save_worst_cases
+from utils.evaluation.overlays import row_annotations, save_overlay, save_worst_cases
 from utils.evaluation.tables import headline_table
 from utils.fileio import check_output_dir
+from utils.hip_geometry import DEFAULT_MIN_CONF, ai_interval, summarize_gate
 from utils.progress import every_for, progress_bar
 from utils.pipelines import detection
 
@@ -80,14 +81,25 @@ class SideModel:
 
     def predict(self, crops: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
         """Crops (N, 3, S, S) -> (coords (N, K, 2) in crop pixels, confidence (N, K)); no mirroring undone."""
+        coords, conf, _ = self.predict_with_samples(crops, 0)
+        return coords, conf
+
+    def predict_with_samples(self, crops: np.ndarray, n_samples: int, generator=None):
+        """``predict`` plus ``n_samples`` keypoint sets drawn from the codec's decoded
+        distributions, (N, n_samples, K, 2) crop pixels, or None (no samples asked for, or a
+        codec without a distribution, e.g. direct regression)."""
         x = torch.from_numpy(np.ascontiguousarray(crops)).to(self.device, non_blocking=True)
         if self.device.type == "cuda":
             x = x.contiguous(memory_format=torch.channels_last)
         with torch.inference_mode():
             with autocast(self.device, self.amp_dtype):
                 outputs = self.model(x)
-            coords, conf = self.codec.decode({k: v.float() for k, v in outputs.items()})
-        return coords.float().cpu().numpy(), conf.float().cpu().numpy()
+            outputs = {k: v.float() for k, v in outputs.items()}
+            coords, conf = self.codec.decode(outputs)
+            sampler = getattr(self.codec, "sample", None)
+            samples = sampler(outputs, n_samples, generator) if (n_samples and sampler) else None
+        samples = None if samples is None else samples.float().cpu().numpy()
+        return coords.float().cpu().numpy(), conf.float().cpu().numpy(), samples
 
 
 def load_side_models(kp_left_path=None, kp_right_path=None, device="cpu", model_name=None):
@@ -157,6 +169,7 @@ class ImageItem:
     boxes: Dict[str, Optional[tuple]] = field(default_factory=dict)   # side -> (box, det conf or None) | None
     crops: Dict[str, tuple] = field(default_factory=dict)             # side -> (model input, crop matrix M)
     points: Dict[str, tuple] = field(default_factory=dict)            # side -> (side kps (P, 2) image px, conf (P,))
+    samples: Dict[str, np.ndarray] = field(default_factory=dict)      # side -> (S, P, 2) sampled kps, image px
 
 
 def read_stage(records, problems: ProblemLog) -> List[ImageItem]:
@@ -194,33 +207,48 @@ def crop_stage(items: List[ImageItem], side_models: Dict[str, SideModel]) -> Non
         it.crops = {s: side_models[s].crop(it.image, b[0]) for s, b in it.boxes.items() if b is not None}
 
 
-def infer_stage(items: List[ImageItem], side_models: Dict[str, SideModel], layout) -> None:
-    """Run each distinct model once on all the crops it serves; map the points back to the image."""
+def infer_stage(items: List[ImageItem], side_models: Dict[str, SideModel], layout, n_samples: int = 0,
+                sample_scale: float = 1.0, generator=None) -> None:
+    """Run each distinct model once on all the crops it serves; map the points back to the image.
+
+    With ``n_samples``, a backend that has ``predict_with_samples`` also gives sampled
+    keypoint sets, spread around the decoded point by ``sample_scale`` and mapped to the
+    image like the point (``ImageItem.samples``, for the AI interval)."""
     by_model: Dict[int, List[Tuple[ImageItem, str]]] = {}
     for it in items:
         for s in it.crops:
             by_model.setdefault(id(side_models[s]), []).append((it, s))
     for jobs in by_model.values():
         sm = side_models[jobs[0][1]]
-        coords, conf = sm.predict(np.stack([it.crops[s][0] for it, s in jobs]))
-        for (it, s), xy, c in zip(jobs, coords, conf):
+        crops = np.stack([it.crops[s][0] for it, s in jobs])
+        samples = None
+        if n_samples and hasattr(sm, "predict_with_samples"):
+            coords, conf, samples = sm.predict_with_samples(crops, n_samples, generator)
+        else:
+            coords, conf = sm.predict(crops)
+        for i, ((it, s), xy, c) in enumerate(zip(jobs, coords, conf)):
             pts = crop_points_to_side(xy, it.crops[s][1], sm.mirrored, layout)
             it.points[s] = (pts, c[list(layout.mirror_perm)] if sm.mirrored else c)
+            if samples is not None:
+                spread = xy[None] + float(sample_scale) * (samples[i] - xy[None])    # (S, K, 2) crop px
+                it.samples[s] = crop_points_to_side(spread, it.crops[s][1], sm.mirrored, layout)
 
 
 def write_stage(items: List[ImageItem], out: "PredictionWriter") -> None:
     """One predictions.csv row per item (and its overlay)."""
     for it in items:
         row, kps = build_row(it.rec, it.image, it.info, it.boxes, it.points, out.layout, out.side_models,
-                             out.with_gt)
+                             out.with_gt, samples=it.samples, min_conf=out.min_conf)
         out.add(it, row, kps)
 
 
 class PredictionWriter:
     """predictions.csv.partial, written row by row (renamed to predictions.csv once complete), and overlays."""
 
-    def __init__(self, out: Path, layout, side_models, with_gt: bool, overlays: bool, max_overlays):
+    def __init__(self, out: Path, layout, side_models, with_gt: bool, overlays: bool, max_overlays,
+                 min_conf: float = DEFAULT_MIN_CONF):
         self.out, self.layout, self.side_models, self.with_gt = out, layout, side_models, with_gt
+        self.min_conf = float(min_conf)
         self.overlays, self.max_overlays, self.n_overlays, self.rows = overlays, max_overlays, 0, []
         self.cols = output_columns(layout, with_gt)
         self.partial = out / "predictions.csv.partial"
@@ -250,17 +278,24 @@ class PredictionWriter:
 def run_prediction(data, output_dir, kp_left_path=None, kp_right_path=None, yolo_weights=None,
                    use_gt_box=False, device="auto", batch_size=16, model_name=None, imgsz=640, conf=0.25,
                    overlays=True, max_overlays=None, worst_n=10, strict=False, overwrite=True,
-                   progress=True, make_plots=True) -> dict:
+                   progress=True, make_plots=True, min_conf=DEFAULT_MIN_CONF, ai_samples=200,
+                   ai_interval_scale=0.4) -> dict:
     """Predict every image of ``data`` and, when it has annotations, evaluate.
 
     Writes into ``output_dir``: predictions.csv (one row per readable image; rows for
     undetected sides say so), metrics.json/metrics.csv (with ground truth), plots/,
-    overlays/, worst_cases/, skipped.json (per-item problems). Returns a summary dict.
+    overlays/, worst_cases/, skipped.json (per-item problems). Returns a summary dict,
+    with ``gate``: the plausibility gate's one-line summary. Every hip is gated
+    (``min_conf``: the detector confidence it needs); a SimCC model's hips get an AI
+    interval from ``ai_samples`` sampled keypoint sets (seeded), spread by ``ai_interval_scale``.
     """
     t0 = time.time()
     out = check_output_dir(output_dir, overwrite)
     if int(batch_size) < 1:
         raise UserError(f"--batch_size must be at least 1, got {batch_size}")
+    if int(ai_samples) < 0 or not float(ai_interval_scale) > 0 or not 0 <= float(min_conf) <= 1:
+        raise UserError(f"--ai_samples must be >= 0, --ai_interval_scale > 0 and --min_conf in [0, 1]; got "
+                        f"{ai_samples}, {ai_interval_scale}, {min_conf}")
     if not use_gt_box and not yolo_weights:
         raise UserError("give --yolo_weights (a trained detector .pt or .onnx), or --use_gt_box to crop on ground-truth boxes")
     problems = ProblemLog(strict=strict)
@@ -279,7 +314,8 @@ def run_prediction(data, output_dir, kp_left_path=None, kp_right_path=None, yolo
     out.mkdir(parents=True, exist_ok=True)
     remove_previous_results(out)
     (out / "overlays").mkdir(exist_ok=True)
-    writer = PredictionWriter(out, layout, side_models, with_gt, overlays, max_overlays)
+    writer = PredictionWriter(out, layout, side_models, with_gt, overlays, max_overlays, min_conf=min_conf)
+    generator = torch.Generator().manual_seed(0)      # the AI interval's samples: the same on every run
     try:
         bar = progress_bar(total=len(records), desc="predict", unit="img", enabled=progress,
                            every=every_for(len(records), batch_size))   # a log file: a line per ~10%
@@ -287,7 +323,7 @@ def run_prediction(data, output_dir, kp_left_path=None, kp_right_path=None, yolo
             items = read_stage(records[start:start + batch_size], problems)
             detect_stage(items, detector, use_gt_box, problems, batch_size)
             crop_stage(items, side_models)
-            infer_stage(items, side_models, layout)
+            infer_stage(items, side_models, layout, int(ai_samples), float(ai_interval_scale), generator)
             write_stage(items, writer)
             writer.flush()
             bar.update(len(items))
@@ -313,6 +349,8 @@ def finish(writer: PredictionWriter, problems: ProblemLog, records, data, opts: 
                "undetected": {s: df.loc[~df[f"detected_{s}"].astype(bool), "stem"].tolist() for s in SIDES},
                "kp_models": {s: side_models[s].path for s in SIDES},
                "yolo_weights": None if opts["use_gt_box"] else str(opts["yolo_weights"])}
+    summary["gate"] = summarize_gate([c for s in SIDES for c in df[f"qc_{s}"].fillna("").astype(str)])
+    log.info("%s", summary["gate"])
     problems.write(out / "skipped.json")
     metrics = None
     if writer.with_gt:
@@ -342,8 +380,28 @@ def remove_previous_results(out: Path) -> None:
             png.unlink()
 
 
-def build_row(rec, img, info, boxes, pred, layout, side_models, with_gt):
-    """One predictions.csv row: ``utils.evaluation.metrics.prediction_row`` plus image facts and confidences."""
+def side_ai_intervals(samples: Dict[str, np.ndarray], layout) -> Dict[str, tuple]:
+    """{side: (lo, hi)} 95% AI interval from each side's sampled keypoints (S, P, 2) image px.
+
+    The two sides' samples are drawn independently, so sample i of the left hip is paired
+    with sample i of the right hip (the AI needs both triradiate points). NaN for both
+    sides unless both were sampled."""
+    if not all(s in samples for s in SIDES):
+        return {}
+    n = min(len(samples[s]) for s in SIDES)
+    sets = np.full((n, layout.num_points, 2), np.nan)
+    for s in SIDES:
+        sets[:, layout.side_slice(s)] = samples[s][:n]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        (ll, lh), (rl, rh) = ai_interval(sets, layout)
+    return {"left": (ll, lh), "right": (rl, rh)}
+
+
+def build_row(rec, img, info, boxes, pred, layout, side_models, with_gt, samples=None,
+              min_conf=DEFAULT_MIN_CONF):
+    """One predictions.csv row: ``utils.evaluation.metrics.prediction_row`` (with the
+    plausibility gate and the AI interval from ``samples``) plus image facts and confidences."""
     H, W = img.shape[:2]
     spacing = info.get("pixel_spacing_mm") or rec.pixel_spacing_mm
     kps = np.full((layout.num_points, 2), np.nan)
@@ -367,7 +425,8 @@ def build_row(rec, img, info, boxes, pred, layout, side_models, with_gt):
             pred_boxes={s: (b[0] if b is not None else None) for s, b in boxes.items()},
             gt_boxes=rec.boxes if (with_gt and rec.boxes) else None,
             det_conf={s: b[1] for s, b in boxes.items() if b is not None},
-            pixel_spacing_mm=spacing, crop_sides=crop_sides)
+            pixel_spacing_mm=spacing, crop_sides=crop_sides, image_width=W, min_conf=min_conf,
+            ai_interval=side_ai_intervals(samples or {}, layout))
     missing = [s for s in SIDES if boxes.get(s) is None]
     extra["status"] = "ok" if not missing else "not detected: " + ",".join(missing)
     row.update(extra)
@@ -385,7 +444,7 @@ def _overlay(path, img, row, kps, rec, boxes, layout, with_gt):
     if with_gt and np.isfinite(row.get("mean_err_px", np.nan)):
         title += f"  mean err {row['mean_err_px']:.1f} px"
     try:
-        save_overlay(path, img, kps, layout.name, gt_kps=gt, boxes=det_boxes, title=title)
+        save_overlay(path, img, kps, layout.name, gt_kps=gt, boxes=det_boxes, title=title, **row_annotations(row))
     except Exception as e:  # an overlay must never stop a prediction run
         log.warning("overlay for %s failed: %s", rec.stem, e)
 
@@ -415,6 +474,8 @@ def print_summary(summary: dict, output_dir) -> None:
         if miss:
             print(f"  {s} hip not detected in {len(miss)} image(s): {', '.join(miss[:10])}"
                   + (" ..." if len(miss) > 10 else ""))
+    if summary.get("gate"):
+        print(f"  {summary['gate']}")
     if summary["n_skipped"]:
         print(f"  {summary['n_skipped']} item(s) skipped, listed in {Path(output_dir) / 'skipped.json'}")
     m = summary.get("metrics")

@@ -1,0 +1,49 @@
+#!/usr/bin/env python
+"""Calibrate the AI's 95% interval of a SimCC keypoint model on a validation split, report the test split.
+
+    python bench/ai_interval_calibration.py --kp_left_path weights/kp_best.pth \
+        --val data/val --test data/test --use_gt_box --device cpu
+
+Prints the coverage (fraction of true AIs inside the interval; target 0.90-0.98) and the
+mean width per candidate --ai_interval_scale on the validation split, the chosen scale,
+and the test split at scale 1 (the model's raw spread) and at the chosen scale. Pass the
+chosen value to predict_hip_crop_keypoints.py --ai_interval_scale (docs/outputs.md).
+"""
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from utils.errors import cli  # noqa: E402
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--kp_left_path")
+    p.add_argument("--kp_right_path")
+    p.add_argument("--val", required=True, help="validation split (annotated): chooses the scale")
+    p.add_argument("--test", required=True, help="test split (annotated): reported only")
+    p.add_argument("--use_gt_box", action="store_true")
+    p.add_argument("--yolo_weights")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--ai_samples", type=int, default=200)
+    p.add_argument("--scales", default="0.5,0.75,1,1.25,1.5,2,2.5,3,4", help="candidate scales, comma-separated")
+    p.add_argument("--output_dir", help="keep the per-scale prediction folders here (default: a temporary folder)")
+    return p.parse_args(argv)
+
+
+@cli
+def main(argv=None):
+    a = parse_args(argv)
+    from utils.pipelines.calibration import calibrate_ai_interval, calibration_markdown  # (torch: only a run needs it)
+    r = calibrate_ai_interval(a.val, a.test, kp_left_path=a.kp_left_path, kp_right_path=a.kp_right_path,
+                              scales=[float(s) for s in a.scales.split(",")], output_dir=a.output_dir,
+                              use_gt_box=a.use_gt_box, yolo_weights=a.yolo_weights, device=a.device,
+                              ai_samples=a.ai_samples)
+    print(calibration_markdown(r))
+    print(f"chosen --ai_interval_scale {r['scale']:g} (validation coverage closest to 0.95)")
+
+
+if __name__ == "__main__":
+    main()
