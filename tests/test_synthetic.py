@@ -14,7 +14,7 @@ from datasets.layouts import SIDES, get_layout
 from datasets.synthetic import (AI_RANGE, DEFAULT_GRADE_MIX, METADATA_COLUMNS, contact_sheet, generate_dataset, hip_shapes,
                                 parse_grade_mix, render_phantom, sample_anatomy)
 from utils.errors import UserError
-from utils.hip_geometry import acetabular_index, hip_frames, ihdi_grade
+from utils.hip_geometry import acetabular_index, ce_angle, hip_frames, ihdi_grade, tonnis_grade
 
 ROOT = Path(__file__).resolve().parents[1]
 N_SMALL, SIZE_SMALL = 40, 256
@@ -282,6 +282,10 @@ def test_mtddh8_layout(tmp_path):
         assert acetabular_index(rec.keypoints, "mtddh8") == pytest.approx(
             (float(rec.meta["ai_left"]), float(rec.meta["ai_right"])), abs=1e-9)
         assert ihdi_grade(rec.keypoints, "mtddh8") == (int(rec.meta["ihdi_left"]), int(rec.meta["ihdi_right"]))
+        # the exact CE angle and Tönnis grade of the written keypoints
+        assert ce_angle(rec.keypoints, "mtddh8") == pytest.approx(
+            (float(rec.meta["ce_left"]), float(rec.meta["ce_right"])), abs=1e-9)
+        assert tonnis_grade(rec.keypoints, "mtddh8") == (int(rec.meta["tonnis_left"]), int(rec.meta["tonnis_right"]))
         k = rec.keypoints
         for side in SIDES:
             edge, tri, head, hp = k[list(lay.side_indices[side])]

@@ -17,7 +17,7 @@ from datasets.synthetic.anatomy import DEFAULT_GRADE_MIX, PelvisAnatomy, jitter_
 from datasets.synthetic.render import render_film
 from datasets.synthetic.stats import load_stats
 from utils.errors import UserError
-from utils.hip_geometry import acetabular_index, ihdi_grade
+from utils.hip_geometry import acetabular_index, ce_angle, ihdi_grade, tonnis_grade
 from datasets.formats import list_images, load_dataset
 from datasets.image_io import read_image
 
@@ -104,10 +104,12 @@ def generate_dataset(out, n: int, seed: int = 0, size: int = 512, layout: str = 
         # ground truth from the keypoints exactly as written
         ai_l, ai_r = acetabular_index(film.keypoints, lay)
         g_l, g_r = ihdi_grade(film.keypoints, lay)
-        rows.append({"stem": stem, "patient_id": f"P{pid:05d}",
-                     "pixel_spacing_mm": round(film.pixel_spacing_mm, 6),
-                     "ai_left": ai_l, "ai_right": ai_r, "ihdi_left": g_l, "ihdi_right": g_r,
-                     "width": W, "height": H})
+        row = {"stem": stem, "patient_id": f"P{pid:05d}", "pixel_spacing_mm": round(film.pixel_spacing_mm, 6),
+               "ai_left": ai_l, "ai_right": ai_r, "ihdi_left": g_l, "ihdi_right": g_r, "width": W, "height": H}
+        if lay.name == "mtddh8":      # a layout with a head centre: the exact CE angle and Tönnis grade too
+            row["ce_left"], row["ce_right"] = ce_angle(film.keypoints, lay.name)
+            row["tonnis_left"], row["tonnis_right"] = tonnis_grade(film.keypoints, lay.name)
+        rows.append(row)
     write_metadata(out, rows)
     (out / "synthetic_config.json").write_text(json.dumps(
         {"generator": "datasets.synthetic", "n": n, "seed": seed, "size": size, "layout": lay.name,
