@@ -91,7 +91,7 @@ def run_demo(scale: str = "cpu") -> dict:
 def write_report(out: Path, scale: str, c: dict, timings: dict, total: float) -> Path:
     metrics = json.loads((out / "metrics.json").read_text())
     table = headline_table(metrics)
-    plots = [p for p in ("ai_scatter.png", "ai_bland_altman.png", "ihdi_confusion.png",
+    plots = [p for p in ("ai_scatter.png", "ai_error_vs_true.png", "ai_bland_altman.png", "ihdi_confusion.png",
                          "ihdi_screening_confusion.png", "keypoint_errors_px.png", "error_hist_px.png")
              if (out / "plots" / p).exists()]
     overlays = sorted((out / "overlays").glob("*.png"))
