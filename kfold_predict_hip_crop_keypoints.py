@@ -29,6 +29,8 @@ def parse_args(argv=None):
     p.add_argument("--imgsz", type=int, default=640)
     p.add_argument("--max_overlays", type=int, default=None)
     p.add_argument("--strict", action="store_true")
+    p.add_argument("--flip_test", action=argparse.BooleanOptionalAction, default=None,
+                   help="flip test (docs/accuracy.md); default: predict_hip_crop_keypoints.py's")
     p.add_argument("--summarize_only", action="store_true", help="only collect the folds already predicted")
     p.add_argument("--compare", nargs="+", metavar="RESULTS_DIR",
                    help="compare experiments: k-fold result folders or prediction folders")
@@ -48,7 +50,8 @@ def main(argv=None):
     run_kfold_prediction(a.data_root, a.output_dir, k=a.k, folds=a.folds, kp_left_tpl=a.kp_left_tpl,
                          kp_right_tpl=a.kp_right_tpl, yolo_tpl=a.yolo_tpl, use_gt_box=a.use_gt_box,
                          test_subdir=a.test_subdir, summarize_only=a.summarize_only, device=a.device,
-                         batch_size=a.batch_size, imgsz=a.imgsz, max_overlays=a.max_overlays, strict=a.strict)
+                         batch_size=a.batch_size, imgsz=a.imgsz, max_overlays=a.max_overlays, strict=a.strict,
+                         **({} if a.flip_test is None else {"flip_test": a.flip_test}))
 
 
 if __name__ == "__main__":

@@ -24,11 +24,20 @@ SimCC (``SimCCCodec``, for simcc_1d / simcc_2d / simcc_2d_deconv)
     sample: keypoint sets drawn from the per-axis softmax distributions (x and y
             independent per keypoint), for the AI's uncertainty interval.
     default loss: ``simcc_kl``, KL(target || softmax(logits)) per keypoint and axis.
+    flip test / ensembles (docs/accuracy.md): ``flip_outputs`` maps the outputs for a
+            horizontally mirrored crop back to the crop (x -> (S - 1) - x: bin i takes the
+            mirrored distribution at bin position split_ratio * (S - 1) - i, linearly
+            interpolated when that is not a whole bin, which moves the expectation exactly;
+            keypoints permuted by the layout's mirror permutation); ``average_outputs``
+            averages the 1-D softmax distributions (as MMPose's flip test does) and returns
+            their logs, so ``decode`` decodes the averaged distributions.
 
 Regression (``RegressionCodec``, for direct_regression)
     encode: (coord + 0.5) / input_size, i.e. the crop's extent [-0.5, S - 0.5] -> [0, 1];
     decode: the inverse, confidence = 1; default loss: ``coord_mse``.
     sample: None (no distribution; prediction writes NaN AI intervals).
+    flip test / ensembles: x -> 1 - x in [0, 1] is exactly x -> (S - 1) - x in crop pixels;
+    the average is the mean of the coordinates.
 
 Both ``encode`` methods return ``(targets, keypoint_weights)``: weights (B, K) are 1 for a
 point strictly inside the crop ((-0.5, S - 0.5) on both axes) and 0 for one that augmentation moved
@@ -121,6 +130,40 @@ class SimCCCodec:
         idx = torch.multinomial(p.cpu(), int(n), replacement=True, generator=generator)   # (B*K*2, n)
         xy = idx.float().reshape(b, k, 2, int(n)) / self.split_ratio
         return xy.permute(0, 3, 1, 2).contiguous()
+    def flip_outputs(self, outputs: Dict[str, torch.Tensor], perm) -> Dict[str, torch.Tensor]:
+        """Logits for horizontally mirrored crops -> log-probabilities for the crops themselves.
+
+        The mirrored crop's x = (S - 1) - x: bin i of the result is the mirrored distribution at
+        bin position t_i = split_ratio * (S - 1) - i (linear interpolation between bins; mass
+        that falls outside the bin range is dropped and the rest renormalised). Keypoint k of
+        the result is keypoint ``perm[k]`` of the mirrored prediction."""
+        px = torch.softmax(outputs["x"].float(), dim=-1)
+        n = px.shape[-1]
+        t = self.split_ratio * (self.input_size - 1) - torch.arange(n, device=px.device, dtype=torch.float64)
+        lo = torch.floor(t)
+        frac = (t - lo).to(px.dtype)
+        lo = lo.long()
+        hi = lo + 1
+
+        def take(idx):
+            ok = ((idx >= 0) & (idx < n)).to(px.dtype)
+            return px[..., idx.clamp(0, n - 1)] * ok
+
+        flipped = (1 - frac) * take(lo) + frac * take(hi)
+        flipped = flipped / flipped.sum(-1, keepdim=True).clamp_min(1e-30)
+        perm = list(perm)
+        return {"x": _log_probs(flipped[:, perm]),
+                "y": torch.log_softmax(outputs["y"].float(), dim=-1)[:, perm]}
+
+    def average_outputs(self, outputs_list) -> Dict[str, torch.Tensor]:
+        """Several models' (or views') logits -> the log of their mean softmax distribution per axis."""
+        return {a: _log_probs(torch.stack([torch.softmax(o[a].float(), dim=-1) for o in outputs_list]).mean(0))
+                for a in ("x", "y")}
+
+
+def _log_probs(p: torch.Tensor) -> torch.Tensor:
+    """log(p) with empty bins at log(1e-30) (finite, so that a softmax of it gives back p)."""
+    return torch.log(p.clamp_min(1e-30))
 
 
 
@@ -152,6 +195,16 @@ class RegressionCodec:
     def sample(self, outputs: Dict[str, torch.Tensor], n: int, generator: torch.Generator = None):
         """None: a regression head gives a point, no distribution to sample (AI intervals are NaN)."""
         return None
+    def flip_outputs(self, outputs: Dict[str, torch.Tensor], perm) -> Dict[str, torch.Tensor]:
+        """Outputs for horizontally mirrored crops -> outputs for the crops: x -> 1 - x (that is,
+        (S - 1) - x in crop pixels), keypoint k taken from keypoint ``perm[k]``."""
+        c = outputs["coords"].float()[:, list(perm)].clone()
+        c[..., 0] = 1.0 - c[..., 0]
+        return {"coords": c}
+
+    def average_outputs(self, outputs_list) -> Dict[str, torch.Tensor]:
+        """The mean of several models' (or views') coordinates."""
+        return {"coords": torch.stack([o["coords"].float() for o in outputs_list]).mean(0)}
 
 
 def build_codec(head_type: str, input_size: int, split_ratio: float = 2.0, sigma: float = 6.0,

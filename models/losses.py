@@ -65,3 +65,43 @@ def coord_l1(outputs, targets, weights: Optional[torch.Tensor] = None) -> torch.
     """Mean absolute error of the [0, 1] coordinates (direct regression; robust to outliers)."""
     per_item = (outputs["coords"].float() - targets["coords"].float()).abs().mean(-1)
     return _weighted_mean(per_item, weights)
+
+
+# ------------------------------------------------------------------ the roof-angle (AI-aware) auxiliary loss
+def roof_angle_deg(coords: torch.Tensor, edge: int, tri: int) -> torch.Tensor:
+    """(B,) direction in degrees of the roof line, triradiate point -> lateral edge, in crop pixels
+    (x right, y down; 0 = the crop's +x axis)."""
+    v = coords[:, edge].float() - coords[:, tri].float()
+    return torch.rad2deg(torch.atan2(v[:, 1], v[:, 0]))
+
+
+def roof_angle_error_deg(pred: torch.Tensor, target: torch.Tensor, edge: int, tri: int) -> torch.Tensor:
+    """(B,) signed difference of the roof-line directions of ``pred`` and ``target`` (B, K, 2), in
+    degrees within [-180, 180).
+
+    The AI is the angle between the H-line and this roof line. A hip crop does not hold the
+    other hip's triradiate point, so it has no H-line; but the H-line's tilt in the crop is the
+    same for prediction and target, so the roof line's direction in the crop differs between
+    the two by exactly the AI error that this hip's two points cause (docs/accuracy.md)."""
+    d = roof_angle_deg(pred, edge, tri) - roof_angle_deg(target, edge, tri)
+    return torch.remainder(d + 180.0, 360.0) - 180.0
+
+
+def with_roof_angle_loss(base_loss, codec, edge: int, tri: int, weight: float, beta_deg: float = 1.0):
+    """``base_loss`` plus ``weight`` x the smooth-L1 (``beta_deg``) roof-angle error in degrees,
+    the predicted points decoded by ``codec`` (soft-argmax, so the term is differentiable) and the
+    target points read from ``targets["keypoints_px"]`` (crop pixels). Hips whose edge or
+    triradiate point lies outside the crop (keypoint weight 0) do not count."""
+    if getattr(codec, "decode_mode", None) == "argmax":
+        raise ValueError("the roof-angle loss needs a differentiable decode (softargmax), not argmax")
+
+    def loss(outputs, targets, weights: Optional[torch.Tensor] = None) -> torch.Tensor:
+        total = base_loss(outputs, targets, weights)
+        pred, _ = codec.decode(outputs)
+        err = roof_angle_error_deg(pred, targets["keypoints_px"], edge, tri)
+        per_hip = F.smooth_l1_loss(err, torch.zeros_like(err), beta=beta_deg, reduction="none")
+        w = None if weights is None else weights[:, edge] * weights[:, tri]
+        return total + weight * _weighted_mean(per_hip, w)
+
+    loss.base_loss = base_loss
+    return loss

@@ -197,3 +197,108 @@ def test_l1_loss_is_mean_absolute_error_and_weighted():
     a = {"coords": torch.zeros(1, 2, 2)}
     b = {"coords": torch.tensor([[[0.1, 0.3], [1.0, 1.0]]])}
     assert math.isclose(LOSSES["coord_l1"](a, b, torch.tensor([[1.0, 0.0]])).item(), 0.2, rel_tol=1e-5)
+
+
+# ------------------------------------------------------------------ flip test and ensembles
+PERM12 = (2, 1, 0, 5, 4, 3)
+
+
+@pytest.mark.parametrize("split", [2.0, 1.5, 3.0, 1.0])
+def test_simcc_flip_outputs_maps_a_mirrored_prediction_back_exactly(split):
+    """Targets encoded at the mirrored points x' = (S - 1) - x (and permuted), flipped back,
+    decode to the points themselves within 1e-3 px, for whole and fractional bin shifts."""
+    codec = build_codec("simcc_2d", S, split, SIGMA)
+    rng = np.random.default_rng(0)
+    margin = 4 * SIGMA / split + 1
+    pts = torch.tensor(rng.uniform(margin, S - 1 - margin, (3, 6, 2)), dtype=torch.float32)
+    mirrored = pts[:, list(PERM12)].clone()
+    mirrored[..., 0] = (S - 1) - mirrored[..., 0]
+    t_m, _ = codec.encode(mirrored)
+    back = codec.flip_outputs(_logits(t_m), PERM12)
+    coords, _ = codec.decode(back)
+    assert (coords - pts).abs().max() < 1e-3
+    # the flipped-back distributions are the targets of the points themselves (whole bin shifts:
+    # exactly; fractional: up to the linear interpolation of a Gaussian)
+    t, _ = codec.encode(pts)
+    tol = 1e-5 if float(split * (S - 1)).is_integer() else 2e-3   # float32 probabilities
+    assert (torch.softmax(back["x"], -1) - t["x"]).abs().max() < tol
+    torch.testing.assert_close(torch.softmax(back["y"], -1), t["y"])
+
+
+def test_simcc_flip_twice_is_the_identity_and_average_of_equal_views_changes_nothing():
+    codec = build_codec("simcc_2d", S, 2.0, SIGMA)
+    pts = torch.tensor([[[20.3, 30.1], [40.7, 22.2], [31.0, 31.0], [25.5, 44.4], [33.3, 40.0], [38.8, 43.1]]])
+    logits = _logits(codec.encode(pts)[0])
+    twice = codec.flip_outputs(codec.flip_outputs(logits, PERM12), PERM12)
+    torch.testing.assert_close(torch.softmax(twice["x"], -1), torch.softmax(logits["x"], -1))
+    avg = codec.average_outputs([logits, logits])
+    torch.testing.assert_close(codec.decode(avg)[0], codec.decode(logits)[0])
+
+
+def test_simcc_average_outputs_averages_the_distributions_not_the_logits():
+    codec = build_codec("simcc_2d", S, 2.0, SIGMA)
+    a = _logits(codec.encode(torch.tensor([[[20.0, 20.0]]]))[0])
+    b = _logits(codec.encode(torch.tensor([[[30.0, 40.0]]]))[0])
+    coords, conf = codec.decode(codec.average_outputs([a, b]))
+    # the mean of the two distributions has the mean of their expectations (the logit mean would
+    # be a single Gaussian in between with the full peak height)
+    torch.testing.assert_close(coords, torch.tensor([[[25.0, 30.0]]]), atol=1e-3, rtol=0)
+    assert float(conf) < 0.6 * float(codec.decode(a)[1])
+
+
+def test_regression_flip_and_average_are_exact():
+    codec = build_codec("direct_regression", S)
+    pts = torch.tensor([[[10.0, 5.0], [0.0, 63.0], [31.5, 7.0], [1.0, 2.0], [3.0, 4.0], [5.0, 6.0]]])
+    mirrored = pts[:, list(PERM12)].clone()
+    mirrored[..., 0] = (S - 1) - mirrored[..., 0]
+    back = codec.flip_outputs(codec.encode(mirrored)[0], PERM12)
+    torch.testing.assert_close(codec.decode(back)[0], pts, atol=1e-5, rtol=0)
+    other = codec.encode(pts + 2.0)[0]
+    torch.testing.assert_close(codec.decode(codec.average_outputs([back, other]))[0], pts + 1.0, atol=1e-5, rtol=0)
+
+
+# ------------------------------------------------------------------ the roof-angle (AI-aware) loss
+def _rotate(pts, deg, centre):
+    a = math.radians(deg)
+    R = torch.tensor([[math.cos(a), -math.sin(a)], [math.sin(a), math.cos(a)]], dtype=pts.dtype)
+    return (pts - centre) @ R.T + centre
+
+
+def test_roof_angle_error_is_the_ai_error_of_a_rotated_roof_line():
+    from models.losses import roof_angle_error_deg
+
+    edge, tri = 0, 2
+    gt = torch.tensor([[[10.0, 30.0], [20.0, 28.0], [40.0, 40.0]]]).repeat(4, 1, 1)
+    # rotating the lateral edge about the triradiate point by d degrees changes the AI by d
+    pred = torch.stack([_rotate(gt[i], d, gt[i, tri]) for i, d in enumerate((0.0, 1.5, -7.0, 179.0))])
+    err = roof_angle_error_deg(pred, gt, edge, tri)
+    torch.testing.assert_close(err.abs(), torch.tensor([0.0, 1.5, 7.0, 179.0]), atol=1e-4, rtol=0)
+    # a shift along the roof line leaves the angle unchanged
+    along = gt.clone()
+    along[:, edge] += 0.3 * (gt[:, edge] - gt[:, tri])
+    assert roof_angle_error_deg(along, gt, edge, tri).abs().max() < 1e-4
+
+
+def test_with_roof_angle_loss_adds_the_weighted_angle_term_and_has_gradients():
+    from models.losses import with_roof_angle_loss
+
+    codec = build_codec("simcc_2d", S, 2.0, SIGMA)
+    base = get_loss(None, "simcc_2d")
+    gt = torch.tensor([[[15.0, 30.0], [25.0, 27.0], [40.0, 36.0], [20, 45], [25, 45], [30, 45]]])
+    targets, weights = codec.encode(gt)
+    targets["keypoints_px"] = gt
+    pred_pts = gt.clone()
+    pred_pts[0, 0] = _rotate(gt[0, :1], 5.0, gt[0, 2])[0]     # the AI off by 5 degrees
+    logits = {k: v.clone().requires_grad_(True) for k, v in _logits(codec.encode(pred_pts)[0]).items()}
+    loss = with_roof_angle_loss(base, codec, edge=0, tri=2, weight=0.1)
+    total = loss(logits, targets, weights)
+    # smooth L1 (beta 1 deg) of a 5-degree error is 4.5; the base loss is the KL of the two targets
+    assert (total - base(logits, targets, weights)).item() == pytest.approx(0.1 * 4.5, abs=2e-3)
+    total.backward()
+    assert torch.isfinite(logits["x"].grad).all() and logits["x"].grad.abs().sum() > 0
+    # a hip whose edge lies outside the crop (weight 0) does not count
+    w0 = weights.clone()
+    w0[0, 0] = 0
+    assert (loss(logits, targets, w0) - base(logits, targets, w0)).item() == pytest.approx(0.0, abs=1e-6)
+    with pytest.raises(ValueError, match="softargmax"):
+        with_roof_angle_loss(base, build_codec("simcc_2d", S, decode="argmax"), 0, 2, 0.1)

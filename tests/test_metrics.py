@@ -9,6 +9,7 @@ from scipy import stats
 from sklearn.metrics import (cohen_kappa_score, confusion_matrix, f1_score, mean_absolute_error,
                              precision_score, recall_score)
 
+from datasets.layouts import get_layout
 from utils.evaluation import metrics as M
 
 # Shrout & Fleiss (1979), Table 2: 6 targets rated by 4 judges.
@@ -319,3 +320,48 @@ def test_evaluate_accepts_side_local_error_columns_and_zero_for_undetected():
     assert M.error_index("ihdi12", "right", 0) == 6 and M.error_index("ihdi12", "right", 8) == 8
     with pytest.raises(ValueError):
         M.error_index("ihdi12", "left", 7)
+
+
+# ------------------------------------------------------------------ bootstrap CI, roof-perpendicular error
+def test_bootstrap_ci_is_seeded_brackets_the_mean_and_narrows_with_more_hips():
+    rng = np.random.default_rng(1)
+    small, large = rng.exponential(2.0, 30), rng.exponential(2.0, 600)
+    lo, hi = M.bootstrap_ci(small)
+    assert lo < small.mean() < hi
+    assert (lo, hi) == M.bootstrap_ci(small)                       # seeded: the same interval again
+    lo2, hi2 = M.bootstrap_ci(large)
+    assert hi2 - lo2 < 0.5 * (hi - lo)                             # ~1/sqrt(n)
+    # the percentile interval of the mean of a large sample ~ mean -/+ 1.96 SE
+    se = large.std(ddof=1) / np.sqrt(len(large))
+    assert abs((hi2 - lo2) / (2 * 1.96 * se) - 1) < 0.15
+    assert all(math.isnan(v) for v in M.bootstrap_ci([1.0]))
+    assert M.bootstrap_ci([2.0, 2.0, np.nan, 2.0]) == (2.0, 2.0)
+
+
+def test_ai_metrics_carry_the_mae_ci():
+    df = _perfect_frame()
+    df["pred_ai_left"] = df["gt_ai_left"] + np.linspace(-3, 3, len(df))
+    m = M.evaluate(df)["ai"]
+    for side in ("left", "pooled"):
+        assert m[side]["mae_ci_lo"] <= m[side]["mae"] <= m[side]["mae_ci_hi"]
+    assert m["right"]["mae_ci_lo"] == m["right"]["mae_ci_hi"] == pytest.approx(0.0, abs=1e-9)
+
+
+def test_roof_perpendicular_error_is_the_normal_component_only():
+    df = _perfect_frame()
+    lay = get_layout("ihdi12")
+    roof = M.roof_points(lay, "left")
+    assert roof == [0, 1, 2] and M.roof_points("mtddh8", "right") == [4, 5]
+    assert np.allclose(M.roof_perpendicular_errors(df, "ihdi12"), 0.0)
+    # move the left triradiate point 3 px along the GT roof line and 2 px across it
+    e, t = lay.lateral_edge["left"], lay.triradiate["left"]
+    v = np.stack([df[f"gt_x_{e}"] - df[f"gt_x_{t}"], df[f"gt_y_{e}"] - df[f"gt_y_{t}"]], 1)
+    u = v / np.linalg.norm(v, axis=1, keepdims=True)
+    n = np.stack([-u[:, 1], u[:, 0]], 1)
+    shift = 3 * u + 2 * n
+    df[f"pred_x_{t}"] += shift[:, 0]
+    df[f"pred_y_{t}"] += shift[:, 1]
+    err = M.roof_perpendicular_errors(df, "ihdi12")
+    assert len(err) == 2 * 3 * len(df)
+    np.testing.assert_allclose(np.sort(err)[-len(df):], 2.0, atol=1e-9)
+    assert np.count_nonzero(err > 1e-9) == len(df)

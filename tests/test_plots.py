@@ -57,7 +57,7 @@ def frame(n=12, seed=0):
 def test_plot_all_writes_png_files(tmp_path):
     paths = P.plot_all(frame(), tmp_path)
     names = {p.name for p in paths}
-    assert {"ai_scatter.png", "ai_bland_altman.png", "ihdi_confusion.png", "ihdi_screening_confusion.png",
+    assert {"ai_scatter.png", "ai_bland_altman.png", "ai_error_vs_true.png", "ihdi_confusion.png", "ihdi_screening_confusion.png",
             "keypoint_errors_px.png", "error_hist_px.png", "keypoint_errors_mm.png", "error_hist_mm.png"} <= names
     for p in paths:
         assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and p.stat().st_size > 5000

@@ -103,12 +103,20 @@ class PerfectModel:
     coordinates.
     """
 
-    def __init__(self, records, layout, side, head_type, input_size=KP_SIZE):
+    def __init__(self, records, layout, side, head_type, input_size=KP_SIZE, flipped=False):
         self.ds = HipCropDataset(records, input_size, side=side, mirror=True, augment=None, layout=layout,
                                  threads=1)
         items = [self.ds[i] for i in range(len(self.ds))]
         self.images = torch.stack([it["image"] for it in items])         # (N, 3, S, S)
         self.targets = torch.stack([it["keypoints"] for it in items])    # (N, P, 2) crop px, model order
+        self.samples = list(self.ds.samples)
+        self.n_flipped = 0               # crops answered that were horizontally flipped samples
+        if flipped:   # an exactly mirror-equivariant model: also knows every sample flipped (flip test)
+            flip_t = self.targets[:, list(get_layout(layout).mirror_perm)].clone()
+            flip_t[..., 0] = (input_size - 1) - flip_t[..., 0]
+            self.images = torch.cat([self.images, self.images.flip(-1)])
+            self.targets = torch.cat([self.targets, flip_t])
+            self.samples += self.samples
         self.head_type, self.size = head_type, input_size
         self.codec = build_codec(head_type, input_size)
         self.served = []                 # (stem, image side, mirrored) of every crop answered
@@ -132,8 +140,9 @@ class PerfectModel:
         self.runner_up = min(self.runner_up, float(best.values[:, 1].min()))
         idx = best.indices[:, 0]
         for i in idx.tolist():
-            s = self.ds.samples[i]
+            s = self.samples[i]
             self.served.append((s.stem, s.side, s.mirrored))
+            self.n_flipped += int(i >= len(self.ds.samples))
         kps = self.targets[idx].double()                                    # (B, P, 2)
         if self.head_type == "direct_regression":
             return {"coords": ((kps + 0.5) / self.size).float()}
@@ -151,14 +160,14 @@ class PerfectModel:
         return {"x": logits[:, :, 0], "y": logits[:, :, 1]}
 
 
-def _install_perfect(monkeypatch, tmp_path, records, layout, models):
+def _install_perfect(monkeypatch, tmp_path, records, layout, models, flipped=False):
     """``models``: {name: (side, head_type)} -> dummy checkpoint paths; ``load_keypoint_model``
-    returns the matching PerfectModel."""
+    returns the matching PerfectModel (``flipped``: one that also answers flipped crops)."""
     fakes, paths = {}, {}
     for name, (side, head) in models.items():
         p = tmp_path / f"{name}.pth"
         p.write_bytes(b"not read")
-        fakes[str(p)] = PerfectModel(records, layout, side, head)
+        fakes[str(p)] = PerfectModel(records, layout, side, head, flipped=flipped)
         paths[name] = str(p)
 
     def load(path, device="cpu"):
@@ -242,6 +251,64 @@ def test_perfect_model_maps_crops_back_exactly(case, request, tmp_path, monkeypa
             want = want[list(lay.mirror_perm)] if mirrored else want
             got = df.loc[stem, [f"conf_{side}_{j}" for j in lay.side_indices[side]]].to_numpy(float)
             np.testing.assert_allclose(got, want, atol=1e-4)
+
+
+FLIP_CASES = {"simcc_ihdi12": ("ihdi12", "simcc_2d"), "regression_ihdi12": ("ihdi12", "direct_regression"),
+              "simcc_mtddh8": ("mtddh8", "simcc_2d")}
+
+
+@pytest.mark.parametrize("case", list(FLIP_CASES))
+def test_flip_test_with_the_perfect_model_changes_nothing(case, request, tmp_path, monkeypatch):
+    """Each crop is also run mirrored; the mirrored answer, mapped back (codec.flip_outputs and the
+    layout's mirror permutation) and averaged, leaves the exact points exact (< 1e-3 px)."""
+    layout, head = FLIP_CASES[case]
+    split = request.getfixturevalue("data_mtddh8" if layout == "mtddh8" else "data") / "test"
+    records = load_dataset(split, require_annotations=True, require_boxes=True)
+    paths, fakes = _install_perfect(monkeypatch, tmp_path, records, layout, {"L": ("left", head)}, flipped=True)
+    out = {}
+    for flip in (False, True):
+        out[flip] = tmp_path / f"flip{flip}"
+        P.run_prediction(split, out[flip], kp_left_path=paths["L"], use_gt_box=True, device="cpu", batch_size=3,
+                         progress=False, overlays=False, make_plots=False, flip_test=flip)
+        _check_exact(out[flip], split, layout)
+    fake = fakes[paths["L"]]
+    assert fake.match_dist < 1e-5
+    assert fake.n_flipped == 2 * len(records)            # every crop of the flip run, once mirrored
+    lay = get_layout(layout)
+    cols = [f"pred_{a}_{j}" for j in range(lay.num_points) for a in "xy"]
+    plain, flipped = (_csv(out[f]).set_index("stem")[cols].to_numpy(float) for f in (False, True))
+    assert np.abs(plain - flipped).max() < 1e-3
+
+
+def test_ensemble_of_perfect_models_is_exact_and_serves_every_member(data, tmp_path, monkeypatch):
+    split = data / "test"
+    records = load_dataset(split, require_annotations=True, require_boxes=True)
+    models = {"A": ("left", "simcc_2d"), "B": ("left", "simcc_2d")}
+    paths, fakes = _install_perfect(monkeypatch, tmp_path, records, "ihdi12", models)
+    out = tmp_path / "out"
+    s = P.run_prediction(split, out, kp_left_path=[paths["A"], paths["B"]], use_gt_box=True, device="cpu",
+                         progress=False, overlays=False, make_plots=False)
+    _check_exact(out, split, "ihdi12")
+    for name in models:
+        assert len(fakes[paths[name]].served) == 2 * len(records)
+    assert s["kp_models"]["left"] == f"{paths['A']} + {paths['B']}"
+
+
+def test_ensemble_members_must_agree(data, tmp_path, monkeypatch):
+    split = data / "test"
+    records = load_dataset(split, require_annotations=True, require_boxes=True)
+    paths, _ = _install_perfect(monkeypatch, tmp_path, records, "ihdi12",
+                                {"A": ("left", "simcc_2d"), "R": ("right", "simcc_2d")})
+    with pytest.raises(UserError, match="ensemble.*differs.*side"):
+        P.run_prediction(split, tmp_path / "out", kp_left_path=[paths["A"], paths["R"]], use_gt_box=True,
+                         device="cpu", progress=False, overlays=False, make_plots=False)
+
+
+def test_kp_path_flags_take_several_checkpoints():
+    a = script.parse_args(["--data", "d", "--kp_left_path", "a.pth", "b.pth", "--no-flip_test"])
+    assert a.kp_left_path == ["a.pth", "b.pth"] and a.flip_test is False and a.kp_right_path is None
+    assert script.parse_args(["--data", "d", "--kp_left_path", "a.pth", "--flip_test"]).flip_test is True
+    assert P.checkpoint_paths("a.pth") == ["a.pth"] and P.checkpoint_paths(None) == []
 
 
 # ---------------------------------------------------------------------------- real tiny checkpoints

@@ -215,3 +215,15 @@ def test_script_sigterm_saves_last_and_exits_143(data_dir, tmp_path):
     bad = subprocess.run([sys.executable, "train_hip_crop_keypoints.py", "--data_dir", str(tmp_path / "none")],
                          cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and bad.stderr.strip().startswith("error: training folder not found")
+
+
+def test_ai_loss_weight_adds_the_roof_angle_term_and_is_saved(data_dir, tmp_path):
+    """Same seed, same first batch: the run with --ai_loss_weight reports the base loss plus a
+    non-negative roof-angle term; the weight is stored in the checkpoint."""
+    runs = {w: T.train(_cfg(data_dir, tmp_path, exp_name=f"ai{w}", ai_loss_weight=w, max_steps=1, epochs=1,
+                            deterministic=True)) for w in (0.0, 0.5)}
+    loss = {w: float(_rows(r["paths"]["log"])[0]["train_loss"]) for w, r in runs.items()}
+    assert loss[0.5] > loss[0.0] + 1e-3
+    assert _state(runs[0.5]["paths"]["best"])["config"]["train"]["ai_loss_weight"] == 0.5
+    with pytest.raises(T.UserError, match="ai_loss_weight"):
+        T.train(_cfg(data_dir, tmp_path, ai_loss_weight=-1.0))

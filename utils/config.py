@@ -38,10 +38,10 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 def opt(default, help: str = "", type=None, action=None, resume: bool = False, cli: bool = True,
-        choices=None, metavar=None, flag=None):
+        choices=None, metavar=None, flag=None, nargs=None):
     """A config field: its default and how it appears on the command line."""
     meta = dict(help=help, type=type, action=action, resume=resume, cli=cli, choices=choices,
-                metavar=metavar, flag=flag)
+                metavar=metavar, flag=flag, nargs=nargs)
     if isinstance(default, (list, tuple)):
         return field(default_factory=lambda: tuple(default), metadata=meta)
     return field(default=default, metadata=meta)
@@ -83,6 +83,8 @@ class Model:
     split_ratio: float = opt(2.0, "SimCC bins per pixel", float)
     sigma: float = opt(6.0, "SimCC target std in bins (6 bins = 3 px at split_ratio 2, as MMPose's SimCC "
                             "at 256x192)", float)
+    ai_loss_weight: float = opt(0.0, "weight of the auxiliary roof-angle loss (degrees, on the soft-argmax "
+                                     "triradiate -> lateral edge line; docs/accuracy.md); 0: off", float)
     pretrained: Optional[str] = opt(None, "backbone weights: a local file, or 'timm' (download)", str)
 
 
@@ -212,6 +214,8 @@ class TrainConfig:
             raise UserError("learning_rate, sigma and split_ratio must be positive")
         if o.max_steps is not None and o.max_steps < 1:
             raise UserError("max_steps must be >= 1")
+        if m.ai_loss_weight < 0:
+            raise UserError(f"ai_loss_weight must be >= 0, got {m.ai_loss_weight}")
 
     # ---- resume
     @classmethod
@@ -255,8 +259,10 @@ def _section_classes(cls):
 class PredictConfig:
     """predict_hip_crop_keypoints.py's options (``run_prediction``'s keyword defaults)."""
     kp_left_path: Optional[str] = opt(None, "keypoint model for the image-left hip, .pth or .onnx (serves both "
-                                            "sides if alone)", str)
-    kp_right_path: Optional[str] = opt(None, "keypoint model for the image-right hip, .pth or .onnx", str)
+                                            "sides if alone); several paths: an ensemble (their SimCC "
+                                            "distributions are averaged)", str, nargs="+", metavar="PTH")
+    kp_right_path: Optional[str] = opt(None, "keypoint model(s) for the image-right hip, .pth or .onnx", str,
+                                       nargs="+", metavar="PTH")
     yolo_weights: Optional[str] = opt(None, "YOLO detector weights, .pt or .onnx; not needed with --use_gt_box", str)
     use_gt_box: bool = opt(False, "crop on the ground-truth boxes in detections/ instead of YOLO's",
                            action="store_true")
@@ -275,6 +281,8 @@ class PredictConfig:
                                "interval (0: no interval)", int)
     ai_interval_scale: float = opt(0.4, "spread of those samples around the decoded point, times this "
                                         "(calibrated on a validation split: docs/outputs.md)", float)
+    flip_test: bool = opt(False, "flip test: also run each crop mirrored and average the two predictions "
+                                 "(docs/accuracy.md)", action="bool")
 
 
 # ============================================================================ checkpoints -> crops
@@ -320,6 +328,8 @@ def add_arguments(parser: argparse.ArgumentParser, cls, choices: Optional[Mappin
                 kw.update(type=meta["type"], default=default)
                 if meta["metavar"]:
                     kw["metavar"] = meta["metavar"]
+                if meta.get("nargs"):
+                    kw["nargs"] = meta["nargs"]
                 if f.name in choices or meta["choices"]:
                     kw["choices"] = tuple(choices.get(f.name, meta["choices"]))
             group.add_argument(flag, **kw)

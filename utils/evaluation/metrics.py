@@ -252,6 +252,27 @@ def bland_altman(pred, gt) -> Dict[str, float]:
     return {"bias": bias, "sd": sd, "loa_low": bias - 1.96 * sd, "loa_high": bias + 1.96 * sd, "n": int(len(d))}
 
 
+BOOTSTRAP_RESAMPLES = 2000
+BOOTSTRAP_SEED = 0
+
+
+def bootstrap_ci(values, statistic=np.mean, confidence: float = 0.95, n_resamples: int = BOOTSTRAP_RESAMPLES,
+                 seed: int = BOOTSTRAP_SEED) -> Tuple[float, float]:
+    """Percentile bootstrap confidence interval (``scipy.stats.bootstrap``, seeded) of
+    ``statistic`` over the finite ``values`` (e.g. absolute AI errors, one per hip).
+    (NaN, NaN) with fewer than 2 values; (v, v) when all values are equal."""
+    v = np.asarray(values, dtype=float).ravel()
+    v = v[np.isfinite(v)]
+    if len(v) < 2:
+        return float("nan"), float("nan")
+    if np.all(v == v[0]):
+        s = float(statistic(v))
+        return s, s
+    res = stats.bootstrap((v,), statistic, confidence_level=confidence, n_resamples=n_resamples,
+                          method="percentile", random_state=np.random.default_rng(seed), vectorized=False)
+    return float(res.confidence_interval.low), float(res.confidence_interval.high)
+
+
 def agreement(pred, gt) -> Dict[str, float]:
     """Continuous agreement of predicted vs reference values (e.g. AI in degrees).
 
@@ -607,6 +628,34 @@ def side_values(df, prefix, mask_undetected: bool = False) -> Dict[str, np.ndarr
     return vals
 
 
+def roof_points(layout, side: str) -> List[int]:
+    """Absolute indices of ``side``'s acetabular roof points: lateral edge, mid roof (where the
+    layout has one), triradiate point."""
+    lay = get_layout(layout)
+    mid = [j for j, n in zip(lay.side_indices[side], lay.side_point_names(side)) if n == "mid_roof"]
+    return [lay.lateral_edge[side], *mid, lay.triradiate[side]]
+
+
+def roof_perpendicular_errors(df: pd.DataFrame, layout=None) -> np.ndarray:
+    """|component of (pred - gt) perpendicular to the GT roof line| (triradiate -> lateral edge)
+    of every roof point (``roof_points``) of every hip with both, in image px (flat array).
+    This is the error that moves the AI; an error along the roof line does not."""
+    lay = infer_layout(df, layout)
+    out = []
+    for s in SIDES:
+        e, t = lay.lateral_edge[s], lay.triradiate[s]
+        gx, gy = (column(df, f"gt_{a}_{e}") - column(df, f"gt_{a}_{t}") for a in "xy")
+        norm = np.hypot(gx, gy)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            nx, ny = -gy / norm, gx / norm                      # unit normal of the GT roof line
+        for j in roof_points(lay, s):
+            dx = column(df, f"pred_x_{j}") - column(df, f"gt_x_{j}")
+            dy = column(df, f"pred_y_{j}") - column(df, f"gt_y_{j}")
+            out.append(np.abs(dx * nx + dy * ny))
+    v = np.concatenate(out) if out else np.empty(0)
+    return v[np.isfinite(v)]
+
+
 def detection_metrics(df: pd.DataFrame) -> Dict:
     """Per side and pooled: fraction of sides detected, and recall at IoU >= 0.5 where GT boxes exist."""
     out = {}
@@ -714,11 +763,16 @@ def gate_metrics(df: pd.DataFrame) -> Dict:
 
 def ai_metrics(df: pd.DataFrame, gradable_only: bool = False, prefix: str = "ai") -> Dict:
     """Agreement of ``pred_{prefix}`` with ``gt_{prefix}`` over the detected hips (the gradable
-    ones only with ``gradable_only``)."""
+    ones only with ``gradable_only``), plus ``mae_ci_lo``/``mae_ci_hi``: the 95% percentile
+    bootstrap CI of the MAE over hips (``bootstrap_ci``)."""
     pred, gt = side_values(df, f"pred_{prefix}", mask_undetected=True), side_values(df, f"gt_{prefix}")
     if gradable_only:
         pred = _gradable_only(pred, failed_hips(df))
-    return {k: agreement(pred[k], gt[k]) for k in (*SIDES, POOLED)}
+    out = {}
+    for k in (*SIDES, POOLED):
+        out[k] = agreement(pred[k], gt[k])
+        out[k]["mae_ci_lo"], out[k]["mae_ci_hi"] = bootstrap_ci(np.abs(np.asarray(pred[k]) - np.asarray(gt[k])))
+    return out
 
 
 def ihdi_side_metrics(df: pd.DataFrame, gradable_only: bool = False, prefix: str = "ihdi") -> Dict:

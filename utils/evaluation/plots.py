@@ -100,6 +100,37 @@ def plot_ai_scatter(df: pd.DataFrame, path, title: str = "Acetabular index") -> 
     return _save(fig, path)
 
 
+def plot_ai_error_vs_true(df: pd.DataFrame, path, title: str = "Acetabular index error vs reference AI") -> Path:
+    """AI error (pred - ref) per hip against the reference AI, left/right markers, a zero line
+    and the mean absolute error per reference-AI bin; the MAE and its 95% bootstrap CI in the title."""
+    pairs, p_all, g_all = _ai_pairs(df)
+    err = p_all - g_all
+    lo, hi = metrics.bootstrap_ci(np.abs(err))
+    fig, ax = plt.subplots(figsize=(6.4, 4.6))
+    for s in SIDES:
+        p, g = pairs[s]
+        st = SIDE_STYLE[s]
+        ax.scatter(g, p - g, s=22, alpha=0.75, marker=st["marker"], color=st["color"],
+                   label=f"{st['label']} (n = {len(p)})", edgecolors="none")
+    ax.axhline(0.0, color="k", lw=1)
+    if len(err) >= 4:
+        edges = np.unique(np.quantile(g_all, np.linspace(0, 1, min(6, len(err) // 4) + 1)))
+        if len(edges) > 1:
+            idx = np.clip(np.searchsorted(edges, g_all, side="right") - 1, 0, len(edges) - 2)
+            centres = [(edges[i] + edges[i + 1]) / 2 for i in range(len(edges) - 1) if np.any(idx == i)]
+            mae_bin = [np.mean(np.abs(err[idx == i])) for i in range(len(edges) - 1) if np.any(idx == i)]
+            ax.plot(centres, mae_bin, "-", color="tab:red", lw=1.5, marker="s", ms=4,
+                    label="mean |error| per AI bin")
+    ax.set_xlabel("Reference AI (°)")
+    ax.set_ylabel("AI error, predicted − reference (°)")
+    mae = float(np.mean(np.abs(err))) if len(err) else float("nan")
+    ax.set_title(f"{title} (n = {len(err)} hips)\nMAE = {_fmt(mae)}° (95% CI {_fmt(lo)}–{_fmt(hi)}°)",
+                 fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="best", fontsize=8)
+    return _save(fig, path)
+
+
 def plot_bland_altman(df: pd.DataFrame, path, title: str = "Acetabular index: Bland-Altman") -> Path:
     """Difference (pred - ref) vs mean of the two, with bias and bias ± 1.96 SD lines labelled."""
     pairs, p_all, g_all = _ai_pairs(df)
@@ -262,6 +293,7 @@ def plot_all(df: pd.DataFrame, out_dir, layout=None) -> List[Path]:
     if {"pred_ai_left", "gt_ai_left"} <= cols:
         paths.append(plot_ai_scatter(df, out / "ai_scatter.png"))
         paths.append(plot_bland_altman(df, out / "ai_bland_altman.png"))
+        paths.append(plot_ai_error_vs_true(df, out / "ai_error_vs_true.png"))
     if {"pred_ihdi_left", "gt_ihdi_left"} <= cols:
         paths.append(plot_confusion(df, out / "ihdi_confusion.png", "4class"))
         paths.append(plot_confusion(df, out / "ihdi_screening_confusion.png", "screening"))

@@ -64,7 +64,7 @@ METRIC_KEYS = frozenset(
     + [f"keypoints/{u}/{{side}}/mean" for u in ("px", "mm", "nme_crop", "nme_tri")]
     + [f"keypoints/sdr_mm/{{side}}/{r}" for r in SDR_MM]
     + [f"ai/{{side}}/{k}" for k in ("mae", "rmse", "bias", "loa_low", "loa_high", "pearson_r", "icc2_1",
-                                    "icc3_1")]
+                                    "icc3_1", "mae_ci_lo", "mae_ci_hi")]
     + [f"ihdi/{{side}}/{k}" for k in ("accuracy", "kappa_quadratic", "macro_f1", "screening/sensitivity",
                                       "screening/specificity")]
     + [f"gate/{{side}}/{k}" for k in ("gradable_rate", "n_hips", "n_gradable")]

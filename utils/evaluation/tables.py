@@ -68,6 +68,8 @@ PAPER_ROWS: Tuple[Metric, ...] = (
     Metric("NME, inter-triradiate (%)", ("keypoints/nme_tri/{side}/mean",), 100, 2, False, "Keypoints"),
     _sdr("2"), _sdr("2.5"), _sdr("3"), _sdr("4"),
     Metric("AI MAE (°)", ("ai/{side}/mae",), 1, 2, False, "Acetabular index"),
+    Metric("AI MAE 95% CI, lower (°)", ("ai/{side}/mae_ci_lo",), 1, 2, None, "Acetabular index"),
+    Metric("AI MAE 95% CI, upper (°)", ("ai/{side}/mae_ci_hi",), 1, 2, None, "Acetabular index"),
     Metric("AI RMSE (°)", ("ai/{side}/rmse",), 1, 2, False, "Acetabular index"),
     Metric("AI bias (°)", ("ai/{side}/bias",), 1, 2, None, "Acetabular index"),
     Metric("AI 95% LoA, lower (°)", ("ai/{side}/loa_low",), 1, 2, None, "Acetabular index"),
@@ -113,6 +115,8 @@ COMPARE_COLUMNS: Tuple[Metric, ...] = (
     Metric("SDR@3mm (%)", ("keypoints/sdr_mm/pooled/3",), 100, 1, True),
     Metric("SDR@4mm (%)", ("keypoints/sdr_mm/pooled/4",), 100, 1, True),
     Metric("AI MAE (°)", ("ai/pooled/mae",), 1, 2, False),
+    Metric("AI MAE CI lo (°)", ("ai/pooled/mae_ci_lo",), 1, 2, None),
+    Metric("AI MAE CI hi (°)", ("ai/pooled/mae_ci_hi",), 1, 2, None),
     Metric("AI ICC(2,1)", ("ai/pooled/icc2_1",), 1, 3, True),
     Metric("IHDI acc. (%)", ("ihdi/pooled/accuracy",), 100, 1, True),
     Metric("IHDI κ", ("ihdi/pooled/kappa_quadratic",), 1, 3, True),
@@ -511,7 +515,17 @@ def headline_rows(metrics: MetricsLike) -> List[Tuple[str, str]]:
         v = _num(flat.get(key))
         if key in flat and not math.isnan(v):
             rows.append((label, f"{v * scale:.{nd}f}"))
+            if key == "ai/pooled/mae":
+                rows += _ci_row(flat, "ai/pooled/mae", "AI MAE 95% CI (deg, bootstrap over hips)", nd)
     return rows
+
+
+def _ci_row(flat: Mapping, key: str, label: str, nd: int) -> List[Tuple[str, str]]:
+    """[(label, "lo–hi")] from ``{key}_ci_lo`` / ``{key}_ci_hi``, or [] when they are missing."""
+    lo, hi = _num(flat.get(key + "_ci_lo")), _num(flat.get(key + "_ci_hi"))
+    if math.isnan(lo) or math.isnan(hi):
+        return []
+    return [(label, f"{lo:.{nd}f}{DASH}{hi:.{nd}f}")]
 
 
 def headline_table(metrics: MetricsLike) -> str:

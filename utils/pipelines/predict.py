@@ -60,6 +60,7 @@ class SideModel:
     preprocess: Optional[Preprocess] = None   # input size, crop margin, hist_eq, mean/std (from the checkpoint)
     device: object = None
     amp_dtype: object = None
+    flip_test: bool = False   # also run the mirrored crop and average (``outputs``)
 
     def __post_init__(self):
         if self.preprocess is None:
@@ -92,45 +93,111 @@ class SideModel:
         if self.device.type == "cuda":
             x = x.contiguous(memory_format=torch.channels_last)
         with torch.inference_mode():
-            with autocast(self.device, self.amp_dtype):
-                outputs = self.model(x)
-            outputs = {k: v.float() for k, v in outputs.items()}
+            outputs = self.outputs(x)
             coords, conf = self.codec.decode(outputs)
             sampler = getattr(self.codec, "sample", None)
             samples = sampler(outputs, n_samples, generator) if (n_samples and sampler) else None
         samples = None if samples is None else samples.float().cpu().numpy()
         return coords.float().cpu().numpy(), conf.float().cpu().numpy(), samples
 
+    def outputs(self, x: torch.Tensor) -> Dict[str, torch.Tensor]:
+        """The network's outputs (float32) on crops ``x``. With ``flip_test``, averaged (by the codec:
+        SimCC distributions, regression coordinates) with its outputs on the horizontally mirrored
+        crops, mapped back by ``codec.flip_outputs`` and the layout's mirror permutation."""
+        with autocast(self.device, self.amp_dtype):
+            out = self.model(x)
+        out = {k: v.float() for k, v in out.items()}
+        if not self.flip_test:
+            return out
+        with autocast(self.device, self.amp_dtype):
+            out_m = self.model(torch.flip(x, dims=(-1,)))
+        perm = get_layout(self.config.get("layout", "ihdi12")).mirror_perm
+        back = self.codec.flip_outputs({k: v.float() for k, v in out_m.items()}, perm)
+        return self.codec.average_outputs([out, back])
 
-def load_side_models(kp_left_path=None, kp_right_path=None, device="cpu", model_name=None):
-    """{side: SideModel}. One model serves both sides by mirroring when only one path is given."""
 
-    paths = {"left": kp_left_path, "right": kp_right_path}
+class Ensemble:
+    """Several keypoint networks that share layout, crop settings and codec, answering as one:
+    ``codec.average_outputs`` of theirs (the mean SimCC distribution per axis; for regression the
+    mean coordinates). Stands in for the network inside a ``SideModel``."""
+
+    def __init__(self, models: List[object], codec):
+        self.models, self.codec = list(models), codec
+
+    def __call__(self, x):
+        return self.codec.average_outputs([{k: v.float() for k, v in m(x).items()} for m in self.models])
+
+    def to(self, *args, **kwargs) -> "Ensemble":
+        for m in self.models:
+            m.to(*args, **kwargs)
+        return self
+
+    def eval(self) -> "Ensemble":
+        for m in self.models:
+            m.eval()
+        return self
+
+
+def checkpoint_paths(arg) -> List[str]:
+    """A ``--kp_*_path`` value (None, one path, or a list of paths) as a list of paths."""
+    if arg is None or arg == "":
+        return []
+    if isinstance(arg, (str, os.PathLike)):
+        return [str(arg)]
+    return [str(p) for p in arg if p]
+
+
+def load_keypoint_checkpoint(path: str, side: str, device="cpu", model_name=None):
+    """(model, codec, config) of one keypoint checkpoint: the one place a path becomes a model."""
+    if not Path(path).is_file():
+        raise UserError(f"--kp_{side}_path: keypoint checkpoint not found: {path}")
+    try:   # an exported .onnx file runs on ONNX Runtime, anything else is a torch checkpoint
+        loader = load_onnx_keypoint_model if str(path).lower().endswith(".onnx") else ckpt_io.load_keypoint_model
+        model, codec, cfg = loader(path, device=device)
+    except ValueError as e:
+        raise UserError(str(e)) from None
+    if model_name and model_name != cfg.get("model_name"):
+        raise UserError(f"--model_name {model_name} does not match the checkpoint {path} "
+                        f"(it holds {cfg.get('model_name')}); the checkpoint's own settings are used, "
+                        "so --model_name can be left out")
+    return model, codec, cfg
+
+
+ENSEMBLE_KEYS = ("layout", "side", "head_type", "input_size", "split_ratio")
+
+
+def load_ensemble(paths: List[str], side: str, device="cpu", model_name=None):
+    """(model, codec, config, path) of one checkpoint, or of an ``Ensemble`` of several: these
+    must agree on ``ENSEMBLE_KEYS`` and their crop settings (one crop feeds them all)."""
+    loaded = [load_keypoint_checkpoint(p, side, device, model_name) for p in paths]
+    if len(loaded) == 1:
+        return (*loaded[0], paths[0])
+    _, codec, cfg = loaded[0]
+    for p, (_, _, c) in zip(paths[1:], loaded[1:]):
+        diff = [k for k in ENSEMBLE_KEYS if c.get(k) != cfg.get(k)]
+        if Preprocess.from_checkpoint(c) != Preprocess.from_checkpoint(cfg):
+            diff.append("crop settings (crop_expand, hist_eq, mean, std)")
+        if diff:
+            raise UserError(f"--kp_{side}_path: an ensemble's checkpoints must agree, but {p} differs from "
+                            f"{paths[0]} in {', '.join(diff)}")
+    return Ensemble([m for m, _, _ in loaded], codec), codec, dict(cfg, ensemble=list(paths)), " + ".join(paths)
+
+
+def load_side_models(kp_left_path=None, kp_right_path=None, device="cpu", model_name=None, flip_test=False):
+    """{side: SideModel}. One model serves both sides by mirroring when only one side is given;
+    several paths for a side make an ensemble (``load_ensemble``)."""
+
+    paths = {"left": checkpoint_paths(kp_left_path), "right": checkpoint_paths(kp_right_path)}
     if not any(paths.values()):
         raise UserError("give --kp_left_path and/or --kp_right_path (a keypoint model .pth or .onnx)")
-    loaded = {}
-    for side, p in paths.items():
-        if not p:
-            continue
-        if not Path(p).is_file():
-            raise UserError(f"--kp_{side}_path: keypoint checkpoint not found: {p}")
-        try:
-            loader = load_onnx_keypoint_model if str(p).lower().endswith(".onnx") else ckpt_io.load_keypoint_model
-            model, codec, cfg = loader(p, device=device)
-        except ValueError as e:
-            raise UserError(str(e)) from None
-        if model_name and model_name != cfg.get("model_name"):
-            raise UserError(f"--model_name {model_name} does not match the checkpoint {p} "
-                            f"(it holds {cfg.get('model_name')}); the checkpoint's own settings are used, "
-                            "so --model_name can be left out")
-        loaded[side] = (model, codec, cfg, str(p))
+    loaded = {side: load_ensemble(p, side, device, model_name) for side, p in paths.items() if p}
     out = {}
     for side in SIDES:
         src = side if side in loaded else next(iter(loaded))
         model, codec, cfg, p = loaded[src]
         model_side = cfg.get("side", "left")
         out[side] = SideModel(model, codec, cfg, mirrored=(side != model_side), path=p,
-                              preprocess=Preprocess.from_checkpoint(cfg))
+                              preprocess=Preprocess.from_checkpoint(cfg), flip_test=bool(flip_test))
     lays = {m.config.get("layout") for m in out.values()}
     if len(lays) > 1:
         raise UserError(f"the two keypoint models use different layouts: {sorted(lays)}")
@@ -279,7 +346,7 @@ def run_prediction(data, output_dir, kp_left_path=None, kp_right_path=None, yolo
                    use_gt_box=False, device="auto", batch_size=16, model_name=None, imgsz=640, conf=0.25,
                    overlays=True, max_overlays=None, worst_n=10, strict=False, overwrite=True,
                    progress=True, make_plots=True, min_conf=DEFAULT_MIN_CONF, ai_samples=200,
-                   ai_interval_scale=0.4) -> dict:
+                   ai_interval_scale=0.4, flip_test=False) -> dict:
     """Predict every image of ``data`` and, when it has annotations, evaluate.
 
     Writes into ``output_dir``: predictions.csv (one row per readable image; rows for
@@ -301,7 +368,8 @@ def run_prediction(data, output_dir, kp_left_path=None, kp_right_path=None, yolo
     problems = ProblemLog(strict=strict)
     records = load_dataset(data, require_boxes=use_gt_box, problems=problems)
     dev = select_device(device)
-    side_models = load_side_models(kp_left_path, kp_right_path, device=str(dev), model_name=model_name)
+    side_models = load_side_models(kp_left_path, kp_right_path, device=str(dev), model_name=model_name,
+                                   flip_test=flip_test)
     for sm in {id(m): m for m in side_models.values()}.values():
         sm.to(dev)
     layout = get_layout(side_models["left"].config.get("layout", "ihdi12"))

@@ -31,6 +31,7 @@ from datasets.crops import Augment, EpochSampler, HipCropDataset
 from datasets.formats import dataset_layout, load_records
 from datasets.layouts import get_layout
 from models import BACKBONES, HEADS, LOSSES, build_codec, build_keypoint_model, get_loss
+from models.losses import with_roof_angle_loss
 from utils.devices import autocast
 from utils.errors import ProblemLog, UserError
 from utils.fileio import one_line
@@ -132,6 +133,10 @@ def setup_model(r: Run) -> None:
                                      pretrained=None if r.ckpt is not None else m.pretrained)
         r.codec = build_codec(m.head_type, m.input_size, m.split_ratio, m.sigma)
         r.loss_fn = get_loss(m.loss, m.head_type)
+        if m.ai_loss_weight > 0:
+            side = r.cfg.data.side
+            r.loss_fn = with_roof_angle_loss(r.loss_fn, r.codec, r.layout.local(side, r.layout.lateral_edge[side]),
+                                             r.layout.local(side, r.layout.triradiate[side]), m.ai_loss_weight)
     except ValueError as e:
         raise UserError(str(e)) from None
     if r.cfg.system.sync_bn:

@@ -35,6 +35,7 @@ class NonFiniteLoss(UserError):
 def forward_loss(model, codec, loss_fn, x, kps, device, amp_dtype):
     """(outputs in float32, loss) of one batch of crops ``x`` with crop-pixel keypoints ``kps``."""
     targets, weights = codec.encode(kps)
+    targets["keypoints_px"] = kps          # for a loss on decoded points (the roof-angle loss)
     with autocast(device, amp_dtype):
         out = model(x)
     out = {k: v.float() for k, v in out.items()}

@@ -1,0 +1,144 @@
+#!/usr/bin/env python
+"""Accuracy levers in one ablation: one phantom set, one split, the same seeds.
+
+    python bench/accuracy.py --out results/bench_accuracy            # the docs/accuracy.md table
+    python bench/accuracy.py --n 24 --size 256 --epochs 1 --quick    # a smoke run (tests)
+
+One run trains the keypoint models it needs on the same phantom split, then predicts the
+test split on the ground-truth boxes (``--use_gt_box``, so that detection does not confound)
+once per variant:
+
+- ``baseline``: one model (seed ``--seed``), soft-argmax SimCC decoding;
+- ``+flip``: the same model with the flip test (``--flip_test``);
+- ``+AI loss``: a model trained with ``--ai_loss_weight`` (same seed), with and without flip;
+- ``+ensemble``: the baseline and ``--ensemble_seeds - 1`` more seeds, SimCC distributions
+  averaged (``--kp_left_path a.pth b.pth ...``), with and without flip.
+
+Columns: MRE (px, all points), the roof points' error perpendicular to the GT roof line (px),
+AI MAE with its 95% bootstrap CI over hips (degrees), IHDI accuracy, the training seconds of
+the variant's models and the prediction seconds. Prints a Markdown table and writes it, with
+the settings, to ``OUT/accuracy.md`` and ``OUT/accuracy.json``.
+"""
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from utils.errors import cli  # noqa: E402
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", default="results/bench_accuracy", help="working and output folder (overwritten)")
+    p.add_argument("--n", type=int, default=160, help="phantom films")
+    p.add_argument("--size", type=int, default=512, help="phantom film size, px")
+    p.add_argument("--test", type=float, default=0.375, help="test fraction (160 x 0.375 = 60 films)")
+    p.add_argument("--val", type=float, default=0.125, help="validation fraction")
+    p.add_argument("--model_name", default="convnext_atto_custom")
+    p.add_argument("--head_type", default="simcc_2d")
+    p.add_argument("--input_size", type=int, default=128)
+    p.add_argument("--epochs", type=int, default=40)
+    p.add_argument("--batch_size", type=int, default=32)
+    p.add_argument("--learning_rate", type=float, default=2e-3)
+    p.add_argument("--sigma", type=float, default=4.0)
+    p.add_argument("--ai_loss_weight", type=float, default=0.1)
+    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--ensemble_seeds", type=int, default=3, help="ensemble members (the baseline is one)")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--quick", action="store_true", help="smoke run: max 2 steps per model")
+    return p.parse_args(argv)
+
+
+def make_data(a, root: Path) -> Path:
+    from datasets.splits import make_splits
+    from datasets.synthetic import generate_dataset
+
+    generate_dataset(root / "phantoms", a.n, seed=0, size=a.size, overwrite=True, progress=False)
+    make_splits(root / "phantoms", root / "split", train=1.0 - a.test - a.val, val=a.val, test=a.test, seed=42,
+                stratify=True, overwrite=True)
+    return root / "split"
+
+
+def train_model(a, split: Path, root: Path, name: str, seed: int, ai_loss_weight: float = 0.0):
+    """(best checkpoint path, training seconds)."""
+    from utils.pipelines.train import train
+
+    cfg = dict(data_dir=str(split), model_name=a.model_name, head_type=a.head_type, input_size=a.input_size,
+               epochs=a.epochs, batch_size=a.batch_size, learning_rate=a.learning_rate, sigma=a.sigma,
+               ai_loss_weight=ai_loss_weight, seed=seed, device=a.device, out=str(root / "weights"),
+               log_dir=str(root / "logs"), exp_name=name, progress=False, tensorboard=False,
+               max_steps=2 if a.quick else None)
+    t0 = time.time()
+    res = train(cfg)
+    return res["paths"]["best"], time.time() - t0
+
+
+def measure(a, split: Path, root: Path, name: str, paths, flip: bool) -> dict:
+    """Predict the test split with ``paths`` (one checkpoint or an ensemble); the table's numbers."""
+    from utils.evaluation.metrics import read_predictions, roof_perpendicular_errors
+    from utils.pipelines.predict import run_prediction
+
+    out = root / "pred" / name.replace(" ", "_").replace("+", "p")
+    t0 = time.time()
+    s = run_prediction(split / "test", out, kp_left_path=list(paths), use_gt_box=True, device=a.device,
+                       overlays=False, make_plots=False, progress=False, flip_test=flip)
+    seconds = time.time() - t0
+    m = s["metrics"]
+    roof = roof_perpendicular_errors(read_predictions(out / "predictions.csv"))
+    ai = m["ai"]["pooled"]
+    return {"variant": name, "mre_px": m["keypoints"]["px"]["pooled"]["mean"],
+            "roof_perp_px": float(roof.mean()) if len(roof) else float("nan"),
+            "ai_mae": ai["mae"], "ai_ci_lo": ai["mae_ci_lo"], "ai_ci_hi": ai["mae_ci_hi"],
+            "ihdi_acc": m["ihdi"]["pooled"]["accuracy"], "n_hips": ai["n"], "predict_s": seconds}
+
+
+def markdown(rows) -> str:
+    def f(v, nd=2):
+        return "–" if v is None else f"{v:.{nd}f}"
+
+    lines = ["| variant | MRE (px) | roof ⊥ error (px) | AI MAE (°) [95% CI] | IHDI acc. | train (s) | "
+             "predict (s) |", "| :--- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for r in rows:
+        lines.append(f"| {r['variant']} | {f(r['mre_px'])} | {f(r['roof_perp_px'])} | {f(r['ai_mae'])} "
+                     f"[{f(r['ai_ci_lo'])}–{f(r['ai_ci_hi'])}] | {f(r['ihdi_acc'], 3)} | {r['train_s']:.0f} | "
+                     f"{r['predict_s']:.1f} |")
+    return "\n".join(lines)
+
+
+@cli
+def main(argv=None):
+    a = parse_args(argv)
+    root = Path(a.out)
+    root.mkdir(parents=True, exist_ok=True)
+    split = make_data(a, root)
+    base, t_base = train_model(a, split, root, "base", a.seed)
+    ai, t_ai = train_model(a, split, root, "ai_loss", a.seed, a.ai_loss_weight)
+    members, t_members = [base], t_base
+    for k in range(1, a.ensemble_seeds):
+        p, t = train_model(a, split, root, f"seed{a.seed + k}", a.seed + k)
+        members.append(p)
+        t_members += t
+    variants = [("baseline", [base], False, t_base), ("+flip", [base], True, t_base),
+                (f"+AI loss (w={a.ai_loss_weight:g})", [ai], False, t_ai),
+                (f"+AI loss (w={a.ai_loss_weight:g}) +flip", [ai], True, t_ai),
+                (f"+ensemble ({len(members)} seeds)", members, False, t_members),
+                (f"+ensemble ({len(members)} seeds) +flip", members, True, t_members)]
+    rows = []
+    for name, paths, flip, t_train in variants:
+        rows.append({**measure(a, split, root, name, paths, flip), "train_s": t_train})
+        print(f"{name}: AI MAE {rows[-1]['ai_mae']:.3f}, MRE {rows[-1]['mre_px']:.3f} px", flush=True)
+    settings = {k: v for k, v in vars(a).items() if k != "out"}
+    table = markdown(rows)
+    n_test = len(list((split / "test" / "images").iterdir()))
+    head = (f"{n_test} test films ({rows[0]['n_hips']} hips), ground-truth boxes; settings: "
+            + ", ".join(f"{k}={v}" for k, v in settings.items()))
+    (root / "accuracy.md").write_text(head + "\n\n" + table + "\n")
+    (root / "accuracy.json").write_text(json.dumps({"settings": settings, "rows": rows}, indent=2))
+    print("\n" + head + "\n\n" + table)
+
+
+if __name__ == "__main__":
+    main()
