@@ -28,19 +28,26 @@ from utils.progress import interactive
 
 ROOT = Path(__file__).resolve().parents[2]
 
+# Domain randomisation, on in the demo so that its phantom-trained models meet real films
+# (docs/phantom.md): gray-level changes of the keypoint crops (datasets/augment.py) and wider
+# brightness changes for YOLO. The geometry and the labels stay exact.
+DOMAIN_RANDOMISATION_KP = dict(aug_contrast=0.5, aug_equalize=0.3, aug_blur=0.4, aug_noise=0.4, aug_jpeg=0.4,
+                               aug_erase=0.1)
+DOMAIN_RANDOMISATION_YOLO = dict(hsv_v=0.6)
+
 # Per scale: the phantom set, then the flags of train_yolo.py and of train_hip_crop_keypoints.py by
 # their own names (the keypoint ones are fields of utils.config.TrainConfig).
 SCALES = {
     # 300 films split 0.65/0.15/0.2: a test split of 60 films (120 hips) while training keeps about
     # the 192 films it had at 240 x 0.8 (docs/accuracy.md)
     "cpu": dict(n=300, size=512, device="auto", split=dict(train=0.65, val=0.15, test=0.2),
-                yolo=dict(model="yolo12n.yaml", epochs=25, imgsz=256, batch=16),
+                yolo=dict(model="yolo12n.yaml", epochs=25, imgsz=256, batch=16, **DOMAIN_RANDOMISATION_YOLO),
                 keypoints=dict(model_name="convnext_atto_custom", head_type="simcc_2d", input_size=128, epochs=60,
-                               batch_size=32, learning_rate=2e-3, sigma=4.0)),
+                               batch_size=32, learning_rate=2e-3, sigma=4.0, **DOMAIN_RANDOMISATION_KP)),
     "full": dict(n=600, size=768, device="auto", split=dict(train=0.8, val=0.1, test=0.1),
-                 yolo=dict(model="yolo12s.yaml", epochs=100, imgsz=640, batch=16),
+                 yolo=dict(model="yolo12s.yaml", epochs=100, imgsz=640, batch=16, **DOMAIN_RANDOMISATION_YOLO),
                  keypoints=dict(model_name="convnext_small_custom", head_type="simcc_2d", input_size=224,
-                                epochs=100, batch_size=32, learning_rate=1e-4, sigma=6.0)),
+                                epochs=100, batch_size=32, learning_rate=1e-4, sigma=6.0, **DOMAIN_RANDOMISATION_KP)),
 }
 
 
