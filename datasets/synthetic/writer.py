@@ -18,6 +18,7 @@ from datasets.synthetic.render import render_film
 from datasets.synthetic.stats import load_stats
 from utils.errors import UserError
 from utils.hip_geometry import acetabular_index, ce_angle, ihdi_grade, tonnis_grade
+from utils.progress import every_for, progress_bar
 from datasets.formats import list_images, load_dataset
 from datasets.image_io import read_image
 
@@ -55,7 +56,6 @@ def generate_dataset(out, n: int, seed: int = 0, size: int = 512, layout: str = 
     spreads the films over N patients: films of one patient share the anatomy (same IHDI
     grades, AI within a degree or two) and differ in pose and exposure.
     """
-    from tqdm import tqdm
 
     out = Path(out)
     n, size = int(n), int(size)
@@ -84,7 +84,7 @@ def generate_dataset(out, n: int, seed: int = 0, size: int = 512, layout: str = 
     film_count: Dict[int, int] = {}
     rows = []
     write_classes(out / "yolo_labels")
-    for i in tqdm(range(n), desc="phantoms", unit="img", disable=not progress):
+    for i in progress_bar(range(n), total=n, desc="phantoms", unit="img", enabled=progress, every=every_for(n)):
         pid = int(patient_of[i])
         if pid not in anatomies:
             anatomies[pid] = sample_anatomy(np.random.default_rng([seed, 0, pid]), mix, layout=lay, stats=st)
