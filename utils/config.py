@@ -35,6 +35,8 @@ from utils.errors import UserError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+OPTIMIZERS = ("adamw", "muon")             # utils/pipelines/train_setup.py: make_optimizer
+PIPELINES = ("hip_crop", "full_image")     # the training data: hip crops (two-stage) or whole films
 
 
 def opt(default, help: str = "", type=None, action=None, resume: bool = False, cli: bool = True,
@@ -65,6 +67,10 @@ class Data:
     scale_jitter: float = opt(0.0, "random zoom range, 1 +- this", float)
     box_jitter: float = opt(0.0, "random box centre/size jitter, as a fraction of the crop", float)
     strict: bool = opt(False, "any unusable image is an error", action="store_true", resume=True)
+    pipeline: str = opt("hip_crop", "what the model sees: hip_crop (one hip's square crop around its box; the "
+                                    "two-stage model) or full_image (the whole film letterboxed to input_size, every "
+                                    "keypoint of the layout; the single-stage baseline, which ignores side, mirror, "
+                                    "crop_expand and box_jitter)", str)
 
 
 @dataclass
@@ -77,6 +83,7 @@ class Model:
     sigma: float = opt(6.0, "SimCC target std in bins (6 bins = 3 px at split_ratio 2, as MMPose's SimCC "
                             "at 256x192)", float)
     pretrained: Optional[str] = opt(None, "backbone weights: a local file, or 'timm' (download)", str)
+    attention: str = opt("none", "attention neck between the backbone and the head", str)
 
 
 @dataclass
@@ -86,7 +93,9 @@ class Optim:
                           int)
     learning_rate: float = opt(1e-4, "peak learning rate; never scaled with the number of processes "
                                      "(scale it yourself)", float)
-    weight_decay: float = opt(0.01, "AdamW weight decay", float)
+    optimizer: str = opt("adamw", "adamw, or muon (torch.optim.Muon on the backbone's 2-D weight matrices, AdamW "
+                                  "on the rest; both at --learning_rate)", str)
+    weight_decay: float = opt(0.01, "weight decay (AdamW, and Muon's on its matrices)", float)
     grad_clip: float = opt(1.0, "max gradient norm (0: no clipping)", float)
     warmup: float = opt(0.1, "fraction of steps of linear warm-up", float)
     min_lr: float = opt(1e-6, "learning rate at the end of the cosine", float)
@@ -204,6 +213,9 @@ class TrainConfig:
             raise UserError("learning_rate, sigma and split_ratio must be positive")
         if o.max_steps is not None and o.max_steps < 1:
             raise UserError("max_steps must be >= 1")
+        for flag, value, known in (("optimizer", o.optimizer, OPTIMIZERS), ("pipeline", self.data.pipeline, PIPELINES)):
+            if value not in known:
+                raise UserError(f"--{flag}: unknown {flag} {value!r}; choose from {', '.join(known)}")
 
     # ---- resume
     @classmethod
