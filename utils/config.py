@@ -2,6 +2,7 @@
 
     TrainConfig = Data + Model + Optim + System + Output     (train_hip_crop_keypoints.py)
     PredictConfig                                            (predict_hip_crop_keypoints.py)
+    FullImagePredictConfig                                   (predict_full_image_keypoints.py)
     Preprocess                                               (what a checkpoint says about its crops)
 
 Each field carries its help text and CLI details in ``metadata``:
@@ -269,6 +270,18 @@ class PredictConfig:
     imgsz: int = opt(640, "YOLO inference size", int)
     conf: float = opt(0.25, "YOLO confidence threshold", float)
     model_name: Optional[str] = opt(None, "accepted for compatibility; checked against the checkpoint", str)
+    overlays: bool = opt(True, "do not draw per-image overlays", action="store_false", flag="--no_overlays")
+    max_overlays: Optional[int] = opt(None, "draw at most this many overlays", int)
+    worst_n: int = opt(10, "copy the N worst overlays to worst_cases/", int)
+    strict: bool = opt(False, "stop at the first unusable item instead of skipping it", action="store_true")
+
+
+@dataclass
+class FullImagePredictConfig:
+    """predict_full_image_keypoints.py's options (``run_full_image_prediction``'s keyword defaults)."""
+    kp_path: Optional[str] = opt(None, "full-image keypoint checkpoint (train_full_image_keypoints.py)", str)
+    device: str = opt("auto", "auto, cpu, cuda, cuda:1 or a GPU index", str)
+    batch_size: int = opt(16, "images per batch", int)
     overlays: bool = opt(True, "do not draw per-image overlays", action="store_false", flag="--no_overlays")
     max_overlays: Optional[int] = opt(None, "draw at most this many overlays", int)
     worst_n: int = opt(10, "copy the N worst overlays to worst_cases/", int)

@@ -104,6 +104,9 @@ def load_side_models(kp_left_path=None, kp_right_path=None, device="cpu", model_
             model, codec, cfg = ckpt_io.load_keypoint_model(p, device=device)
         except ValueError as e:
             raise UserError(str(e)) from None
+        if cfg.get("pipeline", "hip_crop") == "full_image":
+            raise UserError(f"--kp_{side}_path: {p} is a full-image model (single-stage); predict with "
+                            "predict_full_image_keypoints.py")
         if model_name and model_name != cfg.get("model_name"):
             raise UserError(f"--model_name {model_name} does not match the checkpoint {p} "
                             f"(it holds {cfg.get('model_name')}); the checkpoint's own settings are used, "
