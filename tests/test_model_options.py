@@ -25,12 +25,14 @@ import predict_full_image_keypoints as predict_script
 import train_hip_crop_keypoints as train_script
 import utils.pipelines.train as T
 from datasets.formats import load_dataset, read_annotation
+from datasets.splits import make_kfold
 from datasets.full_image import FullImageDataset
 from datasets.layouts import SIDES, get_layout
 from models import NECKS, build_codec, build_model, get_loss, load_keypoint_model, save_checkpoint
 from test_bad_inputs import user_error
-from test_predict import KP_SIZE, PerfectModel, _install_perfect, _phantom_split
+from test_predict import KP_SIZE, PerfectModel, _phantom_split
 from utils.cropping import apply_matrix, crop_to_image, letterbox_matrix, warp
+from utils.pipelines.kfold_predict import run_kfold_prediction
 from utils.pipelines.optimizers import MuonWithAdamW, adamw, make_optimizer
 from utils.pipelines.predict import output_columns, run_prediction
 from utils.pipelines.predict_full_image import run_full_image_prediction
@@ -143,7 +145,8 @@ def test_muon_state_round_trips_and_the_schedule_reaches_both_halves():
     model(torch.randn(4, 3, 6, 6)).sum().backward()
     opt.step()
     sched.step()
-    assert opt.param_groups[0]["lr"] == pytest.approx(0.005) and opt.adamw.param_groups[0]["lr"] == pytest.approx(0.005)
+    assert opt.param_groups[0]["lr"] == pytest.approx(0.005)
+    assert opt.adamw.param_groups[0]["lr"] == pytest.approx(0.005)
     state = opt.state_dict()
     other = make_optimizer(_Tiny(), 0.01, 0.1, "muon")
     other.load_state_dict(state)
@@ -276,3 +279,22 @@ def test_unknown_option_name_exits_2_listing_the_choices(flag, value, choices, d
     line = user_error(train_script.main, ["--data_dir", data, "--out", tmp_path / "w", "--log_dir", tmp_path / "l",
                                           flag, value], capsys, value, *choices)
     assert line.startswith("error: ")
+
+
+def test_kfold_prediction_takes_the_full_image_pipeline(data, tmp_path, monkeypatch):
+    root = tmp_path / "kfold"
+    make_kfold(data / "test", root, k=2, seed=0)
+    records = load_dataset(data / "test", require_annotations=True)
+    fake = PerfectFullModel(records, "ihdi12", "simcc_2d")
+    for i in (1, 2):
+        (tmp_path / f"full_fold{i}.pth").write_bytes(b"not read")
+    monkeypatch.setattr("models.checkpoint.load_keypoint_model", lambda p, device="cpu": (fake, fake.codec,
+                                                                                          fake.config))
+    out = tmp_path / "out"
+    res = run_kfold_prediction(root, out, k=2, pipeline="full_image", device="cpu", batch_size=4, imgsz=640,
+                               kp_left_tpl=str(tmp_path / "full_fold{fold}.pth"), max_overlays=0, strict=False)
+    assert res["folds"] == [1, 2]
+    for i in (1, 2):
+        df = pd.read_csv(out / f"fold{i}" / "predictions.csv")
+        assert len(df) == len(list((root / f"fold{i}" / "images").iterdir()))
+        assert (df["mean_err_px"] < 0.05).all()

@@ -8,7 +8,8 @@ calls them in order.
   one side (``side``; the other side is mirrored in when ``mirror``). With ``pipeline``
   "full_image", ``datasets.full_image.FullImageDataset`` serves whole films letterboxed to
   input_size instead, and the model predicts every point of the layout.
-- AdamW (weight decay 0.01), or Muon + AdamW (``--optimizer muon``, ``utils.pipelines.optimizers``), linear warm-up over the first ``warmup`` fraction of the steps
+- AdamW (weight decay 0.01), or Muon + AdamW (``--optimizer muon``, ``utils.pipelines.optimizers``);
+  linear warm-up over the first ``warmup`` fraction of the steps
   then cosine decay to ``min_lr``, stepped per batch (LambdaLR).
 - On CUDA: ``cudnn.benchmark`` unless ``deterministic``, TF32 matmuls, optional
   ``channels_last`` and ``compile`` (tried on one batch before training; eager on failure).
