@@ -2,8 +2,9 @@
 """The original study's model options in one run: two-stage vs single-stage, AdamW vs Muon,
 no attention vs SE vs CBAM (vs ECA), on the same phantom split at the same budget.
 
-    python bench/model_options.py                    # 120 phantoms at 256 px, 15 epochs, ~10-15 min on 2 CPUs
-    python bench/model_options.py --n 60 --epochs 3  # a quick look
+    python bench/model_options.py                    # 80 phantoms at 256 px, 96 px input, 8 epochs:
+                                                     # ~9 CPU-minutes (28 min wall on a loaded 2-core machine)
+    python bench/model_options.py --n 120 --input_size 128 --epochs 15   # a larger budget (GPU or idle CPU)
 
 Every row trains ``convnext_atto_custom`` + ``simcc_2d`` at --input_size with the same seed,
 epochs, batch size and learning rate through ``utils.pipelines.train.train``, then predicts
@@ -37,10 +38,10 @@ DEFAULT_ROWS = list(ROWS)[:5]
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--n", type=int, default=120, help="phantoms (split 60/20/20 into train/val/test)")
+    p.add_argument("--n", type=int, default=80, help="phantoms (split 60/20/20 into train/val/test)")
     p.add_argument("--size", type=int, default=256, help="phantom film size, px")
-    p.add_argument("--input_size", type=int, default=128, help="model input (crops and letterboxed films)")
-    p.add_argument("--epochs", type=int, default=15)
+    p.add_argument("--input_size", type=int, default=96, help="model input (crops and letterboxed films)")
+    p.add_argument("--epochs", type=int, default=8)
     p.add_argument("--batch_size", type=int, default=16)
     p.add_argument("--learning_rate", type=float, default=1e-3)
     p.add_argument("--seed", type=int, default=0)
