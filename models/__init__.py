@@ -7,7 +7,7 @@
     loss = get_loss(None, "simcc_2d")(model(x), targets, weights)   # the codec's default loss
     coords_px, confidence = codec.decode(model(x))
 
-Backbones, heads, codecs and losses are each one registry (``models.registry``).
+Backbones, heads, codecs, losses and attention necks are each one registry (``models.registry``).
 """
 from . import losses  # noqa: F401  (registers the losses)
 from .backbones import build_backbone, list_backbones
@@ -15,12 +15,14 @@ from .checkpoint import load_keypoint_model, read_checkpoint, save_checkpoint
 from .codecs import RegressionCodec, SimCCCodec, build_codec
 from .factory import KeypointModel, build_keypoint_model, build_model
 from .heads import SIMCC_HEADS
-from .registry import (BACKBONES, CODECS, HEADS, LOSSES, default_loss_for, get_loss, register_backbone,
-                       register_codec, register_head, register_loss)
+from .necks import build_neck
+from .registry import (BACKBONES, CODECS, HEADS, LOSSES, NECKS, default_loss_for, get_loss, register_backbone,
+                       register_codec, register_head, register_loss, register_neck)
 
 __all__ = [
-    "BACKBONES", "CODECS", "HEADS", "LOSSES", "SIMCC_HEADS", "KeypointModel", "RegressionCodec", "SimCCCodec",
-    "build_backbone", "build_codec", "build_keypoint_model", "build_model", "default_loss_for", "get_loss",
+    "BACKBONES", "CODECS", "HEADS", "LOSSES", "NECKS", "SIMCC_HEADS", "KeypointModel", "RegressionCodec",
+    "SimCCCodec", "build_backbone", "build_codec", "build_neck", "build_keypoint_model", "build_model",
+    "default_loss_for", "get_loss",
     "list_backbones", "load_keypoint_model", "read_checkpoint", "register_backbone", "register_codec",
-    "register_head", "register_loss", "save_checkpoint",
+    "register_head", "register_loss", "register_neck", "save_checkpoint",
 ]

@@ -7,10 +7,13 @@ values only (str, int, float, bool, None, list, tuple, dict), so that
     {"format": "hipkp-keypoint-checkpoint", "format_version": 1,
      "state_dict": {name: tensor},          # no "module." / "_orig_mod." prefixes
      "config": {model_name, head_type, input_size, split_ratio, sigma, layout, side, mirror,
-                crop_expand, num_keypoints, hist_eq, mean, std, epoch, metrics, exp_name, ...},
+                crop_expand, num_keypoints, hist_eq, mean, std, epoch, metrics, exp_name,
+                attention, pipeline, ...},
      **extra}                                # e.g. optimizer, scheduler, epoch, metrics
 
-``num_keypoints`` is the number of points per side. ``load_keypoint_model`` rebuilds the
+``num_keypoints`` is the number of points the model predicts: per side for a hip-crop
+model, every point of the layout for a full-image one (``pipeline`` "full_image");
+``attention`` is the neck (absent in older checkpoints: "none"). ``load_keypoint_model`` rebuilds the
 model from the config alone (no pretrained weights are fetched) and never unpickles
 anything but tensors and plain values: anything else raises ``ValueError`` naming the file.
 """
@@ -34,7 +37,7 @@ FORMAT = "hipkp-keypoint-checkpoint"
 FORMAT_VERSION = 1
 REQUIRED_CONFIG = ("model_name", "head_type", "num_keypoints", "input_size")
 # config keys that must agree with the model being saved
-_MODEL_KEYS = ("model_name", "head_type", "num_keypoints", "input_size", "split_ratio")
+_MODEL_KEYS = ("model_name", "head_type", "num_keypoints", "input_size", "split_ratio", "attention")
 
 
 # ---------------------------------------------------------------- saving
@@ -107,6 +110,8 @@ def save_checkpoint(path, model: nn.Module, config: dict, **extra) -> Path:
     build_args = getattr(base, "build_args", None)
     if build_args:
         for key in _MODEL_KEYS:
+            if key not in build_args:
+                continue
             if key in cfg and cfg[key] != build_args[key]:
                 raise ValueError(f"config {key}={cfg[key]!r} does not match the model ({build_args[key]!r})")
             cfg.setdefault(key, build_args[key])
@@ -167,7 +172,7 @@ def load_keypoint_model(path, device="cpu") -> Tuple[nn.Module, object, dict]:
     try:
         model = build_model(cfg["model_name"], cfg["head_type"], int(cfg["num_keypoints"]),
                             int(cfg["input_size"]), float(cfg.get("split_ratio", 2.0)), pretrained=None,
-                            **dict(cfg.get("backbone_kwargs") or {}))
+                            attention=str(cfg.get("attention", "none")), **dict(cfg.get("backbone_kwargs") or {}))
         codec = build_codec(cfg["head_type"], int(cfg["input_size"]), float(cfg.get("split_ratio", 2.0)),
                             float(cfg.get("sigma", 6.0)), cfg.get("decode", "softargmax"))
     except (ValueError, TypeError) as e:

@@ -13,15 +13,18 @@ import torch.nn as nn
 
 from .backbones import Pretrained, build_backbone, get_backbone_spec
 from .heads import build_head
-from .registry import HEADS
+from .necks import build_neck
+from .registry import HEADS, NECKS
 
 
 class KeypointModel(nn.Module):
-    """Backbone -> head. ``build_args`` records what rebuilds it (used by checkpoints)."""
+    """Backbone -> neck (attention, or identity) -> head. ``build_args`` records what rebuilds
+    it (used by checkpoints)."""
 
-    def __init__(self, backbone: nn.Module, head: nn.Module, build_args: dict):
+    def __init__(self, backbone: nn.Module, head: nn.Module, build_args: dict, neck: nn.Module = None):
         super().__init__()
         self.backbone = backbone
+        self.neck = neck if neck is not None else nn.Identity()
         self.head = head
         self.build_args = dict(build_args)
         self.model_name = build_args["model_name"]
@@ -29,9 +32,10 @@ class KeypointModel(nn.Module):
         self.num_keypoints = build_args["num_keypoints"]
         self.input_size = build_args["input_size"]
         self.split_ratio = build_args["split_ratio"]
+        self.attention = build_args.get("attention", "none")
 
     def forward(self, x: torch.Tensor) -> Dict[str, torch.Tensor]:
-        return self.head(self.backbone(x))
+        return self.head(self.neck(self.backbone(x)))
 
 
 @torch.no_grad()
@@ -49,14 +53,17 @@ def _feature_hw(backbone: nn.Module, input_size: int):
 
 
 def build_keypoint_model(model_name: str, head_type: str, num_keypoints: int, input_size: int,
-                split_ratio: float = 2.0, pretrained: Pretrained = None, **backbone_kwargs) -> KeypointModel:
+                split_ratio: float = 2.0, pretrained: Pretrained = None, attention: str = "none",
+                **backbone_kwargs) -> KeypointModel:
     """Keypoint model: backbone ``model_name`` (``list_backbones()``) with head ``head_type``
-    (``HEADS``) for ``num_keypoints`` points on square ``input_size`` crops.
+    (``HEADS``) for ``num_keypoints`` points on square ``input_size`` crops, and the attention
+    neck ``attention`` (``NECKS``: none, se, cbam, eca) between them.
 
     ``pretrained``: None, a local state-dict path, or "timm" (see ``models.backbones``).
     ``backbone_kwargs`` go to ``timm.create_model`` (e.g. ``drop_path_rate``).
     """
     HEADS.get(head_type)  # ValueError naming the known heads
+    NECKS.get(attention)  # ValueError naming the known attention necks
     if int(num_keypoints) < 1 or int(input_size) < 8 or split_ratio <= 0:
         raise ValueError(f"bad model size: num_keypoints={num_keypoints}, input_size={input_size}, "
                          f"split_ratio={split_ratio}")
@@ -69,9 +76,9 @@ def build_keypoint_model(model_name: str, head_type: str, num_keypoints: int, in
     head = build_head(head_type, backbone.out_channels, int(num_keypoints), int(input_size),
                       float(split_ratio), feat_hw, backbone.stride)
     args = dict(model_name=model_name, head_type=head_type, num_keypoints=int(num_keypoints),
-                input_size=int(input_size), split_ratio=float(split_ratio),
+                input_size=int(input_size), split_ratio=float(split_ratio), attention=str(attention),
                 backbone_kwargs=dict(backbone_kwargs))
-    return KeypointModel(backbone, head, args)
+    return KeypointModel(backbone, head, args, neck=build_neck(attention, backbone.out_channels))
 
 
 build_model = build_keypoint_model  # the older public name, kept

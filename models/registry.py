@@ -1,4 +1,4 @@
-"""One registry per kind: backbones, heads, codecs, losses (timm style).
+"""One registry per kind: backbones, heads, codecs, losses, attention necks (timm style).
 
 Adding one is a single decorated definition::
 
@@ -11,7 +11,7 @@ Adding one is a single decorated definition::
     @register_loss("simcc_kl")
     def simcc_kl(outputs, targets, weights=None): ...
 
-``BACKBONES``, ``HEADS``, ``CODECS`` and ``LOSSES`` are read-only mappings (name -> the
+``BACKBONES``, ``HEADS``, ``CODECS``, ``LOSSES`` and ``NECKS`` are read-only mappings (name -> the
 registered object); ``.names()`` lists them in registration order, ``.get(name)`` raises a
 ``ValueError`` that lists the known names, ``.meta(name)`` is what the decorator was given,
 and ``.help()`` is a one-line-per-name text for ``--help``. The CLI's choices and help come
@@ -84,6 +84,7 @@ BACKBONES = Registry("backbone")
 HEADS = Registry("head")
 CODECS = Registry("codec")
 LOSSES = Registry("loss", "losses")
+NECKS = Registry("attention neck")
 
 
 def register_backbone(name: str, obj: Any = None, **meta):
@@ -104,6 +105,11 @@ def register_codec(name: str, obj: Any = None, **meta):
 def register_loss(name: str, obj: Any = None, **meta):
     """``loss(outputs, targets, weights=None) -> scalar tensor``."""
     return LOSSES.register(name, obj, **meta)
+
+
+def register_neck(name: str, obj: Any = None, **meta):
+    """An attention neck: ``build(channels) -> nn.Module`` mapping (B, C, H, W) to the same shape."""
+    return NECKS.register(name, obj, **meta)
 
 
 def codec_name_for(head_type: str) -> str:

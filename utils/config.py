@@ -2,6 +2,7 @@
 
     TrainConfig = Data + Model + Optim + System + Output     (train_hip_crop_keypoints.py)
     PredictConfig                                            (predict_hip_crop_keypoints.py)
+    FullImagePredictConfig                                   (predict_full_image_keypoints.py)
     Preprocess                                               (what a checkpoint says about its crops)
 
 Each field carries its help text and CLI details in ``metadata``:
@@ -35,6 +36,8 @@ from utils.errors import UserError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+OPTIMIZERS = ("adamw", "muon")             # utils/pipelines/train_setup.py: make_optimizer
+PIPELINES = ("hip_crop", "full_image")     # the training data: hip crops (two-stage) or whole films
 
 
 def opt(default, help: str = "", type=None, action=None, resume: bool = False, cli: bool = True,
@@ -72,6 +75,10 @@ class Data:
     aug_jpeg: float = opt(0.0, "random JPEG artefacts, strength 0-1", float)
     aug_erase: float = opt(0.0, "random erasing of one rectangle, strength 0-1", float)
     strict: bool = opt(False, "any unusable image is an error", action="store_true", resume=True)
+    pipeline: str = opt("hip_crop", "what the model sees: hip_crop (one hip's square crop around its box; the "
+                                    "two-stage model) or full_image (the whole film letterboxed to input_size, every "
+                                    "keypoint of the layout; the single-stage baseline, which ignores side, mirror, "
+                                    "crop_expand and box_jitter)", str)
 
 
 @dataclass
@@ -86,6 +93,7 @@ class Model:
     ai_loss_weight: float = opt(0.0, "weight of the auxiliary roof-angle loss (degrees, on the soft-argmax "
                                      "triradiate -> lateral edge line; docs/accuracy.md); 0: off", float)
     pretrained: Optional[str] = opt(None, "backbone weights: a local file, or 'timm' (download)", str)
+    attention: str = opt("none", "attention neck between the backbone and the head", str)
 
 
 @dataclass
@@ -95,7 +103,9 @@ class Optim:
                           int)
     learning_rate: float = opt(1e-4, "peak learning rate; never scaled with the number of processes "
                                      "(scale it yourself)", float)
-    weight_decay: float = opt(0.01, "AdamW weight decay", float)
+    optimizer: str = opt("adamw", "adamw, or muon (torch.optim.Muon on the backbone's 2-D weight matrices, AdamW "
+                                  "on the rest; both at --learning_rate)", str)
+    weight_decay: float = opt(0.01, "weight decay (AdamW, and Muon's on its matrices)", float)
     grad_clip: float = opt(1.0, "max gradient norm (0: no clipping)", float)
     warmup: float = opt(0.1, "fraction of steps of linear warm-up", float)
     min_lr: float = opt(1e-6, "learning rate at the end of the cosine", float)
@@ -216,6 +226,9 @@ class TrainConfig:
             raise UserError("max_steps must be >= 1")
         if m.ai_loss_weight < 0:
             raise UserError(f"ai_loss_weight must be >= 0, got {m.ai_loss_weight}")
+        for flag, value, known in (("optimizer", o.optimizer, OPTIMIZERS), ("pipeline", self.data.pipeline, PIPELINES)):
+            if value not in known:
+                raise UserError(f"--{flag}: unknown {flag} {value!r}; choose from {', '.join(known)}")
 
     # ---- resume
     @classmethod
@@ -283,6 +296,18 @@ class PredictConfig:
                                         "(calibrated on a validation split: docs/outputs.md)", float)
     flip_test: bool = opt(False, "flip test: also run each crop mirrored and average the two predictions "
                                  "(docs/accuracy.md)", action="bool")
+
+
+@dataclass
+class FullImagePredictConfig:
+    """predict_full_image_keypoints.py's options (``run_full_image_prediction``'s keyword defaults)."""
+    kp_path: Optional[str] = opt(None, "full-image keypoint checkpoint (train_full_image_keypoints.py)", str)
+    device: str = opt("auto", "auto, cpu, cuda, cuda:1 or a GPU index", str)
+    batch_size: int = opt(16, "images per batch", int)
+    overlays: bool = opt(True, "do not draw per-image overlays", action="store_false", flag="--no_overlays")
+    max_overlays: Optional[int] = opt(None, "draw at most this many overlays", int)
+    worst_n: int = opt(10, "copy the N worst overlays to worst_cases/", int)
+    strict: bool = opt(False, "stop at the first unusable item instead of skipping it", action="store_true")
 
 
 # ============================================================================ checkpoints -> crops

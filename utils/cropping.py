@@ -114,3 +114,18 @@ def crop_points_to_side(crop_kps, M, mirrored: bool, layout) -> np.ndarray:
     keypoints in stored order. The mirror permutation is its own inverse."""
     pts = crop_to_image(M, crop_kps)
     return pts[..., list(get_layout(layout).mirror_perm), :] if mirrored else pts
+
+
+# ------------------------------------------------------------------ the whole film (single-stage model)
+def letterbox_box(width: float, height: float) -> np.ndarray:
+    """The square (x1, y1, x2, y2) that holds a whole ``width`` x ``height`` image, centred: the
+    image's extent [-0.5, W - 0.5] x [-0.5, H - 0.5] padded on the shorter axis, half on each side."""
+    side = float(max(width, height))
+    x1, y1 = -0.5 - (side - width) / 2.0, -0.5 - (side - height) / 2.0
+    return np.array([x1, y1, x1 + side, y1 + side])
+
+
+def letterbox_matrix(width: float, height: float, out_size: int) -> np.ndarray:
+    """3x3 matrix image -> letterboxed square of ``out_size`` (a square crop of the padded image,
+    so ``crop_to_image`` maps model outputs back exactly)."""
+    return box_to_crop_matrix(letterbox_box(width, height), out_size)

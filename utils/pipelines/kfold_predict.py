@@ -14,6 +14,7 @@ from utils.evaluation.metrics import evaluate_predictions, read_predictions, to_
 from utils.evaluation.plots import plot_all
 from utils.evaluation.tables import compare_experiments, write_comparison, write_kfold_summary
 from utils.pipelines.predict import run_prediction
+from utils.pipelines.predict_full_image import run_full_image_prediction
 
 log = logging.getLogger("hipkp")
 
@@ -32,8 +33,9 @@ def run_kfold_prediction(data_root, output_dir, k: int = 5, folds: Optional[str]
                          kp_left_tpl: Optional[str] = None, kp_right_tpl: Optional[str] = None,
                          yolo_tpl: Optional[str] = None, use_gt_box: bool = False,
                          test_subdir: Optional[str] = None, summarize_only: bool = False,
-                         **predict_kwargs) -> Dict:
-    """Predict each fold's test split into ``output_dir/fold{i}`` and summarise all folds found."""
+                         pipeline: str = "hip_crop", **predict_kwargs) -> Dict:
+    """Predict each fold's test split into ``output_dir/fold{i}`` and summarise all folds found.
+    ``pipeline`` "full_image": ``kp_left_tpl`` names each fold's full-image checkpoint (no YOLO)."""
 
     out = Path(output_dir)
     if not summarize_only:
@@ -41,6 +43,11 @@ def run_kfold_prediction(data_root, output_dir, k: int = 5, folds: Optional[str]
             raise UserError(f"--data_root not found: {data_root}")
         for i in parse_folds(folds, k):
             print(f"\n=== fold {i}/{k} ===")
+            if pipeline == "full_image":
+                kw = {key: v for key, v in predict_kwargs.items() if key not in ("imgsz", "conf")}
+                run_full_image_prediction(fold_test_dir(data_root, i, test_subdir), out / f"fold{i}",
+                                          kp_path=_fill(kp_left_tpl, i), **kw)
+                continue
             run_prediction(fold_test_dir(data_root, i, test_subdir), out / f"fold{i}",
                            kp_left_path=_fill(kp_left_tpl, i), kp_right_path=_fill(kp_right_tpl, i),
                            yolo_weights=_fill(yolo_tpl, i), use_gt_box=use_gt_box, **predict_kwargs)

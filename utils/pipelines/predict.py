@@ -156,6 +156,9 @@ def load_keypoint_checkpoint(path: str, side: str, device="cpu", model_name=None
         model, codec, cfg = loader(path, device=device)
     except ValueError as e:
         raise UserError(str(e)) from None
+    if cfg.get("pipeline", "hip_crop") == "full_image":
+        raise UserError(f"--kp_{side}_path: {path} is a full-image model (single-stage); predict with "
+                        "predict_full_image_keypoints.py")
     if model_name and model_name != cfg.get("model_name"):
         raise UserError(f"--model_name {model_name} does not match the checkpoint {path} "
                         f"(it holds {cfg.get('model_name')}); the checkpoint's own settings are used, "

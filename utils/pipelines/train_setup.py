@@ -5,8 +5,11 @@ calls them in order.
 
 - Crops come from ``datasets.crops.HipCropDataset`` around the ground-truth boxes; the
   keypoint layout comes from the data (pair count) and the model predicts the points of
-  one side (``side``; the other side is mirrored in when ``mirror``).
-- AdamW (weight decay 0.01), linear warm-up over the first ``warmup`` fraction of the steps
+  one side (``side``; the other side is mirrored in when ``mirror``). With ``pipeline``
+  "full_image", ``datasets.full_image.FullImageDataset`` serves whole films letterboxed to
+  input_size instead, and the model predicts every point of the layout.
+- AdamW (weight decay 0.01), or Muon + AdamW (``--optimizer muon``, ``utils.pipelines.optimizers``);
+  linear warm-up over the first ``warmup`` fraction of the steps
   then cosine decay to ``min_lr``, stepped per batch (LambdaLR).
 - On CUDA: ``cudnn.benchmark`` unless ``deterministic``, TF32 matmuls, optional
   ``channels_last`` and ``compile`` (tried on one batch before training; eager on failure).
@@ -30,13 +33,15 @@ from datasets.augment import PhotometricAug
 from datasets.crops import Augment, EpochSampler, HipCropDataset
 from datasets.formats import dataset_layout, load_records
 from datasets.layouts import get_layout
-from models import BACKBONES, HEADS, LOSSES, build_codec, build_keypoint_model, get_loss
+from datasets.full_image import FullImageDataset
+from models import BACKBONES, HEADS, LOSSES, NECKS, build_codec, build_keypoint_model, get_loss
 from models.losses import with_roof_angle_loss
 from utils.devices import autocast
 from utils.errors import ProblemLog, UserError
 from utils.fileio import one_line
 from utils.pipelines import distributed
 from utils.pipelines.distributed import ShardedSampler, all_reduce_max, local_world_size, shard_indices
+from utils.pipelines.optimizers import make_optimizer
 from utils.pipelines.train_state import Run, _worker_init
 
 log = logging.getLogger("hipkp")
@@ -50,9 +55,9 @@ def configure_backends(device: torch.device, deterministic: bool) -> None:
 
 
 def check_model_names(cfg) -> None:
-    """Unknown backbone / head / loss: an error before any data is read."""
+    """Unknown backbone / head / loss / attention neck: an error before any data is read."""
     for flag, name, reg in (("model_name", cfg.model.model_name, BACKBONES), ("head_type", cfg.model.head_type, HEADS),
-                            ("loss", cfg.model.loss, LOSSES)):
+                            ("loss", cfg.model.loss, LOSSES), ("attention", cfg.model.attention, NECKS)):
         if name is not None and name not in reg:
             raise UserError(f"--{flag}: unknown {reg.kind} {name!r}; known {reg.plural}: {', '.join(reg.names())}")
 
@@ -77,8 +82,9 @@ def setup_data(r: Run) -> None:
     cfg, main = r.cfg, r.main
     problems = ProblemLog(strict=bool(cfg.data.strict))
     train_dir, val_dir = find_split_dirs(cfg)
-    train_records = load_records(train_dir, require_annotations=True, require_boxes=True, problems=problems)
-    val_records = load_records(val_dir, require_annotations=True, require_boxes=True, problems=problems)
+    full = cfg.data.pipeline == "full_image"   # whole films need no hip boxes
+    train_records = load_records(train_dir, require_annotations=True, require_boxes=not full, problems=problems)
+    val_records = load_records(val_dir, require_annotations=True, require_boxes=not full, problems=problems)
     layout_name = dataset_layout(train_records)
     if dataset_layout(val_records) != layout_name:
         raise UserError(f"{train_dir} uses layout {layout_name} but {val_dir} uses {dataset_layout(val_records)}")
@@ -87,22 +93,44 @@ def setup_data(r: Run) -> None:
         raise UserError(f"--resume: the checkpoint was trained on {r.ckpt['config'].get('layout')}, "
                         f"the data is {r.layout.name}")
     d = cfg.data
-    crop_args = dict(input_size=cfg.model.input_size, side=d.side, mirror=d.mirror, crop_expand=d.crop_expand,
-                     hist_eq=d.hist_eq, layout=r.layout, problems=problems, threads=min(8, os.cpu_count() or 1))
-    photometric = PhotometricAug(contrast_gamma=d.aug_contrast, equalize=d.aug_equalize, gaussian_blur=d.aug_blur,
-                                 noise=d.aug_noise, jpeg=d.aug_jpeg, random_erase=d.aug_erase)
-    augment = Augment(rot=d.rot, shift=d.shift, scale=d.scale_jitter, box_jitter=d.box_jitter,
-                      photometric=photometric)
     t0 = time.time()
-    train_set = HipCropDataset(train_records, augment=augment, seed=cfg.system.seed, **crop_args)
-    val_set = HipCropDataset(val_records, augment=None, **crop_args)
-    log.info("data: %d train crops (%d images), %d val crops (%d images), layout %s, %d points per side, "
-             "cached in %.1fs%s", len(train_set), len(train_records), len(val_set), len(val_records),
-             r.layout.name, r.layout.points_per_side, time.time() - t0,
+    if full:
+        train_set, val_set = full_image_sets(cfg, r.layout, train_records, val_records, problems)
+    else:
+        crop_args = dict(input_size=cfg.model.input_size, side=d.side, mirror=d.mirror, crop_expand=d.crop_expand,
+                         hist_eq=d.hist_eq, layout=r.layout, problems=problems, threads=min(8, os.cpu_count() or 1))
+        augment = Augment(rot=d.rot, shift=d.shift, scale=d.scale_jitter, box_jitter=d.box_jitter,
+                          photometric=photometric_aug(d))
+        train_set = HipCropDataset(train_records, augment=augment, seed=cfg.system.seed, **crop_args)
+        val_set = HipCropDataset(val_records, augment=None, **crop_args)
+    log.info("data: %d train %s (%d images), %d val (%d images), layout %s, %d points per sample, "
+             "cached in %.1fs%s", len(train_set), "films" if full else "crops", len(train_records), len(val_set),
+             len(val_records), r.layout.name, model_num_keypoints(cfg, r.layout), time.time() - t0,
              f"; {problems.summary_line()}, listed in {r.paths['skipped']}" if len(problems) else "")
     if main:
         problems.write(r.paths["skipped"])
     make_loaders(r, train_set, val_set)
+
+
+def photometric_aug(d) -> PhotometricAug:
+    """The gray-level domain randomisation of training inputs from the ``Data`` settings."""
+    return PhotometricAug(contrast_gamma=d.aug_contrast, equalize=d.aug_equalize, gaussian_blur=d.aug_blur,
+                          noise=d.aug_noise, jpeg=d.aug_jpeg, random_erase=d.aug_erase)
+
+
+def full_image_sets(cfg, layout, train_records, val_records, problems):
+    """(train, val) ``FullImageDataset``s: whole films letterboxed to input_size, every keypoint."""
+    d = cfg.data
+    args = dict(input_size=cfg.model.input_size, hist_eq=d.hist_eq, layout=layout, problems=problems,
+                threads=min(8, os.cpu_count() or 1))
+    augment = Augment(rot=d.rot, shift=d.shift, scale=d.scale_jitter, photometric=photometric_aug(d))
+    return (FullImageDataset(train_records, augment=augment, seed=cfg.system.seed, **args),
+            FullImageDataset(val_records, augment=None, **args))
+
+
+def model_num_keypoints(cfg, layout) -> int:
+    """Points the model predicts: every point of the layout on a whole film, one side's on a hip crop."""
+    return layout.num_points if cfg.data.pipeline == "full_image" else layout.points_per_side
 
 
 def num_workers(cfg, device) -> int:
@@ -128,8 +156,8 @@ def setup_model(r: Run) -> None:
     """The keypoint model (SyncBatchNorm under DDP with ``sync_bn``), its codec and loss."""
     m, ddp = r.cfg.model, distributed.is_distributed()
     try:
-        model = build_keypoint_model(m.model_name, m.head_type, num_keypoints=r.layout.points_per_side,
-                                     input_size=m.input_size, split_ratio=m.split_ratio,
+        model = build_keypoint_model(m.model_name, m.head_type, num_keypoints=model_num_keypoints(r.cfg, r.layout),
+                                     input_size=m.input_size, split_ratio=m.split_ratio, attention=m.attention,
                                      pretrained=None if r.ckpt is not None else m.pretrained)
         r.codec = build_codec(m.head_type, m.input_size, m.split_ratio, m.sigma)
         r.loss_fn = get_loss(m.loss, m.head_type)
@@ -152,8 +180,9 @@ def setup_model(r: Run) -> None:
     r.model = model.to(device=r.device, memory_format=r.memory_format)
     n_params = sum(p.numel() for p in model.parameters())
     bs = r.cfg.optim.batch_size
-    log.info("model %s + %s, %.2fM parameters, input %d, device %s, amp %s, workers %d%s",
-             m.model_name, m.head_type, n_params / 1e6, m.input_size, r.device, r.amp_dtype or "off",
+    log.info("model %s + %s%s, %.2fM parameters, input %d, device %s, amp %s, workers %d%s",
+             m.model_name, m.head_type, "" if m.attention == "none" else f" ({m.attention} neck)", n_params / 1e6,
+             m.input_size, r.device, r.amp_dtype or "off",
              num_workers(r.cfg, r.device),
              f"; {r.world} processes, batch {bs} each, {bs * r.world} in all" if ddp else "")
 
@@ -173,22 +202,14 @@ def warmup_cosine(total_steps: int, warmup: float, base_lr: float, min_lr: float
     return factor
 
 
-def make_optimizer(model, lr: float, weight_decay: float) -> torch.optim.Optimizer:
-    """AdamW, fused where torch supports it (CPU and CUDA: ~50x less step overhead on CPU
-    than the per-tensor loop torch picks by default there)."""
-    try:
-        return torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay, fused=True)
-    except (RuntimeError, ValueError):
-        return torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay, foreach=True)
-
-
 def setup_optimizer(r: Run) -> None:
-    """AdamW, the warm-up + cosine schedule over the run's steps, and the GradScaler."""
+    """The optimizer (``--optimizer``: AdamW, or Muon + AdamW), the warm-up + cosine schedule
+    over the run's steps, and the GradScaler."""
     o = r.cfg.optim
     total_steps = o.epochs * len(r.train_loader)
     if o.max_steps:
         total_steps = min(total_steps, int(o.max_steps))
-    r.optimizer = make_optimizer(r.model, o.learning_rate, o.weight_decay)
+    r.optimizer = make_optimizer(r.model, o.learning_rate, o.weight_decay, o.optimizer)
     r.scheduler = torch.optim.lr_scheduler.LambdaLR(
         r.optimizer, warmup_cosine(total_steps, o.warmup, o.learning_rate, o.min_lr))
     r.scaler = torch.amp.GradScaler(r.device.type, enabled=r.use_scaler)

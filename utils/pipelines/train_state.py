@@ -91,8 +91,11 @@ class Run:
 def default_exp_name(cfg) -> str:
     """The original study's run name pattern. A label only: nothing is ever parsed back out of it."""
     mirror = "_mirror" if cfg["mirror"] else ""
-    return (f"{cfg['model_name']}_{cfg['head_type']}_sr{cfg['split_ratio']}_sigma{cfg['sigma']}"
-            f"_crop{cfg['side']}{mirror}_{cfg['input_size']}_{cfg['epochs']}_{cfg['learning_rate']}"
+    what = "fullimage" if cfg.get("pipeline", "hip_crop") == "full_image" else f"crop{cfg['side']}{mirror}"
+    options = "".join(f"_{cfg.get(k, d)}" for k, d in (("attention", "none"), ("optimizer", "adamw"))
+                      if cfg.get(k, d) != d)   # (only when not the default: older names stay as they were)
+    return (f"{cfg['model_name']}_{cfg['head_type']}{options}_sr{cfg['split_ratio']}_sigma{cfg['sigma']}"
+            f"_{what}_{cfg['input_size']}_{cfg['epochs']}_{cfg['learning_rate']}"
             f"_{cfg['batch_size']}")
 
 
@@ -139,12 +142,15 @@ def set_rng_state(state: Dict[str, object]) -> None:
 
 # ============================================================================ checkpoints
 def checkpoint_config(cfg: TrainConfig, layout, exp_name: str, epoch: int, metrics: Dict[str, float]) -> Dict:
-    """The checkpoint's config (docs/INTERNALS.md keys) plus the whole flat training config."""
+    """The checkpoint's config (docs/INTERNALS.md keys) plus the whole flat training config.
+    A full-image model (``pipeline`` "full_image") predicts every point of the layout."""
+    full = cfg.data.pipeline == "full_image"
     return dict(
         model_name=cfg.model.model_name, head_type=cfg.model.head_type, input_size=cfg.model.input_size,
         split_ratio=float(cfg.model.split_ratio), sigma=float(cfg.model.sigma), layout=layout.name,
         side=cfg.data.side, mirror=bool(cfg.data.mirror), crop_expand=float(cfg.data.crop_expand),
-        num_keypoints=layout.points_per_side, hist_eq=bool(cfg.data.hist_eq),
+        num_keypoints=layout.num_points if full else layout.points_per_side, hist_eq=bool(cfg.data.hist_eq),
+        attention=cfg.model.attention, pipeline=cfg.data.pipeline,
         mean=list(IMAGENET_MEAN), std=list(IMAGENET_STD), epoch=int(epoch),
         metrics={k: float(v) for k, v in metrics.items()}, exp_name=exp_name,
         train=cfg.to_flat(),

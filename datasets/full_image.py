@@ -1,0 +1,108 @@
+"""Whole films for the single-stage baseline: one model sees the whole image, letterboxed.
+
+The film is padded to a square (centred, black) and resized to ``input_size``: a square
+crop of the padded image (``utils.cropping.letterbox_matrix``), so the 3x3 matrix of each
+sample maps image pixels to model pixels and its inverse maps predictions back exactly, as
+for hip crops. The model predicts every point of the layout (12 or 8), in stored order.
+
+- ``letterbox_input(image, size, ...)``: (model input, matrix), the one place a film becomes
+  a full-image model input (training without augmentation and prediction call it).
+- ``FullImageDataset``: the training / validation samples, with the same ``Augment`` (random
+  rotation, shift and zoom by one warp of a cached larger square) and the same item dict as
+  ``datasets.crops.HipCropDataset``, so the training loop, the codec and validation (errors
+  in original-image pixels) are shared. No horizontal flip: it would swap the two hips.
+"""
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from typing import Optional, Sequence, Tuple
+
+import cv2
+import numpy as np
+
+from datasets.crops import Augment, CropSample, HipCropDataset, preprocess_crop, translation
+from datasets.formats import read_record_image
+from datasets.layouts import get_layout, layout_for_num_points
+from utils.config import IMAGENET_MEAN, IMAGENET_STD
+from utils.cropping import letterbox_box, letterbox_matrix, warp
+from utils.errors import ItemError, ProblemLog, UserError
+
+FULL = "both"   # the ``side`` of a full-image sample: it shows both hips
+
+
+def letterbox_input(image: np.ndarray, size: int, hist_eq: bool = True, mean=IMAGENET_MEAN,
+                    std=IMAGENET_STD) -> Tuple[np.ndarray, np.ndarray]:
+    """(model input float32 (3, S, S), image -> model matrix M) of a whole film."""
+    h, w = image.shape[:2]
+    M = letterbox_matrix(w, h, int(size))
+    return preprocess_crop(warp(image, M, int(size)), hist_eq=hist_eq, mean=mean, std=std), M
+
+
+class FullImageDataset(HipCropDataset):
+    """Whole films letterboxed to ``input_size``, with all the layout's keypoints as targets.
+
+    ``records``: ``HipRecord``s with keypoints (boxes are not needed). ``augment``: an
+    ``Augment`` (its rot / shift / scale; box_jitter does not apply) or None. Items are those
+    of ``HipCropDataset`` (``image``, ``keypoints`` (N, 2) model pixels, ``matrix``,
+    ``image_kps`` (N, 2), ``mirrored`` False, ``crop_side_px`` = the letterbox side in image
+    pixels, ``index``); serving (``crop``, ``__getitem__``) is inherited.
+    """
+
+    def __init__(self, records: Sequence, input_size: int, augment: Optional[Augment] = None,
+                 hist_eq: bool = True, mean=IMAGENET_MEAN, std=IMAGENET_STD, seed: int = 0, layout=None,
+                 problems: Optional[ProblemLog] = None, threads: int = 4):
+        self.input_size = int(input_size)
+        self.side, self.mirror, self.crop_expand = FULL, False, 0.0
+        self.augment = augment if (augment is not None and augment.enabled) else None
+        if self.augment is not None and self.augment.box_jitter:
+            self.augment = Augment(rot=augment.rot, shift=augment.shift, scale=augment.scale)
+        self.hist_eq, self.mean, self.std = bool(hist_eq), tuple(mean), tuple(std)
+        self.seed = int(seed)
+        problems = problems if problems is not None else ProblemLog()
+        usable = []
+        for r in records:
+            if r.keypoints is None:
+                problems.add(r.image_path, "no keypoints (training needs them)")
+            else:
+                usable.append(r)
+        if layout is None:
+            if not usable:
+                raise UserError("no image has keypoints")
+            layout = layout_for_num_points(len(usable[0].keypoints))
+        self.layout = get_layout(layout)
+        self.sides = [(FULL, False)]
+        with ThreadPoolExecutor(max(1, int(threads))) as ex:   # cv2 releases the GIL
+            results = list(ex.map(self._load_record, usable))
+        self.samples = []
+        for rec, res in zip(usable, results):
+            if isinstance(res, ItemError):
+                problems.add(rec.image_path, str(res))
+            else:
+                self.samples.extend(res)
+        if not self.samples:
+            raise UserError(f"no usable films ({problems.summary_line()})")
+
+    def _load_record(self, rec):
+        """[the film's one sample], or an ItemError."""
+        try:
+            if len(rec.keypoints) != self.layout.num_points:
+                raise ItemError(f"{len(rec.keypoints)} keypoints, the dataset's layout "
+                                f"{self.layout.name} has {self.layout.num_points}")
+            image, _ = read_record_image(rec)
+            h, w = image.shape[:2]
+            size = self.input_size
+            M = letterbox_matrix(w, h, size)
+            if self.augment is None:
+                pixels, off = warp(image, M, size), 0.0
+            else:
+                base = self.augment.context(size)
+                off = (base - size) / 2.0
+                pixels = warp(image, translation(off, off) @ M, base)
+            sq = letterbox_box(w, h)
+            return [CropSample(stem=rec.stem, side=FULL, mirrored=False,
+                               image_kps=np.asarray(rec.keypoints, float), matrix=M,
+                               crop_side_px=float(sq[2] - sq[0]), pixels=pixels, base_offset=off)]
+        except ItemError as e:
+            return e
+        except (ValueError, cv2.error) as e:
+            return ItemError(f"cannot letterbox: {e}")

@@ -1,0 +1,38 @@
+#!/usr/bin/env python
+"""Train the single-stage baseline: one keypoint model on the whole film, letterboxed to
+--input_size, predicting every keypoint of the layout (12 or 8). No detector, no crops.
+
+    python train_full_image_keypoints.py --data_dir data --model_name convnext_small_custom \
+        --head_type simcc_2d --input_size 384 --epochs 100
+
+The same training loop, flags, checkpoints and logs as train_hip_crop_keypoints.py, with
+--pipeline full_image (--side, --mirror, --crop_expand and --box_jitter do not apply).
+Predict with predict_full_image_keypoints.py. See docs/model_options.md.
+"""
+import argparse
+import sys
+
+from utils.errors import cli
+from utils.pipelines.train import Interrupted, add_train_args, train
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = add_train_args(argparse.ArgumentParser(
+        description="Train a keypoint model on whole films (single-stage baseline).",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter))
+    p.set_defaults(pipeline="full_image", input_size=384)
+    return p
+
+
+@cli
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    try:
+        train(args)
+    except Interrupted as e:  # 'last' is saved; 130 for Ctrl-C, 143 for SIGTERM
+        print(f"interrupted: saved {e.last_path}; continue with --resume auto", file=sys.stderr)
+        sys.exit(e.exit_code)
+
+
+if __name__ == "__main__":
+    main()
