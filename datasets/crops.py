@@ -165,16 +165,22 @@ class HipCropDataset(Dataset):
             layout = layout_for_num_points(len(usable[0].keypoints))
         self.layout = get_layout(layout)
         self.sides = model_sides(side, mirror)
+        self.samples: List[CropSample] = self._cache(usable, threads, problems, "crops")
+
+    def _cache(self, usable, threads: int, problems: ProblemLog, what: str) -> List[CropSample]:
+        """The samples of every usable record (``_load_record``, in threads); a record that
+        fails is listed in ``problems``; none left is an error naming ``what``."""
         with ThreadPoolExecutor(max(1, int(threads))) as ex:   # cv2 releases the GIL
             results = list(ex.map(self._load_record, usable))
-        self.samples: List[CropSample] = []
+        samples = []
         for rec, res in zip(usable, results):
             if isinstance(res, ItemError):
                 problems.add(rec.image_path, str(res))
             else:
-                self.samples.extend(res)
-        if not self.samples:
-            raise UserError(f"no usable crops ({problems.summary_line()})")
+                samples.extend(res)
+        if not samples:
+            raise UserError(f"no usable {what} ({problems.summary_line()})")
+        return samples
 
     # ------------------------------------------------------------------ caching
     def _load_record(self, rec):

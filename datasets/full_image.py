@@ -14,7 +14,8 @@ for hip crops. The model predicts every point of the layout (12 or 8), in stored
 """
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
+import dataclasses
+
 from typing import Optional, Sequence, Tuple
 
 import cv2
@@ -55,7 +56,7 @@ class FullImageDataset(HipCropDataset):
         self.side, self.mirror, self.crop_expand = FULL, False, 0.0
         self.augment = augment if (augment is not None and augment.enabled) else None
         if self.augment is not None and self.augment.box_jitter:
-            self.augment = Augment(rot=augment.rot, shift=augment.shift, scale=augment.scale)
+            self.augment = dataclasses.replace(self.augment, box_jitter=0.0)
         self.hist_eq, self.mean, self.std = bool(hist_eq), tuple(mean), tuple(std)
         self.seed = int(seed)
         problems = problems if problems is not None else ProblemLog()
@@ -71,16 +72,7 @@ class FullImageDataset(HipCropDataset):
             layout = layout_for_num_points(len(usable[0].keypoints))
         self.layout = get_layout(layout)
         self.sides = [(FULL, False)]
-        with ThreadPoolExecutor(max(1, int(threads))) as ex:   # cv2 releases the GIL
-            results = list(ex.map(self._load_record, usable))
-        self.samples = []
-        for rec, res in zip(usable, results):
-            if isinstance(res, ItemError):
-                problems.add(rec.image_path, str(res))
-            else:
-                self.samples.extend(res)
-        if not self.samples:
-            raise UserError(f"no usable films ({problems.summary_line()})")
+        self.samples = self._cache(usable, threads, problems, "films")
 
     def _load_record(self, rec):
         """[the film's one sample], or an ItemError."""
