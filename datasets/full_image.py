@@ -15,7 +15,6 @@ for hip crops. The model predicts every point of the layout (12 or 8), in stored
 from __future__ import annotations
 
 import dataclasses
-
 from typing import Optional, Sequence, Tuple
 
 import cv2
