@@ -292,7 +292,7 @@ class PredictConfig:
                                 "(grade 0, reason in qc_left/qc_right)", float)
     ai_samples: int = opt(200, "keypoint sets sampled from a SimCC model's distributions for the AI's 95%% "
                                "interval (0: no interval)", int)
-    ai_interval_scale: float = opt(0.4, "spread of those samples around the decoded point, times this "
+    ai_interval_scale: float = opt(0.75, "spread of those samples around the decoded point, times this "
                                         "(calibrated on a validation split: docs/outputs.md)", float)
     flip_test: bool = opt(False, "flip test: also run each crop mirrored and average the two predictions "
                                  "(docs/accuracy.md)", action="bool")

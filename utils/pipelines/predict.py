@@ -32,7 +32,7 @@ from datasets.formats import HipRecord, dataset_layout, load_dataset, read_recor
 from datasets.layouts import SIDES, get_layout
 from models import checkpoint as ckpt_io
 from models.onnx_runtime import load_onnx_keypoint_model   # .onnx files from export_onnx.py
-from utils.config import Preprocess
+from utils.config import PredictConfig, Preprocess
 from utils.cropping import crop_points_to_side, side_crop_matrix, square_box, warp
 from utils.devices import autocast, select_amp, select_device, yolo_device
 from utils.errors import ItemError, ProblemLog, UserError
@@ -348,8 +348,8 @@ class PredictionWriter:
 def run_prediction(data, output_dir, kp_left_path=None, kp_right_path=None, yolo_weights=None,
                    use_gt_box=False, device="auto", batch_size=16, model_name=None, imgsz=640, conf=0.25,
                    overlays=True, max_overlays=None, worst_n=10, strict=False, overwrite=True,
-                   progress=True, make_plots=True, min_conf=DEFAULT_MIN_CONF, ai_samples=200,
-                   ai_interval_scale=0.4, flip_test=False) -> dict:
+                   progress=True, make_plots=True, min_conf=DEFAULT_MIN_CONF, ai_samples=PredictConfig.ai_samples,
+                   ai_interval_scale=PredictConfig.ai_interval_scale, flip_test=False) -> dict:
     """Predict every image of ``data`` and, when it has annotations, evaluate.
 
     Writes into ``output_dir``: predictions.csv (one row per readable image; rows for
