@@ -193,3 +193,33 @@ def sigterm_after_first_epoch(cmd, cwd, log_csv, start_timeout: float, exit_time
         if proc.poll() is None:
             proc.kill()
     return proc.returncode, err
+
+
+def train_tiny_keypoints(data_dir, out, exp: str, input_size: int = 64, **kw) -> Path:
+    """A convnext_atto_custom + simcc_2d checkpoint after 2 steps on ``data_dir`` (CPU):
+    ``out``/weights/{exp}_best.pth. ``kw`` overrides any training setting."""
+    from utils.pipelines.train import train   # (torch: only the tests that train need it)
+    out = Path(out)
+    cfg = dict(data_dir=str(data_dir), model_name="convnext_atto_custom", head_type="simcc_2d",
+               input_size=input_size, epochs=1, max_steps=2, batch_size=8, learning_rate=1e-3,
+               out=str(out / "weights"), log_dir=str(out / "logs"), exp_name=exp, progress=False,
+               tensorboard=False, device="cpu", seed=0)
+    cfg.update(kw)
+    return Path(train(cfg)["paths"]["best"])
+
+
+def convert_real_mtddh_labels(tmp_path, shared) -> tuple:
+    """The real MTDDH label files in ``shared``/mtddh_labels, converted with blank images of
+    each file's implied size: (dataset folder, convert_mtddh's summary)."""
+    import shutil
+    from datasets.mtddh import convert_mtddh
+    from tests.test_mtddh import implied_size
+    src, imgs = Path(tmp_path) / "labels", Path(tmp_path) / "images"
+    src.mkdir()
+    imgs.mkdir()
+    for f in sorted((Path(shared) / "mtddh_labels").glob("dataset*_*.txt")):
+        shutil.copy(f, src / f.name)
+        w, h = implied_size(f.read_text())
+        cv2.imwrite(str(imgs / f"{f.stem}.png"), np.zeros((h, w), np.uint8))
+    out = Path(tmp_path) / "mtddh"
+    return out, convert_mtddh(src, out, images=imgs)

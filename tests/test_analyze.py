@@ -98,16 +98,8 @@ def test_converted_mtddh_labels(tmp_path):
     shared = ROOT.parent / "shared"
     if not shared.is_dir():
         pytest.skip("../shared is absent")
-    from datasets.mtddh import convert_mtddh
-    from tests.test_mtddh import implied_size
-    src, imgs = tmp_path / "labels", tmp_path / "images"
-    src.mkdir()
-    imgs.mkdir()
-    for f in sorted((shared / "mtddh_labels").glob("dataset*_*.txt")):
-        shutil.copy(f, src / f.name)
-        w, h = implied_size(f.read_text())
-        cv2.imwrite(str(imgs / f"{f.stem}.png"), np.zeros((h, w), np.uint8))
-    conv = convert_mtddh(src, tmp_path / "mtddh", images=imgs)
+    from tests.helpers import convert_real_mtddh_labels
+    _, conv = convert_real_mtddh_labels(tmp_path, shared)
     s = run_analysis(tmp_path / "mtddh", tmp_path / "rep")
     assert s["layout"] == "mtddh8" and s["n_images"] == conv["converted"]
     df = pd.read_csv(tmp_path / "rep" / "per_image.csv", dtype={"stem": str})

@@ -23,6 +23,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+
+from tests.helpers import train_tiny_keypoints
 import torch
 
 import export_onnx
@@ -50,14 +52,9 @@ def data(tmp_path_factory):
     return root / "data"
 
 
+
 def _train_kp(data_dir: Path, out: Path, exp: str, **kw) -> Path:
-    from utils.pipelines.train import train
-    cfg = dict(data_dir=str(data_dir), model_name="convnext_atto_custom", head_type="simcc_2d",
-               input_size=KP_SIZE, epochs=1, max_steps=2, batch_size=8, learning_rate=1e-3,
-               out=str(out / "weights"), log_dir=str(out / "logs"), exp_name=exp, progress=False,
-               tensorboard=False, device="cpu", seed=0)
-    cfg.update(kw)
-    return Path(train(cfg)["paths"]["best"])
+    return train_tiny_keypoints(data_dir, out, exp, KP_SIZE, **kw)
 
 
 @pytest.fixture(scope="module")

@@ -20,6 +20,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+
+from tests.helpers import train_tiny_keypoints
 import torch
 
 import predict_hip_crop_keypoints as script
@@ -37,7 +39,6 @@ from utils.pipelines.detection import Detection
 from utils.errors import UserError
 from utils.hip_geometry import acetabular_index, ihdi_grade
 from utils.evaluation.metrics import read_predictions
-from utils.pipelines.train import train
 
 ROOT = Path(__file__).resolve().parents[1]
 SIZE = 160          # phantom films, pixels
@@ -62,13 +63,9 @@ def data_mtddh8(tmp_path_factory):
     return _phantom_split(tmp_path_factory.mktemp("pred_mtddh8"), "mtddh8", seed=5)
 
 
+
 def _train_tiny(data_dir: Path, out: Path, exp: str, **kw) -> Path:
-    cfg = dict(data_dir=str(data_dir), model_name="convnext_atto_custom", head_type="simcc_2d",
-               input_size=KP_SIZE, epochs=1, max_steps=2, batch_size=8, learning_rate=1e-3,
-               out=str(out / "weights"), log_dir=str(out / "logs"), exp_name=exp, progress=False,
-               tensorboard=False, device="cpu", seed=0)
-    cfg.update(kw)
-    return Path(train(cfg)["paths"]["best"])
+    return train_tiny_keypoints(data_dir, out, exp, KP_SIZE, **kw)
 
 
 @pytest.fixture(scope="module")
