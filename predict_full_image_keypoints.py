@@ -10,6 +10,7 @@ Example:
 import argparse
 
 from utils.errors import cli
+from utils.fileio import check_dir_args
 
 
 def parse_args(argv=None):
@@ -23,6 +24,7 @@ def parse_args(argv=None):
 @cli
 def main(argv=None):
     a = parse_args(argv)
+    check_dir_args(a, inputs=["--data"], outputs=["--output_dir"])
     from dataclasses import fields
 
     from utils.config import FullImagePredictConfig

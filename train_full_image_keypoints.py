@@ -10,10 +10,9 @@ The same training loop, flags, checkpoints and logs as train_hip_crop_keypoints.
 Predict with predict_full_image_keypoints.py. See docs/model_options.md.
 """
 import argparse
-import sys
 
 from utils.errors import cli
-from utils.pipelines.train import Interrupted, add_train_args, train
+from utils.pipelines.train import add_train_args, run_training_cli
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -26,12 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 @cli
 def main(argv=None):
-    args = build_parser().parse_args(argv)
-    try:
-        train(args)
-    except Interrupted as e:  # 'last' is saved; 130 for Ctrl-C, 143 for SIGTERM
-        print(f"interrupted: saved {e.last_path}; continue with --resume auto", file=sys.stderr)
-        sys.exit(e.exit_code)
+    run_training_cli(build_parser().parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -9,11 +9,9 @@ logs/{exp}_training_log.csv and logs/{exp}_training_plot.png. ``--resume auto`` 
 an interrupted run. See utils/pipelines/train.py for the loop.
 """
 import argparse
-import sys
 
 from utils.errors import cli
-from utils.fileio import check_dir_args
-from utils.pipelines.train import Interrupted, add_train_args, train
+from utils.pipelines.train import add_train_args, run_training_cli
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -24,13 +22,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 @cli
 def main(argv=None):
-    args = build_parser().parse_args(argv)
-    check_dir_args(args, inputs=["--data_dir"], outputs=["--out", "--log_dir"])
-    try:
-        train(args)
-    except Interrupted as e:  # 'last' is saved; 130 for Ctrl-C, 143 for SIGTERM
-        print(f"interrupted: saved {e.last_path}; continue with --resume auto", file=sys.stderr)
-        sys.exit(e.exit_code)
+    run_training_cli(build_parser().parse_args(argv))
 
 
 if __name__ == "__main__":

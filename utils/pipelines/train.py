@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import sys
 import time
 from pathlib import Path
 from typing import Dict
@@ -57,6 +58,7 @@ from utils.config import TrainConfig, add_arguments
 from utils.devices import select_amp, select_device
 from utils.errors import UserError  # noqa: F401  (re-exported for callers)
 from utils.evaluation.plots import plot_training_curves
+from utils.fileio import check_dir_args
 from utils.pipelines import distributed
 from utils.pipelines.distributed import barrier, init_distributed
 from utils.pipelines.train_setup import (TensorBoard, check_model_names, compile_model, configure_backends,  # noqa: F401
@@ -211,3 +213,14 @@ def add_train_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
         helps={"model_name": "backbone: " + ", ".join(BACKBONES.names()),
                "head_type": "keypoint head; " + HEADS.help(),
                "loss": "loss (default: the head's codec's own); " + LOSSES.help()})
+
+
+def run_training_cli(args) -> None:
+    """What the training scripts do after argparse: check the folder flags, ``train``, and on
+    Ctrl-C / SIGTERM say where ``last`` was saved and exit 130 / 143."""
+    check_dir_args(args, inputs=["--data_dir"], outputs=["--out", "--log_dir"])
+    try:
+        train(args)
+    except Interrupted as e:  # 'last' is saved
+        print(f"interrupted: saved {e.last_path}; continue with --resume auto", file=sys.stderr)
+        sys.exit(e.exit_code)
