@@ -22,7 +22,8 @@ Each field carries its help text and CLI details in ``metadata``:
 - ``Preprocess.from_checkpoint(config)``: input size, crop margin, histogram equalisation,
   mean and std of a checkpoint, defaults from ``Data`` for keys an old checkpoint lacks.
 
-This is a leaf: it imports only ``utils.errors``. Which heads / backbones / losses exist is
+This is a leaf: it imports only ``utils.errors`` and the gate's default from
+``utils.hip_geometry``. Which heads / backbones / losses exist is
 the model registry's business; ``add_arguments`` takes their names as ``choices``.
 """
 from __future__ import annotations
@@ -33,6 +34,7 @@ from dataclasses import dataclass, field
 from typing import Dict, Iterator, Mapping, Optional, Tuple
 
 from utils.errors import UserError
+from utils.hip_geometry import DEFAULT_MIN_CONF
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -288,7 +290,7 @@ class PredictConfig:
     max_overlays: Optional[int] = opt(None, "draw at most this many overlays", int)
     worst_n: int = opt(10, "copy the N worst overlays to worst_cases/", int)
     strict: bool = opt(False, "stop at the first unusable item instead of skipping it", action="store_true")
-    min_conf: float = opt(0.25, "plausibility gate: a hip whose detection confidence is below this is ungradable "
+    min_conf: float = opt(DEFAULT_MIN_CONF, "plausibility gate: a hip whose detection confidence is below this is ungradable "
                                 "(grade 0, reason in qc_left/qc_right)", float)
     ai_samples: int = opt(200, "keypoint sets sampled from a SimCC model's distributions for the AI's 95%% "
                                "interval (0: no interval)", int)

@@ -348,7 +348,7 @@ class PredictionWriter:
 def run_prediction(data, output_dir, kp_left_path=None, kp_right_path=None, yolo_weights=None,
                    use_gt_box=False, device="auto", batch_size=16, model_name=None, imgsz=640, conf=0.25,
                    overlays=True, max_overlays=None, worst_n=10, strict=False, overwrite=True,
-                   progress=True, make_plots=True, min_conf=DEFAULT_MIN_CONF, ai_samples=PredictConfig.ai_samples,
+                   progress=True, make_plots=True, min_conf=PredictConfig.min_conf, ai_samples=PredictConfig.ai_samples,
                    ai_interval_scale=PredictConfig.ai_interval_scale, flip_test=False) -> dict:
     """Predict every image of ``data`` and, when it has annotations, evaluate.
 
