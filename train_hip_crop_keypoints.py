@@ -4,6 +4,10 @@
     python train_hip_crop_keypoints.py --data_dir data --model_name convnext_small_custom \
         --head_type simcc_2d --input_size 224 --epochs 100 --side left --mirror
 
+The roof refiner (the second stage, on a tighter crop around the roof; predict with --refine_path):
+
+    python train_hip_crop_keypoints.py --data_dir data --stage roof --input_size 128 --exp_name roof ...
+
 Writes weights/{exp}_best.pth and weights/{exp}_last.pth (config inside),
 logs/{exp}_training_log.csv and logs/{exp}_training_plot.png. ``--resume auto`` continues
 an interrupted run. See utils/pipelines/train.py for the loop.

@@ -3,10 +3,12 @@
 ``preprocess_crop`` is the single place where a crop becomes a model input; training
 and prediction both call it, so they cannot drift apart. ``HipCropDataset`` serves
 training and validation crops around the ground-truth boxes (``Augment`` for the random
-affine, ``EpochSampler`` for a reproducible order and draw per epoch).
+affine, ``EpochSampler`` for a reproducible order and draw per epoch). ``roof_crop_dataset``
+serves the roof refiner's crops (``--stage roof``) through the same class.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -18,8 +20,8 @@ import torch
 from torch.utils.data import Dataset, Sampler
 
 from datasets.augment import PhotometricAug
-from datasets.layouts import SIDES, get_layout, layout_for_num_points
-from utils.cropping import (crop_points_to_side, rotation_matrix, side_crop_matrix, side_points_to_crop,
+from datasets.layouts import SIDES, get_layout, layout_for_num_points, roof_indices, roof_layout
+from utils.cropping import (crop_points_to_side, roof_box, rotation_matrix, side_crop_matrix, side_points_to_crop,
                             square_box, warp)
 from utils.config import IMAGENET_MEAN, IMAGENET_STD
 from utils.errors import ItemError, ProblemLog, UserError
@@ -244,6 +246,36 @@ class HipCropDataset(Dataset):
             "crop_side_px": s.crop_side_px,
             "index": i,
         }
+
+
+# ====================================================================== roof crops (the refiner)
+def roof_records(records: Sequence, layout) -> list:
+    """The records as the roof refiner trains on them: each side's roof points only (in
+    ``datasets.layouts.roof_layout`` order) and, as the side's box, the box of those points
+    (``utils.cropping.roof_box``). A record without ``layout``'s keypoints is kept as it is
+    (``HipCropDataset`` lists it as a problem)."""
+    lay = get_layout(layout)
+    idx = {s: roof_indices(lay, s) for s in SIDES}
+    out = []
+    for r in records:
+        if r.keypoints is None or len(r.keypoints) != lay.num_points:
+            out.append(r)
+            continue
+        kps = np.asarray(r.keypoints, float)
+        out.append(dataclasses.replace(r, keypoints=np.concatenate([kps[idx[s]] for s in SIDES]),
+                                       boxes={s: roof_box(kps[idx[s]]) for s in SIDES}))
+    return out
+
+
+def roof_crop_dataset(records: Sequence, layout, input_size: int, margin: float = 0.5,
+                      augment: Optional[Augment] = None, **kw) -> "HipCropDataset":
+    """The roof refiner's crops: a ``HipCropDataset`` of ``roof_records`` (so its square is the
+    roof box plus ``margin`` of its longer side on each side, and its points the roof points of
+    ``roof_layout(layout)``). ``augment``'s ``box_jitter`` stands for the first stage's error
+    (the crop's centre and size), its ``rot`` for the film's rotation. ``kw``: the other
+    ``HipCropDataset`` arguments (side, mirror, hist_eq, seed, problems, threads, ...)."""
+    return HipCropDataset(roof_records(records, layout), input_size, crop_expand=margin, augment=augment,
+                          layout=roof_layout(layout), **kw)
 
 
 class EpochSampler(Sampler):

@@ -7,6 +7,10 @@ for the IHDI grade) is formed.
 
 Sides are *image* sides: ``left`` is the hip drawn on the image-left, which on
 an AP film is the patient's right hip.
+
+``roof_layout(layout)`` is a layout's acetabular roof points (lateral edge, mid roof where
+the layout has one, triradiate point) as a layout of their own: the points the roof
+refiner predicts (``--stage roof``, docs/accuracy.md).
 """
 from __future__ import annotations
 
@@ -91,14 +95,63 @@ MTDDH8 = KeypointLayout(
 LAYOUTS: Dict[str, KeypointLayout] = {IHDI12.name: IHDI12, MTDDH8.name: MTDDH8}
 
 
+ROOF_SUFFIX = "_roof"
+
+
 def get_layout(layout) -> KeypointLayout:
-    """Return a layout given its name (``"ihdi12"``/``"mtddh8"``) or a layout object."""
+    """Return a layout given its name (``"ihdi12"``/``"mtddh8"``, or ``"ihdi12_roof"`` for its
+    ``roof_layout``) or a layout object."""
     if isinstance(layout, KeypointLayout):
         return layout
+    name = str(layout)
+    if name.endswith(ROOF_SUFFIX) and name[: -len(ROOF_SUFFIX)] in LAYOUTS:
+        return roof_layout(name[: -len(ROOF_SUFFIX)])
     try:
-        return LAYOUTS[str(layout)]
+        return LAYOUTS[name]
     except KeyError:
         raise ValueError(f"unknown keypoint layout {layout!r}; known: {', '.join(LAYOUTS)}") from None
+
+
+# ---------------------------------------------------------------- the acetabular roof points
+ROOF_POINT_NAMES = ("lateral_edge", "mid_roof", "triradiate")
+
+
+def roof_positions(layout, side: str) -> Tuple[int, ...]:
+    """Positions, within ``side``'s block in its stored order, of the side's roof points (the
+    names in ``ROOF_POINT_NAMES`` that the layout has): ihdi12 (0, 1, 2), mtddh8 (0, 1)."""
+    lay = get_layout(layout)
+    return tuple(j for j, n in enumerate(lay.side_point_names(_check_side(side))) if n in ROOF_POINT_NAMES)
+
+
+def roof_indices(layout, side: str) -> np.ndarray:
+    """Absolute indices of ``side``'s roof points, in the side's stored order."""
+    lay = get_layout(layout)
+    return lay.side_slice(side)[list(roof_positions(lay, side))]
+
+
+def roof_layout(layout) -> KeypointLayout:
+    """The roof points of ``layout`` as a layout: per side ``roof_positions`` of the side's block,
+    in its stored order (left block first), with the mirror permutation restricted to them. Its
+    points are those of ``roof_indices(layout, "left")`` then ``roof_indices(layout, "right")``."""
+    lay = get_layout(layout)
+    if lay.name.endswith(ROOF_SUFFIX):
+        return lay
+    left, right = roof_positions(lay, "left"), roof_positions(lay, "right")
+    k = len(left)
+    # mirrored and permuted, a right roof is left-shaped: left position a takes right position perm[a]
+    perm = tuple(right.index(lay.mirror_perm[i]) for i in left)
+    names = {"left": tuple(lay.side_point_names("left")[j] for j in left),
+             "right": tuple(lay.side_point_names("right")[j] for j in right)}
+    offset = {"left": 0, "right": k}
+
+    def where(name):
+        return {s: offset[s] + names[s].index(name) for s in SIDES}
+
+    return KeypointLayout(
+        name=lay.name + ROOF_SUFFIX, num_points=2 * k,
+        side_indices={"left": tuple(range(k)), "right": tuple(range(k, 2 * k))}, mirror_perm=perm,
+        lateral_edge=where("lateral_edge"), triradiate=where("triradiate"), hpoint={"left": (), "right": ()},
+        point_names=names["left"])
 
 
 def layout_for_num_points(n: int) -> KeypointLayout:

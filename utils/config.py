@@ -40,6 +40,7 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 OPTIMIZERS = ("adamw", "muon")             # utils/pipelines/train_setup.py: make_optimizer
 PIPELINES = ("hip_crop", "full_image")     # the training data: hip crops (two-stage) or whole films
+STAGES = ("hip", "roof")                   # a hip_crop model's points: the whole hip, or the roof refiner's
 
 
 def opt(default, help: str = "", type=None, action=None, resume: bool = False, cli: bool = True,
@@ -81,6 +82,16 @@ class Data:
                                     "two-stage model) or full_image (the whole film letterboxed to input_size, every "
                                     "keypoint of the layout; the single-stage baseline, which ignores side, mirror, "
                                     "crop_expand and box_jitter)", str)
+    stage: str = opt("hip", "which points a hip_crop model learns: hip (every point of one hip, on the crop "
+                            "around its box: the first stage) or roof (the roof refiner: lateral edge, mid roof "
+                            "where the layout has one, and triradiate point, on a tighter crop around the roof; "
+                            "predict with --refine_path; docs/accuracy.md). roof uses roof_margin and roof_jitter "
+                            "in place of crop_expand, shift, scale_jitter and box_jitter", str)
+    roof_margin: float = opt(0.5, "stage roof: margin around the box of the roof points on each side, as a fraction "
+                                  "of its longer side", float)
+    roof_jitter: float = opt(0.1, "stage roof: random jitter of the training crop, mimicking the first stage's error: "
+                                  "its centre moves by up to this fraction of the crop side per axis and its size by "
+                                  "a factor 1 +- this (rotation: --rot)", float)
 
 
 @dataclass
@@ -228,9 +239,16 @@ class TrainConfig:
             raise UserError("max_steps must be >= 1")
         if m.ai_loss_weight < 0:
             raise UserError(f"ai_loss_weight must be >= 0, got {m.ai_loss_weight}")
-        for flag, value, known in (("optimizer", o.optimizer, OPTIMIZERS), ("pipeline", self.data.pipeline, PIPELINES)):
+        for flag, value, known in (("optimizer", o.optimizer, OPTIMIZERS), ("pipeline", self.data.pipeline, PIPELINES),
+                                   ("stage", self.data.stage, STAGES)):
             if value not in known:
                 raise UserError(f"--{flag}: unknown {flag} {value!r}; choose from {', '.join(known)}")
+        d = self.data
+        if d.stage == "roof" and d.pipeline != "hip_crop":
+            raise UserError("--stage roof trains on hip crops: it needs --pipeline hip_crop")
+        if d.roof_margin < 0 or not 0 <= d.roof_jitter < 0.5:
+            raise UserError(f"--roof_margin must be >= 0 and --roof_jitter in [0, 0.5); got {d.roof_margin}, "
+                            f"{d.roof_jitter}")
 
     # ---- resume
     @classmethod
@@ -298,6 +316,11 @@ class PredictConfig:
                                         "(calibrated on a validation split: docs/outputs.md)", float)
     flip_test: bool = opt(False, "flip test: also run each crop mirrored and average the two predictions "
                                  "(docs/accuracy.md)", action="bool")
+    refine_path: Optional[str] = opt(None, "roof refiner(s) (train_hip_crop_keypoints.py --stage roof): a tighter "
+                                           "crop around each hip's predicted roof, whose refined lateral edge, mid "
+                                           "roof and triradiate point replace the keypoint model's; one model serves "
+                                           "both sides by mirroring; several paths: an ensemble (docs/accuracy.md)",
+                                     str, nargs="+", metavar="PTH")
 
 
 @dataclass

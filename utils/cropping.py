@@ -116,6 +116,21 @@ def crop_points_to_side(crop_kps, M, mirrored: bool, layout) -> np.ndarray:
     return pts[..., list(get_layout(layout).mirror_perm), :] if mirrored else pts
 
 
+# ------------------------------------------------------------------ the acetabular roof (roof refiner)
+def roof_box(roof_kps) -> np.ndarray:
+    """The box (x1, y1, x2, y2) of one side's roof points (P_r, 2), image pixels: what a roof
+    crop is cut around. ``side_crop_matrix(roof_box(pts), size, margin, mirrored)`` is the roof
+    crop's matrix: the hip crop's square maths, so points map back exactly with its inverse."""
+    pts = np.asarray(roof_kps, dtype=float).reshape(-1, 2)
+    return np.array([pts[:, 0].min(), pts[:, 1].min(), pts[:, 0].max(), pts[:, 1].max()])
+
+
+def roof_crop_matrix(roof_kps, out_size: int, margin: float, mirrored: bool) -> np.ndarray:
+    """Matrix image -> roof crop: the square around ``roof_box(roof_kps)``, ``margin`` of its
+    longer side added on each side, resized to ``out_size`` (mirrored for the other side's model)."""
+    return side_crop_matrix(roof_box(roof_kps), out_size, margin, mirrored)
+
+
 # ------------------------------------------------------------------ the whole film (single-stage model)
 def letterbox_box(width: float, height: float) -> np.ndarray:
     """The square (x1, y1, x2, y2) that holds a whole ``width`` x ``height`` image, centred: the

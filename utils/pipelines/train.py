@@ -149,7 +149,7 @@ def train(cfg) -> Dict[str, object]:
 
                 # -------------------------------------------------------- validate
                 if epoch % val_every == 0 or epoch == epochs or r.reached_max_steps():
-                    metrics = validate(r.model, r.val_loader, r.codec, device, r.layout, r.amp_dtype,
+                    metrics = validate(r.model, r.val_loader, r.codec, device, r.point_layout, r.amp_dtype,
                                        cfg.system.channels_last, loss_fn=r.loss_fn)
                 else:
                     metrics = dict(NO_VALIDATION)

@@ -7,7 +7,9 @@ calls them in order.
   keypoint layout comes from the data (pair count) and the model predicts the points of
   one side (``side``; the other side is mirrored in when ``mirror``). With ``pipeline``
   "full_image", ``datasets.full_image.FullImageDataset`` serves whole films letterboxed to
-  input_size instead, and the model predicts every point of the layout.
+  input_size instead, and the model predicts every point of the layout. With ``stage`` "roof"
+  (the roof refiner), ``datasets.crops.roof_crop_dataset`` serves tighter crops around each
+  side's roof points (jittered by ``roof_jitter``), and the model predicts those points only.
 - AdamW (weight decay 0.01), or Muon + AdamW (``--optimizer muon``, ``utils.pipelines.optimizers``);
   linear warm-up over the first ``warmup`` fraction of the steps
   then cosine decay to ``min_lr``, stepped per batch (LambdaLR).
@@ -30,9 +32,9 @@ import torch
 from torch.utils.data import DataLoader
 
 from datasets.augment import PhotometricAug
-from datasets.crops import Augment, EpochSampler, HipCropDataset
+from datasets.crops import Augment, EpochSampler, HipCropDataset, roof_crop_dataset
 from datasets.formats import dataset_layout, load_records
-from datasets.layouts import get_layout
+from datasets.layouts import get_layout, roof_layout
 from datasets.full_image import FullImageDataset
 from models import BACKBONES, HEADS, LOSSES, NECKS, build_codec, build_keypoint_model, get_loss
 from models.losses import with_roof_angle_loss
@@ -82,13 +84,15 @@ def setup_data(r: Run) -> None:
     cfg, main = r.cfg, r.main
     problems = ProblemLog(strict=bool(cfg.data.strict))
     train_dir, val_dir = find_split_dirs(cfg)
-    full = cfg.data.pipeline == "full_image"   # whole films need no hip boxes
-    train_records = load_records(train_dir, require_annotations=True, require_boxes=not full, problems=problems)
-    val_records = load_records(val_dir, require_annotations=True, require_boxes=not full, problems=problems)
+    full, roof = cfg.data.pipeline == "full_image", cfg.data.stage == "roof"
+    boxes = not (full or roof)   # whole films need no hip boxes; roof crops are cut around the roof points
+    train_records = load_records(train_dir, require_annotations=True, require_boxes=boxes, problems=problems)
+    val_records = load_records(val_dir, require_annotations=True, require_boxes=boxes, problems=problems)
     layout_name = dataset_layout(train_records)
     if dataset_layout(val_records) != layout_name:
         raise UserError(f"{train_dir} uses layout {layout_name} but {val_dir} uses {dataset_layout(val_records)}")
     r.layout = get_layout(layout_name)
+    r.point_layout = point_layout(cfg, r.layout)
     if r.ckpt is not None and r.ckpt["config"].get("layout") != r.layout.name:
         raise UserError(f"--resume: the checkpoint was trained on {r.ckpt['config'].get('layout')}, "
                         f"the data is {r.layout.name}")
@@ -96,6 +100,8 @@ def setup_data(r: Run) -> None:
     t0 = time.time()
     if full:
         train_set, val_set = full_image_sets(cfg, r.layout, train_records, val_records, problems)
+    elif roof:
+        train_set, val_set = roof_sets(cfg, r.layout, train_records, val_records, problems)
     else:
         crop_args = dict(input_size=cfg.model.input_size, side=d.side, mirror=d.mirror, crop_expand=d.crop_expand,
                          hist_eq=d.hist_eq, layout=r.layout, problems=problems, threads=min(8, os.cpu_count() or 1))
@@ -104,7 +110,8 @@ def setup_data(r: Run) -> None:
         train_set = HipCropDataset(train_records, augment=augment, seed=cfg.system.seed, **crop_args)
         val_set = HipCropDataset(val_records, augment=None, **crop_args)
     log.info("data: %d train %s (%d images), %d val (%d images), layout %s, %d points per sample, "
-             "cached in %.1fs%s", len(train_set), "films" if full else "crops", len(train_records), len(val_set),
+             "cached in %.1fs%s", len(train_set), "films" if full else "roof crops" if roof else "crops",
+             len(train_records), len(val_set),
              len(val_records), r.layout.name, model_num_keypoints(cfg, r.layout), time.time() - t0,
              f"; {problems.summary_line()}, listed in {r.paths['skipped']}" if len(problems) else "")
     if main:
@@ -128,9 +135,27 @@ def full_image_sets(cfg, layout, train_records, val_records, problems):
             FullImageDataset(val_records, augment=None, **args))
 
 
+def roof_sets(cfg, layout, train_records, val_records, problems):
+    """(train, val) roof crops (``--stage roof``): around each side's ground-truth roof points,
+    the training ones jittered in centre and size (``roof_jitter``, standing for the first stage's
+    error) and rotated (``rot``); the validation ones exactly as cut around the true roof."""
+    d = cfg.data
+    args = dict(input_size=cfg.model.input_size, margin=d.roof_margin, side=d.side, mirror=d.mirror,
+                hist_eq=d.hist_eq, problems=problems, threads=min(8, os.cpu_count() or 1))
+    augment = Augment(rot=d.rot, shift=0.0, scale=0.0, box_jitter=d.roof_jitter, photometric=photometric_aug(d))
+    return (roof_crop_dataset(train_records, layout, augment=augment, seed=cfg.system.seed, **args),
+            roof_crop_dataset(val_records, layout, augment=None, **args))
+
+
+def point_layout(cfg, layout):
+    """The layout of the points a sample carries: ``layout``, or its roof points (``stage`` roof)."""
+    return roof_layout(layout) if cfg.data.stage == "roof" else layout
+
+
 def model_num_keypoints(cfg, layout) -> int:
-    """Points the model predicts: every point of the layout on a whole film, one side's on a hip crop."""
-    return layout.num_points if cfg.data.pipeline == "full_image" else layout.points_per_side
+    """Points the model predicts: every point of the layout on a whole film, one side's on a hip crop,
+    one side's roof points on a roof crop."""
+    return layout.num_points if cfg.data.pipeline == "full_image" else point_layout(cfg, layout).points_per_side
 
 
 def num_workers(cfg, device) -> int:
@@ -162,9 +187,9 @@ def setup_model(r: Run) -> None:
         r.codec = build_codec(m.head_type, m.input_size, m.split_ratio, m.sigma)
         r.loss_fn = get_loss(m.loss, m.head_type)
         if m.ai_loss_weight > 0:
-            side = r.cfg.data.side
-            r.loss_fn = with_roof_angle_loss(r.loss_fn, r.codec, r.layout.local(side, r.layout.lateral_edge[side]),
-                                             r.layout.local(side, r.layout.triradiate[side]), m.ai_loss_weight)
+            side, lay = r.cfg.data.side, r.point_layout
+            r.loss_fn = with_roof_angle_loss(r.loss_fn, r.codec, lay.local(side, lay.lateral_edge[side]),
+                                             lay.local(side, lay.triradiate[side]), m.ai_loss_weight)
     except ValueError as e:
         raise UserError(str(e)) from None
     if r.cfg.system.sync_bn:
