@@ -5,6 +5,10 @@ Example:
   python kfold_predict_hip_crop_keypoints.py --data_root data_kfold --k 5 \
       --kp_left_tpl "weights/exp_fold{fold}_best.pth" --yolo_weights "weights/yolo_fold{fold}.pt" \
       --output_dir results/exp_kfold
+  # with each fold's roof refiner (kfold_train_hip_crop_keypoints.py --stage roof --exp_name roof):
+  python kfold_predict_hip_crop_keypoints.py --data_root data_kfold --k 5 \
+      --kp_left_tpl "weights/exp_fold{fold}_best.pth" --refine_tpl "weights/roof_fold{fold}_best.pth" \
+      --yolo_weights "weights/yolo_fold{fold}.pt" --output_dir results/exp_roof_kfold
   python kfold_predict_hip_crop_keypoints.py --data_root data_kfold --k 5 --pipeline full_image \
       --kp_left_tpl "weights/full_fold{fold}_best.pth" --output_dir results/full_kfold
   python kfold_predict_hip_crop_keypoints.py --compare results/expA results/expB --output_dir results/compare
@@ -26,6 +30,8 @@ def parse_args(argv=None):
     p.add_argument("--kp_left_tpl", help="keypoint checkpoint template with {fold} (full_image: the full-image model)")
     p.add_argument("--kp_right_tpl", help="right-hip checkpoint template with {fold} (optional)")
     p.add_argument("--yolo_weights", dest="yolo_tpl", help="YOLO weights template with {fold}")
+    p.add_argument("--refine_tpl", help="roof refiner template with {fold} (--stage roof checkpoints; "
+                                        "predict_hip_crop_keypoints.py's --refine_path per fold)")
     p.add_argument("--use_gt_box", action="store_true")
     p.add_argument("--test_subdir", help="a subfolder of fold{i} holding its test data (default: fold{i} itself)")
     p.add_argument("--output_dir", default="results/kfold")
@@ -60,6 +66,7 @@ def main(argv=None):
     run_kfold_prediction(a.data_root, a.output_dir, k=a.k, folds=a.folds, kp_left_tpl=a.kp_left_tpl,
                          kp_right_tpl=a.kp_right_tpl, yolo_tpl=a.yolo_tpl, use_gt_box=a.use_gt_box,
                          test_subdir=a.test_subdir, summarize_only=a.summarize_only, pipeline=a.pipeline,
+                         refine_tpl=a.refine_tpl,
                          device=a.device, batch_size=a.batch_size, imgsz=a.imgsz, max_overlays=a.max_overlays,
                          strict=a.strict, **{k: v for k in ("flip_test", "min_conf", "ai_samples", "ai_interval_scale")
                                              if (v := getattr(a, k)) is not None})

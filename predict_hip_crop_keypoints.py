@@ -4,6 +4,9 @@
 Example:
   python predict_hip_crop_keypoints.py --kp_left_path weights/demo_kp_best.pth \
       --yolo_weights weights/demo_yolo.pt --data data/test --output_dir results/test
+  # the roof points refined by a second model (train_hip_crop_keypoints.py --stage roof):
+  python predict_hip_crop_keypoints.py --kp_left_path weights/demo_kp_best.pth --refine_path weights/roof_best.pth \
+      --yolo_weights weights/demo_yolo.pt --data data/test --output_dir results/test_roof
 
 The keypoint models and the detector may also be .onnx files from export_onnx.py (ONNX
 Runtime; the backend is picked per path from the extension).

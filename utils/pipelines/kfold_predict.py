@@ -33,14 +33,17 @@ def run_kfold_prediction(data_root, output_dir, k: int = 5, folds: Optional[str]
                          kp_left_tpl: Optional[str] = None, kp_right_tpl: Optional[str] = None,
                          yolo_tpl: Optional[str] = None, use_gt_box: bool = False,
                          test_subdir: Optional[str] = None, summarize_only: bool = False,
-                         pipeline: str = "hip_crop", **predict_kwargs) -> Dict:
+                         pipeline: str = "hip_crop", refine_tpl: Optional[str] = None, **predict_kwargs) -> Dict:
     """Predict each fold's test split into ``output_dir/fold{i}`` and summarise all folds found.
-    ``pipeline`` "full_image": ``kp_left_tpl`` names each fold's full-image checkpoint (no YOLO)."""
+    ``pipeline`` "full_image": ``kp_left_tpl`` names each fold's full-image checkpoint (no YOLO).
+    ``refine_tpl``: each fold's roof refiner (``refine_path``), two-stage pipeline only."""
 
     out = Path(output_dir)
     if not summarize_only:
         if not Path(data_root).is_dir():
             raise UserError(f"--data_root not found: {data_root}")
+        if refine_tpl and pipeline == "full_image":
+            raise UserError("--refine_tpl refines the two-stage model's roof points: it needs --pipeline hip_crop")
         for i in parse_folds(folds, k):
             print(f"\n=== fold {i}/{k} ===")
             if pipeline == "full_image":
@@ -50,7 +53,8 @@ def run_kfold_prediction(data_root, output_dir, k: int = 5, folds: Optional[str]
                 continue
             run_prediction(fold_test_dir(data_root, i, test_subdir), out / f"fold{i}",
                            kp_left_path=_fill(kp_left_tpl, i), kp_right_path=_fill(kp_right_tpl, i),
-                           yolo_weights=_fill(yolo_tpl, i), use_gt_box=use_gt_box, **predict_kwargs)
+                           yolo_weights=_fill(yolo_tpl, i), use_gt_box=use_gt_box,
+                           refine_path=_fill(refine_tpl, i), **predict_kwargs)
     return summarize_folds(out, k)
 
 

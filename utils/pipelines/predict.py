@@ -5,10 +5,13 @@
 fold, kfold_predict_hip_crop_keypoints.py. Each batch of images goes through five small
 stages over a list of ``ImageItem`` records (one per image, carrying what each stage adds):
 
-    read_stage -> detect_stage -> crop_stage -> infer_stage -> write_stage
+    read_stage -> detect_stage -> crop_stage -> infer_stage -> [refine_stage] -> write_stage
 
 The infer stage is the seam for other backends: it calls ``SideModel.predict(crops) ->
 (coords, conf)`` (crop pixels, ``(N, K, 2)`` and ``(N, K)``) once per distinct model.
+``refine_stage`` (``refine_path``: a roof refiner, trained with ``--stage roof``) cuts a roof
+crop around each side's predicted roof and runs the infer stage again on those crops, with the
+refiner as the side's model; its points replace the roof points.
 Keyword defaults are those of ``utils.config.PredictConfig``.
 """
 from __future__ import annotations
@@ -29,11 +32,11 @@ import torch
 
 from datasets.crops import preprocess_crop
 from datasets.formats import HipRecord, dataset_layout, load_dataset, read_record_image
-from datasets.layouts import SIDES, get_layout
+from datasets.layouts import SIDES, get_layout, roof_layout, roof_positions
 from models import checkpoint as ckpt_io
 from models.onnx_runtime import load_onnx_keypoint_model   # .onnx files from export_onnx.py
 from utils.config import PredictConfig, Preprocess
-from utils.cropping import crop_points_to_side, side_crop_matrix, square_box, warp
+from utils.cropping import crop_points_to_side, roof_box, side_crop_matrix, square_box, warp
 from utils.devices import autocast, select_amp, select_device, yolo_device
 from utils.errors import ItemError, ProblemLog, UserError
 from utils.evaluation import plots
@@ -111,9 +114,16 @@ class SideModel:
             return out
         with autocast(self.device, self.amp_dtype):
             out_m = self.model(torch.flip(x, dims=(-1,)))
-        perm = get_layout(self.config.get("layout", "ihdi12")).mirror_perm
+        perm = model_point_layout(self.config).mirror_perm
         back = self.codec.flip_outputs({k: v.float() for k, v in out_m.items()}, perm)
         return self.codec.average_outputs([out, back])
+
+
+def model_point_layout(config):
+    """The layout of the points a checkpoint's model predicts: its layout, or that layout's roof
+    points for a roof refiner (``stage`` "roof")."""
+    lay = get_layout(config.get("layout", "ihdi12"))
+    return roof_layout(lay) if config.get("stage", "hip") == "roof" else lay
 
 
 class Ensemble:
@@ -147,18 +157,30 @@ def checkpoint_paths(arg) -> List[str]:
     return [str(p) for p in arg if p]
 
 
-def load_keypoint_checkpoint(path: str, side: str, device="cpu", model_name=None):
-    """(model, codec, config) of one keypoint checkpoint: the one place a path becomes a model."""
+def _flag(side: str, stage: str) -> str:
+    return "--refine_path" if stage == "roof" else f"--kp_{side}_path"
+
+
+def load_keypoint_checkpoint(path: str, side: str, device="cpu", model_name=None, stage: str = "hip"):
+    """(model, codec, config) of one keypoint checkpoint: the one place a path becomes a model.
+    ``stage``: "hip" for a first-stage model (``--kp_*_path``), "roof" for a roof refiner
+    (``--refine_path``); a checkpoint of the other stage is refused."""
+    flag = _flag(side, stage)
     if not Path(path).is_file():
-        raise UserError(f"--kp_{side}_path: keypoint checkpoint not found: {path}")
+        raise UserError(f"{flag}: keypoint checkpoint not found: {path}")
     try:   # an exported .onnx file runs on ONNX Runtime, anything else is a torch checkpoint
         loader = load_onnx_keypoint_model if str(path).lower().endswith(".onnx") else ckpt_io.load_keypoint_model
         model, codec, cfg = loader(path, device=device)
     except ValueError as e:
         raise UserError(str(e)) from None
     if cfg.get("pipeline", "hip_crop") == "full_image":
-        raise UserError(f"--kp_{side}_path: {path} is a full-image model (single-stage); predict with "
+        raise UserError(f"{flag}: {path} is a full-image model (single-stage); predict with "
                         "predict_full_image_keypoints.py")
+    if cfg.get("stage", "hip") != stage:
+        if stage == "roof":
+            raise UserError(f"--refine_path: {path} is a first-stage keypoint model, not a roof refiner "
+                            "(train one with train_hip_crop_keypoints.py --stage roof)")
+        raise UserError(f"{flag}: {path} is a roof refiner (trained with --stage roof); give it as --refine_path")
     if model_name and model_name != cfg.get("model_name"):
         raise UserError(f"--model_name {model_name} does not match the checkpoint {path} "
                         f"(it holds {cfg.get('model_name')}); the checkpoint's own settings are used, "
@@ -169,10 +191,10 @@ def load_keypoint_checkpoint(path: str, side: str, device="cpu", model_name=None
 ENSEMBLE_KEYS = ("layout", "side", "head_type", "input_size", "split_ratio")
 
 
-def load_ensemble(paths: List[str], side: str, device="cpu", model_name=None):
+def load_ensemble(paths: List[str], side: str, device="cpu", model_name=None, stage: str = "hip"):
     """(model, codec, config, path) of one checkpoint, or of an ``Ensemble`` of several: these
     must agree on ``ENSEMBLE_KEYS`` and their crop settings (one crop feeds them all)."""
-    loaded = [load_keypoint_checkpoint(p, side, device, model_name) for p in paths]
+    loaded = [load_keypoint_checkpoint(p, side, device, model_name, stage) for p in paths]
     if len(loaded) == 1:
         return (*loaded[0], paths[0])
     _, codec, cfg = loaded[0]
@@ -181,7 +203,7 @@ def load_ensemble(paths: List[str], side: str, device="cpu", model_name=None):
         if Preprocess.from_checkpoint(c) != Preprocess.from_checkpoint(cfg):
             diff.append("crop settings (crop_expand, hist_eq, mean, std)")
         if diff:
-            raise UserError(f"--kp_{side}_path: an ensemble's checkpoints must agree, but {p} differs from "
+            raise UserError(f"{_flag(side, stage)}: an ensemble's checkpoints must agree, but {p} differs from "
                             f"{paths[0]} in {', '.join(diff)}")
     return Ensemble([m for m, _, _ in loaded], codec), codec, dict(cfg, ensemble=list(paths)), " + ".join(paths)
 
@@ -205,6 +227,21 @@ def load_side_models(kp_left_path=None, kp_right_path=None, device="cpu", model_
     if len(lays) > 1:
         raise UserError(f"the two keypoint models use different layouts: {sorted(lays)}")
     return out
+
+
+def load_refiners(refine_path, layout, device="cpu", flip_test=False) -> Dict[str, SideModel]:
+    """{side: SideModel} of the roof refiner (``--refine_path``; several paths: an ensemble), one
+    model serving both sides (the other side mirrored); {} without a path. Its layout must be
+    the keypoint model's."""
+    paths = checkpoint_paths(refine_path)
+    if not paths:
+        return {}
+    model, codec, cfg, p = load_ensemble(paths, "left", device, stage="roof")
+    if cfg.get("layout") != layout.name:
+        raise UserError(f"--refine_path: {p} refines layout {cfg.get('layout')}, the keypoint model's is {layout.name}")
+    model_side = cfg.get("side", "left")
+    return {s: SideModel(model, codec, cfg, mirrored=(s != model_side), path=p, flip_test=bool(flip_test))
+            for s in SIDES}
 
 
 
@@ -304,6 +341,35 @@ def infer_stage(items: List[ImageItem], side_models: Dict[str, SideModel], layou
                 it.samples[s] = crop_points_to_side(spread, it.crops[s][1], sm.mirrored, layout)
 
 
+def refine_stage(items: List[ImageItem], refiners: Dict[str, SideModel], layout, n_samples: int = 0,
+                 sample_scale: float = 1.0, generator=None) -> None:
+    """The roof refiner's second look. For each side the first stage placed, the roof crop is cut
+    around its roof points (``utils.cropping.roof_box`` plus the refiner's margin, the hip crop's
+    square maths, mirrored for the other side's model), ``infer_stage`` runs the refiner on those
+    crops, and its points, confidences and AI-interval samples replace the roof points' (lateral
+    edge, mid roof where the layout has one, triradiate point); the other points stay."""
+    roof = roof_layout(layout)
+    second = [ImageItem(it.rec, it.image, it.info) for it in items]
+    for it, sub in zip(items, second):
+        for s, (pts, _) in it.points.items():
+            box = roof_box(pts[list(roof_positions(layout, s))])
+            if np.isfinite(box).all() and max(box[2] - box[0], box[3] - box[1]) > 0:
+                sub.crops[s] = refiners[s].crop(it.image, box)
+    infer_stage(second, refiners, roof, n_samples, sample_scale, generator)
+    for it, sub in zip(items, second):
+        for s, (roof_pts, roof_conf) in sub.points.items():
+            pos = list(roof_positions(layout, s))
+            pts, conf = it.points[s]
+            pts, conf = np.array(pts, float), np.array(conf, float)
+            shift = roof_pts - pts[pos]
+            pts[pos], conf[pos] = roof_pts, roof_conf
+            it.points[s] = (pts, conf)
+            if s in it.samples:   # the AI interval: the refiner's samples, else the first stage's moved along
+                smp = np.array(it.samples[s], float)
+                smp[:, pos] = sub.samples[s][:len(smp)] if s in sub.samples else smp[:, pos] + shift[None]
+                it.samples[s] = smp
+
+
 def write_stage(items: List[ImageItem], out: "PredictionWriter") -> None:
     """One predictions.csv row per item (and its overlay)."""
     for it in items:
@@ -349,7 +415,7 @@ def run_prediction(data, output_dir, kp_left_path=None, kp_right_path=None, yolo
                    use_gt_box=False, device="auto", batch_size=16, model_name=None, imgsz=640, conf=0.25,
                    overlays=True, max_overlays=None, worst_n=10, strict=False, overwrite=True,
                    progress=True, make_plots=True, min_conf=PredictConfig.min_conf, ai_samples=PredictConfig.ai_samples,
-                   ai_interval_scale=PredictConfig.ai_interval_scale, flip_test=False) -> dict:
+                   ai_interval_scale=PredictConfig.ai_interval_scale, flip_test=False, refine_path=None) -> dict:
     """Predict every image of ``data`` and, when it has annotations, evaluate.
 
     Writes into ``output_dir``: predictions.csv (one row per readable image; rows for
@@ -358,6 +424,8 @@ def run_prediction(data, output_dir, kp_left_path=None, kp_right_path=None, yolo
     with ``gate``: the plausibility gate's one-line summary. Every hip is gated
     (``min_conf``: the detector confidence it needs); a SimCC model's hips get an AI
     interval from ``ai_samples`` sampled keypoint sets (seeded), spread by ``ai_interval_scale``.
+    ``refine_path``: a roof refiner (or several, an ensemble) whose points replace the roof points
+    (``refine_stage``); ``flip_test`` applies to it too.
     """
     t0 = time.time()
     out = check_output_dir(output_dir, overwrite)
@@ -373,9 +441,10 @@ def run_prediction(data, output_dir, kp_left_path=None, kp_right_path=None, yolo
     dev = select_device(device)
     side_models = load_side_models(kp_left_path, kp_right_path, device=str(dev), model_name=model_name,
                                    flip_test=flip_test)
-    for sm in {id(m): m for m in side_models.values()}.values():
-        sm.to(dev)
     layout = get_layout(side_models["left"].config.get("layout", "ihdi12"))
+    refiners = load_refiners(refine_path, layout, device=str(dev), flip_test=flip_test)
+    for sm in {id(m): m for m in [*side_models.values(), *refiners.values()]}.values():
+        sm.to(dev)
     data_layout = dataset_layout(records)
     if data_layout and data_layout != layout.name:
         raise UserError(f"the keypoint model uses layout {layout.name} but {data} is annotated in {data_layout}")
@@ -395,6 +464,8 @@ def run_prediction(data, output_dir, kp_left_path=None, kp_right_path=None, yolo
             detect_stage(items, detector, use_gt_box, problems, batch_size)
             crop_stage(items, side_models)
             infer_stage(items, side_models, layout, int(ai_samples), float(ai_interval_scale), generator)
+            if refiners:
+                refine_stage(items, refiners, layout, int(ai_samples), float(ai_interval_scale), generator)
             write_stage(items, writer)
             writer.flush()
             bar.update(len(items))
@@ -402,7 +473,8 @@ def run_prediction(data, output_dir, kp_left_path=None, kp_right_path=None, yolo
     finally:
         writer.close()
     return finish(writer, problems, records, data, dict(use_gt_box=use_gt_box, yolo_weights=yolo_weights,
-                                                        make_plots=make_plots, worst_n=worst_n, t0=t0))
+                                                        make_plots=make_plots, worst_n=worst_n, t0=t0,
+                                                        refine_model=refiners["left"].path if refiners else None))
 
 
 def finish(writer: PredictionWriter, problems: ProblemLog, records, data, opts: dict) -> dict:
@@ -418,7 +490,7 @@ def finish(writer: PredictionWriter, problems: ProblemLog, records, data, opts: 
     summary = {"n_images": len(df), "n_skipped": len(problems), "with_ground_truth": writer.with_gt,
                "layout": layout.name, "use_gt_box": bool(opts["use_gt_box"]),
                "undetected": {s: df.loc[~df[f"detected_{s}"].astype(bool), "stem"].tolist() for s in SIDES},
-               "kp_models": {s: side_models[s].path for s in SIDES},
+               "kp_models": {s: side_models[s].path for s in SIDES}, "refine_model": opts.get("refine_model"),
                "yolo_weights": None if opts["use_gt_box"] else str(opts["yolo_weights"])}
     summary["gate"] = summarize_gate([c for s in SIDES for c in df[f"qc_{s}"].fillna("").astype(str)])
     log.info("%s", summary["gate"])
