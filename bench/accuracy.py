@@ -12,7 +12,9 @@ once per variant:
 - ``+flip``: the same model with the flip test (``--flip_test``);
 - ``+AI loss``: a model trained with ``--ai_loss_weight`` (same seed), with and without flip;
 - ``+ensemble``: the baseline and ``--ensemble_seeds - 1`` more seeds, SimCC distributions
-  averaged (``--kp_left_path a.pth b.pth ...``), with and without flip.
+  averaged (``--kp_left_path a.pth b.pth ...``), with and without flip;
+- ``+refine`` (with ``--refine``): the baseline plus a roof refiner trained with ``--stage roof``
+  (same seed, settings and length; ``--refine_path``), with and without flip.
 
 Columns: MRE (px, all points), the roof points' error perpendicular to the GT roof line (px),
 AI MAE with its 95% bootstrap CI over hips (degrees), IHDI accuracy, the training seconds of
@@ -48,6 +50,8 @@ def parse_args(argv=None):
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--ensemble_seeds", type=int, default=3, help="ensemble members (the baseline is one)")
     p.add_argument("--device", default="cpu")
+    p.add_argument("--refine", action="store_true", help="also train a roof refiner (--stage roof) and add the "
+                                                          "+refine variants")
     p.add_argument("--quick", action="store_true", help="smoke run: max 2 steps per model")
     return p.parse_args(argv)
 
@@ -62,29 +66,30 @@ def make_data(a, root: Path) -> Path:
     return root / "split"
 
 
-def train_model(a, split: Path, root: Path, name: str, seed: int, ai_loss_weight: float = 0.0):
-    """(best checkpoint path, training seconds)."""
+def train_model(a, split: Path, root: Path, name: str, seed: int, ai_loss_weight: float = 0.0, **extra):
+    """(best checkpoint path, training seconds). ``extra``: more training settings (``stage``)."""
     from utils.pipelines.train import train
 
     cfg = dict(data_dir=str(split), model_name=a.model_name, head_type=a.head_type, input_size=a.input_size,
                epochs=a.epochs, batch_size=a.batch_size, learning_rate=a.learning_rate, sigma=a.sigma,
                ai_loss_weight=ai_loss_weight, seed=seed, device=a.device, out=str(root / "weights"),
                log_dir=str(root / "logs"), exp_name=name, progress=False, tensorboard=False,
-               max_steps=2 if a.quick else None)
+               max_steps=2 if a.quick else None, **extra)
     t0 = time.time()
     res = train(cfg)
     return res["paths"]["best"], time.time() - t0
 
 
-def measure(a, split: Path, root: Path, name: str, paths, flip: bool) -> dict:
-    """Predict the test split with ``paths`` (one checkpoint or an ensemble); the table's numbers."""
+def measure(a, split: Path, root: Path, name: str, paths, flip: bool, refine=None) -> dict:
+    """Predict the test split with ``paths`` (one checkpoint or an ensemble), and the roof refiner
+    ``refine`` if given; the table's numbers."""
     from utils.evaluation.metrics import read_predictions, roof_perpendicular_errors
     from utils.pipelines.predict import run_prediction
 
     out = root / "pred" / name.replace(" ", "_").replace("+", "p")
     t0 = time.time()
     s = run_prediction(split / "test", out, kp_left_path=list(paths), use_gt_box=True, device=a.device,
-                       overlays=False, make_plots=False, progress=False, flip_test=flip)
+                       overlays=False, make_plots=False, progress=False, flip_test=flip, refine_path=refine)
     seconds = time.time() - t0
     m = s["metrics"]
     roof = roof_perpendicular_errors(read_predictions(out / "predictions.csv"))
@@ -126,9 +131,13 @@ def main(argv=None):
                 (f"+AI loss (w={a.ai_loss_weight:g}) +flip", [ai], True, t_ai),
                 (f"+ensemble ({len(members)} seeds)", members, False, t_members),
                 (f"+ensemble ({len(members)} seeds) +flip", members, True, t_members)]
+    if a.refine:   # the second stage on the baseline's roof points
+        roof, t_roof = train_model(a, split, root, "roof", a.seed, stage="roof")
+        variants += [("+refine", [base], False, t_base + t_roof, roof), ("+refine +flip", [base], True, t_base + t_roof,
+                                                                          roof)]
     rows = []
-    for name, paths, flip, t_train in variants:
-        rows.append({**measure(a, split, root, name, paths, flip), "train_s": t_train})
+    for name, paths, flip, t_train, *refine in variants:
+        rows.append({**measure(a, split, root, name, paths, flip, *refine), "train_s": t_train})
         print(f"{name}: AI MAE {rows[-1]['ai_mae']:.3f}, MRE {rows[-1]['mre_px']:.3f} px", flush=True)
     settings = {k: v for k, v in vars(a).items() if k != "out"}
     table = markdown(rows)
