@@ -12,7 +12,8 @@ one epoch, validation), ``train_state`` (the ``Run``, checkpoints, resume, signa
 
 - Crops come from ``datasets.crops.HipCropDataset`` around the ground-truth boxes; the
   keypoint layout comes from the data (pair count) and the model predicts the points of
-  one side (``side``; the other side is mirrored in when ``mirror``).
+  one side (``side``; the other side is mirrored in when ``mirror``). ``stage`` "roof" trains
+  the roof refiner in this same loop: crops around each side's roof points, and those points only.
 - AdamW (weight decay 0.01), gradient clipping, linear warm-up over the first ``warmup``
   fraction of the steps then cosine decay to ``min_lr``, stepped per batch (LambdaLR).
 - Validation: loss, mean keypoint error in ORIGINAL-image pixels (predictions mapped back
