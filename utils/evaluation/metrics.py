@@ -425,9 +425,7 @@ def infer_layout(df: pd.DataFrame, layout=None):
     if "layout" in df.columns and df["layout"].notna().any():
         return get_layout(str(df["layout"].dropna().iloc[0]))
     n = len(error_columns(df, "left")) + len(error_columns(df, "right"))
-    if n == 0:
-        n = sum(1 for c in df.columns if c.startswith("pred_x_"))
-    return layout_for_num_points(n)
+    return layout_for_num_points(n or schema.point_count(df.columns))
 
 
 def error_index(layout, side: str, j: int) -> int:
@@ -443,7 +441,8 @@ def error_index(layout, side: str, j: int) -> int:
         return int(j)
     if 0 <= j < lay.points_per_side:
         return int(idx[j])
-    raise ValueError(f"err_px_{side}_{j}: index {j} is not a {side} keypoint of layout {lay.name}")
+    raise ValueError(f"{schema.column('err_px', side=side, j=j)}: index {j} is not a {side} keypoint of "
+                     f"layout {lay.name}")
 
 
 def keypoint_name(layout, j: int) -> str:
@@ -594,14 +593,15 @@ def gate_row(row: schema.PredictionRow, pred, layout, image_width=None, det_conf
     return row
 
 
-def side_values(df, prefix, mask_undetected: bool = False) -> Dict[str, np.ndarray]:
-    """``{left, right, pooled}`` arrays of ``{prefix}_{side}``; with ``mask_undetected`` the
-    sides whose ``detected_{side}`` is false become NaN (missing, whatever was written there)."""
-    vals = {s: column(df, f"{prefix}_{s}") for s in SIDES}
+def side_values(df, name, mask_undetected: bool = False, **parts) -> Dict[str, np.ndarray]:
+    """``{left, right, pooled}`` arrays of column ``schema.column(name, side=..., **parts)``, e.g.
+    ``side_values(df, "ai", kind="pred")``; with ``mask_undetected`` the sides whose
+    ``detected_{side}`` is false become NaN (missing, whatever was written there)."""
+    vals = {s: column(df, schema.column(name, side=s, **parts)) for s in SIDES}
     if mask_undetected:
         for s in SIDES:
-            if f"detected_{s}" in df.columns:
-                vals[s] = np.where(column(df, f"detected_{s}") == 0, np.nan, vals[s])
+            if schema.column("detected", side=s) in df.columns:
+                vals[s] = np.where(column(df, schema.column("detected", side=s)) == 0, np.nan, vals[s])
     vals[POOLED] = np.concatenate([vals[s] for s in SIDES])
     return vals
 
@@ -622,13 +622,14 @@ def roof_perpendicular_errors(df: pd.DataFrame, layout=None) -> np.ndarray:
     out = []
     for s in SIDES:
         e, t = lay.lateral_edge[s], lay.triradiate[s]
-        gx, gy = (column(df, f"gt_{a}_{e}") - column(df, f"gt_{a}_{t}") for a in "xy")
+        gx, gy = (column(df, schema.column("point", kind="gt", axis=a, j=e))
+                  - column(df, schema.column("point", kind="gt", axis=a, j=t)) for a in "xy")
         norm = np.hypot(gx, gy)
         with np.errstate(invalid="ignore", divide="ignore"):
             nx, ny = -gy / norm, gx / norm                      # unit normal of the GT roof line
         for j in roof_points(lay, s):
-            dx = column(df, f"pred_x_{j}") - column(df, f"gt_x_{j}")
-            dy = column(df, f"pred_y_{j}") - column(df, f"gt_y_{j}")
+            dx, dy = (column(df, schema.column("point", kind="pred", axis=a, j=j))
+                      - column(df, schema.column("point", kind="gt", axis=a, j=j)) for a in "xy")
             out.append(np.abs(dx * nx + dy * ny))
     v = np.concatenate(out) if out else np.empty(0)
     return v[np.isfinite(v)]
@@ -638,7 +639,7 @@ def detection_metrics(df: pd.DataFrame) -> Dict:
     """Per side and pooled: fraction of sides detected, and recall at IoU >= 0.5 where GT boxes exist."""
     out = {}
     det = side_values(df, "detected")
-    iou = side_values(df, "iou") if any(f"iou_{s}" in df.columns for s in SIDES) else None
+    iou = side_values(df, "iou") if any(schema.column("iou", side=s) in df.columns for s in SIDES) else None
     for key in (*SIDES, POOLED):
         d = det[key]
         d = d[np.isfinite(d)]
@@ -663,11 +664,12 @@ def keypoint_metrics(df: pd.DataFrame, layout=None, sdr_radii: Sequence[float] =
          else np.empty((len(df), 0)) for s in SIDES}
     # sides marked undetected are excluded (their errors should be NaN anyway)
     for s in SIDES:
-        if f"detected_{s}" in df.columns:
-            undetected = column(df, f"detected_{s}") == 0
+        if schema.column("detected", side=s) in df.columns:
+            undetected = column(df, schema.column("detected", side=s)) == 0
             E[s] = np.where(undetected[:, None], np.nan, E[s])
     mm = {s: E[s] * spacing[:, None] for s in SIDES}
-    nme_crop = {s: normalized_errors(E[s], crop_diagonal(column(df, f"crop_side_{s}"))) for s in SIDES}
+    nme_crop = {s: normalized_errors(E[s], crop_diagonal(column(df, schema.column("crop_side", side=s))))
+                for s in SIDES}
     nme_tri = {s: normalized_errors(E[s], tri) for s in SIDES}
 
     def by_side(d):
@@ -742,8 +744,9 @@ def gate_metrics(df: pd.DataFrame) -> Dict:
 def ai_metrics(df: pd.DataFrame, gradable_only: bool = False, prefix: str = "ai") -> Dict:
     """Agreement of ``pred_{prefix}`` with ``gt_{prefix}`` over the detected hips (the gradable
     ones only with ``gradable_only``), plus ``mae_ci_lo``/``mae_ci_hi``: the 95% percentile
-    bootstrap CI of the MAE over hips (``bootstrap_ci``)."""
-    pred, gt = side_values(df, f"pred_{prefix}", mask_undetected=True), side_values(df, f"gt_{prefix}")
+    bootstrap CI of the MAE over hips (``bootstrap_ci``). ``prefix`` names a schema column
+    with a kind: ai, ce, h, d, h_mm, d_mm."""
+    pred, gt = side_values(df, prefix, True, kind="pred"), side_values(df, prefix, kind="gt")
     if gradable_only:
         pred = _gradable_only(pred, failed_hips(df))
     out = {}
@@ -755,8 +758,9 @@ def ai_metrics(df: pd.DataFrame, gradable_only: bool = False, prefix: str = "ai"
 
 def ihdi_side_metrics(df: pd.DataFrame, gradable_only: bool = False, prefix: str = "ihdi") -> Dict:
     """Grade agreement over the detected hips, a hip failed by the gate counting as an error
-    (``ihdi_metrics(failed=...)``), or over the gradable hips only with ``gradable_only``."""
-    pred, gt = side_values(df, f"pred_{prefix}", mask_undetected=True), side_values(df, f"gt_{prefix}")
+    (``ihdi_metrics(failed=...)``), or over the gradable hips only with ``gradable_only``
+    (``prefix``: ihdi or tonnis)."""
+    pred, gt = side_values(df, prefix, True, kind="pred"), side_values(df, prefix, kind="gt")
     failed = failed_hips(df)
     if gradable_only:
         return {k: ihdi_metrics(gt[k], _gradable_only(pred, failed)[k]) for k in (*SIDES, POOLED)}
@@ -769,8 +773,8 @@ def ai_interval_metrics(df: pd.DataFrame) -> Dict:
     0.90-0.98), the mean width in degrees and the number of detected hips with an interval."""
     lo = {s: column(df, schema.column("ai_lo", side=s)) for s in SIDES}
     hi = {s: column(df, schema.column("ai_hi", side=s)) for s in SIDES}
-    det = {s: column(df, f"detected_{s}", default=1) != 0 for s in SIDES}
-    gt = {s: column(df, f"gt_ai_{s}") for s in SIDES}
+    det = {s: column(df, schema.column("detected", side=s), default=1) != 0 for s in SIDES}
+    gt = {s: column(df, schema.column("ai", kind="gt", side=s)) for s in SIDES}
     for d in (lo, hi, det, gt):
         d[POOLED] = np.concatenate([d[s] for s in SIDES])
     out = {}
@@ -782,8 +786,12 @@ def ai_interval_metrics(df: pd.DataFrame) -> Dict:
     return out
 
 
+def _any_side(cols, name, kind) -> bool:
+    return any(schema.column(name, kind=kind, side=s) in cols for s in SIDES)
+
+
 def _has(cols, prefix) -> bool:
-    return all(f"{kind}_{prefix}_{s}" in cols for kind in ("pred", "gt") for s in SIDES)
+    return all(schema.column(prefix, kind=kind, side=s) in cols for kind in ("pred", "gt") for s in SIDES)
 
 
 def measurement_metrics(df: pd.DataFrame) -> Dict:
@@ -815,18 +823,18 @@ def evaluate_predictions(df: pd.DataFrame, layout=None, sdr_radii: Sequence[floa
     """
     cols = set(df.columns)
     out: Dict = {"n_images": int(len(df))}
-    if any(f"detected_{s}" in cols for s in SIDES):
+    if any(schema.column("detected", side=s) in cols for s in SIDES):
         out["detection"] = detection_metrics(df)
-    if any(c.startswith("err_px_") for c in cols):
+    if any(schema.error_columns(cols, s) for s in SIDES):
         out["keypoints"] = keypoint_metrics(df, layout, sdr_radii)
     gated = failed_hips(df) is not None
     if gated:
         out["gate"] = gate_metrics(df)
-    if any(f"pred_ai_{s}" in cols for s in SIDES) and any(f"gt_ai_{s}" in cols for s in SIDES):
+    if _any_side(cols, "ai", "pred") and _any_side(cols, "ai", "gt"):
         out["ai"] = ai_metrics(df)
         if gated:
             out["ai_gradable"] = ai_metrics(df, gradable_only=True)
-    if any(f"pred_ihdi_{s}" in cols for s in SIDES) and any(f"gt_ihdi_{s}" in cols for s in SIDES):
+    if _any_side(cols, "ihdi", "pred") and _any_side(cols, "ihdi", "gt"):
         out["ihdi"] = ihdi_side_metrics(df)
         if gated:
             out["ihdi_gradable"] = ihdi_side_metrics(df, gradable_only=True)

@@ -50,12 +50,12 @@ def _fmt(v, nd=2):
     return "n/a" if v is None or not np.isfinite(v) else f"{v:.{nd}f}"
 
 
-def _pairs(df, pred_prefix, gt_prefix):
-    """{side: (pred, gt)} of finite pairs (undetected sides left out)."""
+def _pairs(df, name):
+    """{side: (pred, gt)} of finite pairs of column ``name`` (e.g. "ai"; undetected sides left out)."""
     out = {}
-    pv = metrics.side_values(df, pred_prefix, mask_undetected=True)
+    pv, gv = metrics.side_values(df, name, True, kind="pred"), metrics.side_values(df, name, kind="gt")
     for s in SIDES:
-        p, g = pv[s], metrics.column(df, f"{gt_prefix}_{s}")
+        p, g = pv[s], gv[s]
         m = np.isfinite(p) & np.isfinite(g)
         out[s] = (p[m], g[m])
     return out
@@ -64,7 +64,7 @@ def _pairs(df, pred_prefix, gt_prefix):
 # ------------------------------------------------------------------ AI agreement
 def _ai_pairs(df: pd.DataFrame):
     """Per-side (pred, ref) AI pairs and both sides pooled."""
-    pairs = _pairs(df, "pred_ai", "gt_ai")
+    pairs = _pairs(df, "ai")
     return (pairs, np.concatenate([pairs[s][0] for s in SIDES]),
             np.concatenate([pairs[s][1] for s in SIDES]))
 
@@ -192,7 +192,7 @@ def plot_confusion_matrix(cm, labels: Sequence[str], path, title: str = "",
 
 def plot_confusion(df: pd.DataFrame, path, kind: str = "4class", side: str = metrics.POOLED) -> Path:
     """IHDI confusion of ``side`` (left/right/pooled): ``kind`` "4class" (I-IV) or "screening" (I vs II-IV)."""
-    pred, gt = metrics.side_values(df, "pred_ihdi", mask_undetected=True), metrics.side_values(df, "gt_ihdi")
+    pred, gt = metrics.side_values(df, "ihdi", True, kind="pred"), metrics.side_values(df, "ihdi", kind="gt")
     res = metrics.ihdi_metrics(gt[side], pred[side])
     where = "both hips" if side == metrics.POOLED else f"{side} hips"
     excl = res["n_ungradable"] + res["n_missing"]
@@ -290,11 +290,11 @@ def plot_all(df: pd.DataFrame, out_dir, layout=None) -> List[Path]:
     out.mkdir(parents=True, exist_ok=True)
     paths = []
     cols = set(df.columns)
-    if {"pred_ai_left", "gt_ai_left"} <= cols:
+    if {schema.column("ai", kind=k, side="left") for k in ("pred", "gt")} <= cols:
         paths.append(plot_ai_scatter(df, out / "ai_scatter.png"))
         paths.append(plot_bland_altman(df, out / "ai_bland_altman.png"))
         paths.append(plot_ai_error_vs_true(df, out / "ai_error_vs_true.png"))
-    if {"pred_ihdi_left", "gt_ihdi_left"} <= cols:
+    if {schema.column("ihdi", kind=k, side="left") for k in ("pred", "gt")} <= cols:
         paths.append(plot_confusion(df, out / "ihdi_confusion.png", "4class"))
         paths.append(plot_confusion(df, out / "ihdi_screening_confusion.png", "screening"))
     if metrics.error_columns(df, "left") or metrics.error_columns(df, "right"):

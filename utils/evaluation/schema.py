@@ -64,16 +64,36 @@ def column(name: str, **parts) -> str:
     return COLUMNS[name].format(**parts)
 
 
+def point_columns(num_points: int, kind: str = "pred") -> List[Tuple[str, str]]:
+    """``[(x column, y column)]`` of keypoints 0 .. num_points - 1 (``kind`` pred or gt)."""
+    return [(column("point", kind=kind, axis="x", j=j), column("point", kind=kind, axis="y", j=j))
+            for j in range(num_points)]
+
+
+def box_columns(kind: str, side: str) -> List[str]:
+    """A box's four columns, x1 y1 x2 y2 (``kind`` pred_box or gt_box)."""
+    return [column("box", kind=kind, side=side, coord=c) for c in BOX_COORDS]
+
+
+def indexed_columns(columns: Iterable[str], name: str, **parts) -> List[Tuple[str, int]]:
+    """``[(column, j)]`` of the columns ``column(name, j=j, **parts)`` among ``columns``, by index."""
+    prefix = column(name, j=0, **parts)[:-1]
+    found = []
+    for c in set(columns):
+        rest = c[len(prefix):] if c.startswith(prefix) else ""
+        if rest.isdigit() and column(name, j=int(rest), **parts) == c:
+            found.append((c, int(rest)))
+    return sorted(found, key=lambda t: t[1])
+
+
 def error_columns(columns: Iterable[str], side: str) -> List[Tuple[str, int]]:
     """``[(err_px column, j)]`` among ``columns`` (a DataFrame's, or any names), by index."""
-    names = set(columns)
-    found = []
-    for name in names:
-        prefix = column("err_px", side=side, j=0)[:-1]
-        rest = name[len(prefix):] if name.startswith(prefix) else ""
-        if rest.isdigit() and column("err_px", side=side, j=int(rest)) == name:
-            found.append((name, int(rest)))
-    return sorted(found, key=lambda t: t[1])
+    return indexed_columns(columns, "err_px", side=side)
+
+
+def point_count(columns: Iterable[str]) -> int:
+    """How many predicted keypoints ``columns`` hold (their ``pred_x_{j}`` columns)."""
+    return len(indexed_columns(columns, "point", kind="pred", axis="x"))
 
 
 NAN = float("nan")

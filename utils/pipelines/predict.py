@@ -402,10 +402,11 @@ def finish(writer: PredictionWriter, problems: ProblemLog, records, data, opts: 
     df = pd.DataFrame(writer.rows, columns=writer.cols)
     summary = {"n_images": len(df), "n_skipped": len(problems), "with_ground_truth": writer.with_gt,
                "layout": layout.name, "use_gt_box": bool(opts["use_gt_box"]),
-               "undetected": {s: df.loc[~df[f"detected_{s}"].astype(bool), "stem"].tolist() for s in SIDES},
+               "undetected": {s: df.loc[~df[schema.column("detected", side=s)].astype(bool), "stem"].tolist()
+                              for s in SIDES},
                "kp_models": {s: side_models[s].path for s in SIDES},
                "yolo_weights": None if opts["use_gt_box"] else str(opts["yolo_weights"])}
-    summary["gate"] = summarize_gate([c for s in SIDES for c in df[f"qc_{s}"].fillna("").astype(str)])
+    summary["gate"] = summarize_gate([c for s in SIDES for c in df[schema.column("qc", side=s)].fillna("").astype(str)])
     log.info("%s", summary["gate"])
     problems.write(out / "skipped.json")
     metrics = None
