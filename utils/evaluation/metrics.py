@@ -82,7 +82,7 @@ from sklearn.metrics import cohen_kappa_score, confusion_matrix, precision_recal
 
 from datasets.layouts import SIDES, get_layout, layout_for_num_points
 from utils.evaluation import schema
-from utils.evaluation.schema import BOX_COORDS, has_head_centre  # noqa: F401  (metrics.has_head_centre)
+from utils.evaluation.schema import has_head_centre
 from utils.hip_geometry import (DEFAULT_MIN_CONF, GATE_REASONS, ce_angle, format_reasons, hilgenreiner_distances,
                                 hip_frames, plausibility_gate, tonnis_grade)
 

@@ -317,7 +317,7 @@ def draw_overlay(image, pred_kps, layout, gt_kps=None, boxes=None, title: Option
 
 def _draw_head_lines(img, pred, lay, st: _Style) -> Optional[Dict[str, tuple]]:
     """CE and SMA lines of a layout with a head centre; {side: (CE deg, Toennis grade)}, or None."""
-    if not metrics.has_head_centre(lay):
+    if not schema.has_head_centre(lay):
         return None
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
