@@ -1,9 +1,10 @@
 """Names of the predictions.csv columns and of the metric keys, in one place. No torch.
 
 Columns (one row per image; the meaning of each is in ``utils.evaluation.metrics``):
-``column("err_px", side="left", j=3)`` -> ``"err_px_left_3"`` builds a name (``COLUMNS``); ``error_columns(df,
-side)`` reads them back as ``[(column, j)]`` by matching the names this module builds (no
-string splitting elsewhere). No other module spells a column name.
+``column("err_px", side="left", j=3)`` -> ``"err_px_left_3"`` builds a name (``COLUMNS``);
+``point_columns(n)`` and ``box_columns(kind, side)`` list the keypoints' and a box's columns;
+``error_columns(df, side)`` and ``point_count(columns)`` read them back by matching the names
+this module builds (no string splitting elsewhere). No other module builds a column name.
 
 The row: ``PredictionRow`` (the per-image cells) with one ``HipCells`` per side is one
 predictions.csv row; ``PredictionRow.cells()`` gives its ``(column, value)`` pairs in the
