@@ -175,8 +175,8 @@ class PredictionRow:
             out.append((c("mean_err_px_side", side=s), h.mean_err_px))
         out.append((c("mean_err_px"), self.mean_err_px))
         for s, h in hips:
-            out += [(c(m, kind=k, side=s), v) for k, m, v in (("pred", "ai", h.pred_ai), ("pred", "ihdi", h.pred_ihdi),
-                                                               ("gt", "ai", h.gt_ai), ("gt", "ihdi", h.gt_ihdi))]
+            out += [(c("ai", kind="pred", side=s), h.pred_ai), (c("ihdi", kind="pred", side=s), h.pred_ihdi),
+                    (c("ai", kind="gt", side=s), h.gt_ai), (c("ihdi", kind="gt", side=s), h.gt_ihdi)]
         for m in self.hips["left"].measures:
             for s, h in hips:
                 p, g = h.measures[m]

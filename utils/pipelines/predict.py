@@ -406,7 +406,8 @@ def finish(writer: PredictionWriter, problems: ProblemLog, records, data, opts: 
                               for s in SIDES},
                "kp_models": {s: side_models[s].path for s in SIDES},
                "yolo_weights": None if opts["use_gt_box"] else str(opts["yolo_weights"])}
-    summary["gate"] = summarize_gate([c for s in SIDES for c in df[schema.column("qc", side=s)].fillna("").astype(str)])
+    qc = [schema.column("qc", side=s) for s in SIDES]
+    summary["gate"] = summarize_gate([c for q in qc for c in df[q].fillna("").astype(str)])
     log.info("%s", summary["gate"])
     problems.write(out / "skipped.json")
     metrics = None
