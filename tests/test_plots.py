@@ -75,6 +75,26 @@ def test_plots_handle_empty_and_partial_frames(tmp_path):
         P.plot_confusion(df, tmp_path / "c.png", kind="3class")
 
 
+def test_ai_scatter_and_bland_altman_take_axis_labels_and_draw_the_agreement_plots(tmp_path, monkeypatch):
+    from utils.evaluation import agreement_plots as AP
+    seen, real = [], P._save
+
+    def save(fig, path):
+        ax = fig.axes[0]
+        seen.append((ax.get_xlabel(), ax.get_ylabel(), len(ax.collections)))
+        return real(fig, path)
+
+    monkeypatch.setattr(P, "_save", save)
+    P.plot_ai_scatter(frame(), tmp_path / "a.png")
+    P.plot_bland_altman(frame(), tmp_path / "b.png", labels=("mean", "diff"))
+    ai = {s: np.array([20.0, 25.0, np.nan]) for s in ("left", "right")}
+    AP.plot_ai_agreement_scatter(ai, {s: v + 1 for s, v in ai.items()}, tmp_path / "c.png", "R1", "R2")
+    AP.plot_ai_bland_altman(ai, {s: v + 1 for s, v in ai.items()}, tmp_path / "d.png", "R1", "R2")
+    assert [s[:2] for s in seen] == [("Reference AI (°)", "Predicted AI (°)"), ("mean", "diff"),
+                                     ("R1: AI (°)", "R2: AI (°)"), ("Mean of R1 and R2 AI (°)", "R2 − R1 AI (°)")]
+    assert all(n == 2 for *_, n in seen)                    # one marker set per side, through plots' drawing
+
+
 # ------------------------------------------------------------------ overlays
 def test_overlay_draws_lines_at_the_right_places():
     kps = hip_kps(GRADE_HP[1], GRADE_HP[1])

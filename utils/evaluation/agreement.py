@@ -40,6 +40,7 @@ from sklearn.metrics import cohen_kappa_score
 
 from datasets.layouts import SIDES, get_layout
 from utils.evaluation import metrics as M
+from utils.evaluation import schema
 
 ALPHA = 0.05
 CI_LEVEL = 0.95
@@ -299,13 +300,15 @@ def hip_ai_errors(df: pd.DataFrame) -> Dict[Tuple[str, str], float]:
     schema); a side whose ``detected_{side}`` is false, or without both angles, is NaN."""
     out = {}
     for s in SIDES:
-        if f"pred_ai_{s}" not in df.columns or f"gt_ai_{s}" not in df.columns:
+        pc, gc, dc = (schema.column("ai", kind="pred", side=s), schema.column("ai", kind="gt", side=s),
+                      schema.column("detected", side=s))
+        if pc not in df.columns or gc not in df.columns:
             continue
-        p = pd.to_numeric(df[f"pred_ai_{s}"], errors="coerce").to_numpy(dtype=float)
-        g = pd.to_numeric(df[f"gt_ai_{s}"], errors="coerce").to_numpy(dtype=float)
+        p = pd.to_numeric(df[pc], errors="coerce").to_numpy(dtype=float)
+        g = pd.to_numeric(df[gc], errors="coerce").to_numpy(dtype=float)
         e = np.abs(p - g)
-        if f"detected_{s}" in df.columns:
-            det = df[f"detected_{s}"].astype(str).str.lower().isin(("true", "1", "1.0"))
+        if dc in df.columns:
+            det = df[dc].astype(str).str.lower().isin(("true", "1", "1.0"))
             e = np.where(det.to_numpy(), e, np.nan)
         for stem, v in zip(df["stem"].astype(str), e):
             out[(stem, s)] = float(v)

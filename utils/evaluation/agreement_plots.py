@@ -54,63 +54,21 @@ def _finite_pairs(a, b):
 def plot_ai_agreement_scatter(ai_a: Mapping[str, np.ndarray], ai_b: Mapping[str, np.ndarray], path,
                               label_a: str = "A", label_b: str = "B", stats: Optional[Dict] = None) -> Path:
     """AI of B (y) against A (x), one marker per image side; ``stats`` is ``ai_agreement``'s block."""
-    fig, ax = plt.subplots(figsize=(5.4, 5.4))
-    allv = []
-    for s in SIDES:
-        a, b = _finite_pairs(ai_a[s], ai_b[s])
-        st = P.SIDE_STYLE[s]
-        ax.scatter(a, b, s=22, alpha=0.75, marker=st["marker"], color=st["color"], edgecolors="none",
-                   label=f"{st['label']} (n = {len(a)})")
-        allv += [a, b]
-    v = np.concatenate(allv) if allv else np.array([])
-    lo, hi = (float(v.min()), float(v.max())) if len(v) else (0.0, 45.0)
-    pad = 0.05 * (hi - lo) + 1.0
-    lo, hi = lo - pad, hi + pad
-    ax.plot([lo, hi], [lo, hi], "k--", lw=1, label="identity (y = x)")
-    ax.set_xlim(lo, hi)
-    ax.set_ylim(lo, hi)
-    ax.set_aspect("equal")
-    ax.set_xlabel(f"{label_a}: AI (°)")
-    ax.set_ylabel(f"{label_b}: AI (°)")
+    title = None
     if stats:
-        ax.set_title(f"Acetabular index, {label_b} vs {label_a} (n = {stats['n']} hips)\n"
-                     f"ICC(2,1) = {_f(stats['icc21'], 3)}, ICC(3,1) = {_f(stats['icc31'], 3)}, "
-                     f"MAE = {_f(stats['mae'])}°", fontsize=10)
-    ax.grid(alpha=0.3)
-    ax.legend(loc="upper left", fontsize=8)
-    return _save(fig, path)
+        title = (f"Acetabular index, {label_b} vs {label_a} (n = {stats['n']} hips)\n"
+                 f"ICC(2,1) = {_f(stats['icc21'], 3)}, ICC(3,1) = {_f(stats['icc31'], 3)}, "
+                 f"MAE = {_f(stats['mae'])}°")
+    return P.draw_ai_scatter({s: _finite_pairs(ai_a[s], ai_b[s]) for s in SIDES}, path,
+                             (f"{label_a}: AI (°)", f"{label_b}: AI (°)"), title, size=5.4)
 
 
 def plot_ai_bland_altman(ai_a: Mapping[str, np.ndarray], ai_b: Mapping[str, np.ndarray], path,
                          label_a: str = "A", label_b: str = "B", stats: Optional[Dict] = None) -> Path:
     """Bland-Altman of the AI: B - A against (A + B) / 2, bias and bias ± 1.96 SD."""
-    fig, ax = plt.subplots(figsize=(6.4, 4.6))
-    diffs = []
-    for s in SIDES:
-        a, b = _finite_pairs(ai_a[s], ai_b[s])
-        st = P.SIDE_STYLE[s]
-        ax.scatter((a + b) / 2, b - a, s=22, alpha=0.75, marker=st["marker"], color=st["color"],
-                   edgecolors="none", label=f"{st['label']} (n = {len(a)})")
-        diffs.append(b - a)
-    d = np.concatenate(diffs) if diffs else np.array([])
-    ba = (stats or {}).get("bland_altman") or {}
-    ax.axhline(0, color="0.6", lw=0.8)
-    span = max([abs(float(x)) for x in d] + [1.0])
-    for key, name, ls in (("bias", "bias", "-"), ("loa_high", "+1.96 SD", "--"), ("loa_low", "−1.96 SD", "--")):
-        y = ba.get(key)
-        if y is not None and np.isfinite(y):
-            span = max(span, abs(y))
-            ax.axhline(y, color="crimson", ls=ls, lw=1.2)
-            ax.annotate(f"{name}: {y:.2f}°", xy=(1.0, y), xycoords=("axes fraction", "data"), xytext=(-4, 3),
-                        textcoords="offset points", ha="right", va="bottom", fontsize=8, color="crimson")
-    ax.set_ylim(-1.25 * span, 1.25 * span)
-    ax.set_xlabel(f"Mean of {label_a} and {label_b} AI (°)")
-    ax.set_ylabel(f"{label_b} − {label_a} AI (°)")
-    ax.set_title(f"Acetabular index: Bland-Altman (n = {len(d)} hips)\nbias = {_f(ba.get('bias'))}°, "
-                 f"95% LoA = [{_f(ba.get('loa_low'))}, {_f(ba.get('loa_high'))}]°", fontsize=10)
-    ax.grid(alpha=0.3)
-    ax.legend(loc="lower left", fontsize=8)
-    return _save(fig, path)
+    return P.draw_bland_altman({s: _finite_pairs(ai_a[s], ai_b[s]) for s in SIDES},
+                               (stats or {}).get("bland_altman") or {}, path, "Acetabular index: Bland-Altman",
+                               (f"Mean of {label_a} and {label_b} AI (°)", f"{label_b} − {label_a} AI (°)"))
 
 
 def plot_diff_hist(diffs, path, label_a: str = "A", label_b: str = "B", stats: Optional[Dict] = None,

@@ -9,8 +9,10 @@ image-left, the patient's right hip.
 
 Predictions DataFrame schema
 ----------------------------
-One row per image. ``prediction_row(...)`` builds a row with exactly these columns,
-so a predict script should call it rather than assemble columns itself. ``{side}`` is
+One row per image. ``make_row(...)`` builds a row with exactly these columns as a
+``utils.evaluation.schema.PredictionRow`` (``prediction_row(...)``: the same as a dict), so a
+predict script should call it rather than assemble columns itself; the names and their order
+live in ``utils.evaluation.schema``. ``{side}`` is
 ``left`` or ``right``; ``{j}`` is the *absolute* keypoint index of the layout
 (ihdi12: left 0-5, right 6-11; mtddh8: left 0-3, right 4-7), so a column's
 anatomical name is ``layout.side_point_names(side)[layout.local(side, j)]``.
@@ -80,6 +82,7 @@ from sklearn.metrics import cohen_kappa_score, confusion_matrix, precision_recal
 
 from datasets.layouts import SIDES, get_layout, layout_for_num_points
 from utils.evaluation import schema
+from utils.evaluation.schema import has_head_centre
 from utils.hip_geometry import (DEFAULT_MIN_CONF, GATE_REASONS, ce_angle, format_reasons, hilgenreiner_distances,
                                 hip_frames, plausibility_gate, tonnis_grade)
 
@@ -87,7 +90,6 @@ GRADES = (1, 2, 3, 4)
 GRADE_LABELS = ("I", "II", "III", "IV")
 SDR_RADII = (2.0, 2.5, 3.0, 4.0)
 IOU_THRESHOLD = 0.5
-BOX_COORDS = ("x1", "y1", "x2", "y2")
 POOLED = "pooled"
 
 
@@ -423,9 +425,7 @@ def infer_layout(df: pd.DataFrame, layout=None):
     if "layout" in df.columns and df["layout"].notna().any():
         return get_layout(str(df["layout"].dropna().iloc[0]))
     n = len(error_columns(df, "left")) + len(error_columns(df, "right"))
-    if n == 0:
-        n = sum(1 for c in df.columns if c.startswith("pred_x_"))
-    return layout_for_num_points(n)
+    return layout_for_num_points(n or schema.point_count(df.columns))
 
 
 def error_index(layout, side: str, j: int) -> int:
@@ -441,7 +441,8 @@ def error_index(layout, side: str, j: int) -> int:
         return int(j)
     if 0 <= j < lay.points_per_side:
         return int(idx[j])
-    raise ValueError(f"err_px_{side}_{j}: index {j} is not a {side} keypoint of layout {lay.name}")
+    raise ValueError(f"{schema.column('err_px', side=side, j=j)}: index {j} is not a {side} keypoint of "
+                     f"layout {lay.name}")
 
 
 def keypoint_name(layout, j: int) -> str:
@@ -453,11 +454,12 @@ def keypoint_name(layout, j: int) -> str:
     raise ValueError(f"index {j} not in layout {lay.name}")
 
 
-def prediction_row(stem: str, pred_kps, layout, gt_kps=None, pred_boxes=None, gt_boxes=None,
-                   det_conf=None, pixel_spacing_mm=None, crop_sides=None,
-                   gt_ai=None, gt_ihdi=None, image_width=None, min_conf=DEFAULT_MIN_CONF,
-                   ai_interval=None) -> Dict:
-    """One row of the predictions DataFrame (see the module docstring for the columns).
+def make_row(stem: str, pred_kps, layout, gt_kps=None, pred_boxes=None, gt_boxes=None,
+             det_conf=None, pixel_spacing_mm=None, crop_sides=None,
+             gt_ai=None, gt_ihdi=None, image_width=None, min_conf=DEFAULT_MIN_CONF,
+             ai_interval=None) -> schema.PredictionRow:
+    """One row of the predictions DataFrame as a ``schema.PredictionRow`` (see the module
+    docstring for the columns; ``prediction_row`` gives it as a dict).
 
     - ``pred_kps``: (N, 2) image px, NaN rows for a side without a prediction.
     - ``pred_boxes`` / ``gt_boxes``: ``{side: (x1, y1, x2, y2) or None}``; when
@@ -473,87 +475,73 @@ def prediction_row(stem: str, pred_kps, layout, gt_kps=None, pred_boxes=None, gt
 
     AI and IHDI come from ``utils.hip_geometry`` on the full keypoint set; both need
     the two triradiate points, so a missing side leaves the other side unmeasured.
-    CE, Toennis (layouts with a head centre) and h, d come from ``measurement_columns``.
+    CE, Toennis (layouts with a head centre) and h, d come from ``measurements``.
     """
-
     lay = get_layout(layout)
     pred = np.asarray(pred_kps, dtype=float).reshape(lay.num_points, 2)
     gt = None if gt_kps is None else np.asarray(gt_kps, dtype=float).reshape(lay.num_points, 2)
-    row: Dict = {"stem": str(stem), "layout": lay.name}
-    pred_boxes = pred_boxes or {}
-    gt_boxes = gt_boxes or {}
-    det_conf = det_conf or {}
-    crop_sides = crop_sides or {}
-    side_ok = {s: bool(np.all(np.isfinite(pred[lay.side_slice(s)]))) for s in SIDES}
-    for s in SIDES:
-        pb = pred_boxes.get(s)
-        gb = gt_boxes.get(s)
-        row[f"detected_{s}"] = (pb is not None) if pred_boxes else side_ok[s]
-        c = det_conf.get(s)
-        row[f"det_conf_{s}"] = float(c) if c is not None else np.nan
-        if gb is None:
-            row[f"iou_{s}"] = np.nan
-        else:
-            row[f"iou_{s}"] = float(box_iou(pb, gb)) if pb is not None else 0.0
-        for name, box in (("pred_box", pb), ("gt_box", gb)):
-            vals = np.full(4, np.nan) if box is None else np.asarray(box, dtype=float).ravel()
-            for c_name, v in zip(BOX_COORDS, vals):
-                row[f"{name}_{s}_{c_name}"] = float(v)
-        cs = crop_sides.get(s)
-        row[f"crop_side_{s}"] = float(cs) if cs is not None else np.nan
-    row["pixel_spacing_mm"] = float(pixel_spacing_mm) if pixel_spacing_mm else np.nan
-    if gt is not None:
-        tl, tr = gt[lay.triradiate["left"]], gt[lay.triradiate["right"]]
-        row["tri_dist"] = float(np.linalg.norm(tr - tl))
-    else:
-        row["tri_dist"] = np.nan
-    for j in range(lay.num_points):
-        row[f"pred_x_{j}"], row[f"pred_y_{j}"] = float(pred[j, 0]), float(pred[j, 1])
-        row[f"gt_x_{j}"] = float(gt[j, 0]) if gt is not None else np.nan
-        row[f"gt_y_{j}"] = float(gt[j, 1]) if gt is not None else np.nan
+    pred_boxes, gt_boxes, det_conf, crop_sides = pred_boxes or {}, gt_boxes or {}, det_conf or {}, crop_sides or {}
     err = radial_errors(pred, gt) if gt is not None else np.full(lay.num_points, np.nan)
+    fp, fg = _frames(pred, lay), _frames(gt, lay)
+    measures = measurements(pred, gt, lay, pixel_spacing_mm)
+    hips = {}
     for s in SIDES:
-        for j in lay.side_indices[s]:
-            row[f"err_px_{s}_{j}"] = float(err[j])
+        pb, gb, c, cs = pred_boxes.get(s), gt_boxes.get(s), det_conf.get(s), crop_sides.get(s)
         e = err[lay.side_slice(s)]
-        row[f"mean_err_px_{s}"] = float(np.mean(e)) if np.all(np.isfinite(e)) else np.nan
+        hips[s] = schema.HipCells(
+            detected=(pb is not None) if pred_boxes else bool(np.all(np.isfinite(pred[lay.side_slice(s)]))),
+            det_conf=float(c) if c is not None else np.nan,
+            iou=np.nan if gb is None else (float(box_iou(pb, gb)) if pb is not None else 0.0),
+            pred_box=_box_cells(pb), gt_box=_box_cells(gb),
+            crop_side=float(cs) if cs is not None else np.nan,
+            err_px={j: float(err[j]) for j in lay.side_indices[s]},
+            mean_err_px=float(np.mean(e)) if np.all(np.isfinite(e)) else np.nan,
+            pred_ai=float(fp[s]["ai_deg"]) if fp is not None else np.nan,
+            pred_ihdi=int(fp[s]["grade"]) if fp is not None else np.nan,
+            gt_ai=_given_or(gt_ai, s, float, fg, "ai_deg"), gt_ihdi=_given_or(gt_ihdi, s, int, fg, "grade"),
+            measures=measures[s], ai_interval=tuple(float(v) for v in (ai_interval or {}).get(s) or (np.nan, np.nan)))
     fin = err[np.isfinite(err)]
-    row["mean_err_px"] = float(fin.mean()) if len(fin) else np.nan
-
-    def measure(kps):
-        if kps is None or not np.all(np.isfinite(kps)):
-            return None
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)
-            return hip_frames(kps, lay)
-
-    fp, fg = measure(pred), measure(gt)
-    gt_ai = gt_ai or {}
-    gt_ihdi = gt_ihdi or {}
-    for s in SIDES:
-        row[f"pred_ai_{s}"] = float(fp[s]["ai_deg"]) if fp is not None else np.nan
-        row[f"pred_ihdi_{s}"] = int(fp[s]["grade"]) if fp is not None else np.nan
-        if s in gt_ai and gt_ai[s] is not None:
-            row[f"gt_ai_{s}"] = float(gt_ai[s])
-        else:
-            row[f"gt_ai_{s}"] = float(fg[s]["ai_deg"]) if fg is not None else np.nan
-        if s in gt_ihdi and gt_ihdi[s] is not None:
-            row[f"gt_ihdi_{s}"] = int(gt_ihdi[s])
-        else:
-            row[f"gt_ihdi_{s}"] = int(fg[s]["grade"]) if fg is not None else np.nan
-    row.update(measurement_columns(pred, gt, lay, pixel_spacing_mm))
-    row.update(interval_columns(ai_interval))
+    no_gt = np.full((lay.num_points, 2), np.nan)
+    row = schema.PredictionRow(
+        stem=str(stem), layout=lay.name, hips=hips,
+        pixel_spacing_mm=float(pixel_spacing_mm) if pixel_spacing_mm else np.nan,
+        tri_dist=float(np.linalg.norm(gt[lay.triradiate["right"]] - gt[lay.triradiate["left"]]))
+        if gt is not None else np.nan,
+        pred_points=[(float(x), float(y)) for x, y in pred],
+        gt_points=[(float(x), float(y)) for x, y in (gt if gt is not None else no_gt)],
+        mean_err_px=float(fin.mean()) if len(fin) else np.nan)
     return gate_row(row, pred, lay, image_width, det_conf, min_conf)
 
 
-def has_head_centre(layout) -> bool:
-    """True for a layout with a femoral head centre (mtddh8): it has CE and Toennis columns."""
-    return "head_centre" in get_layout(layout).point_names
+def prediction_row(stem: str, pred_kps, layout, **kwargs) -> Dict:
+    """``make_row(...)`` as a dict ``{column: value}`` in column order (the cells that have a value)."""
+    return make_row(stem, pred_kps, layout, **kwargs).as_dict()
+
+
+def _box_cells(box) -> Tuple[float, ...]:
+    vals = np.full(4, np.nan) if box is None else np.asarray(box, dtype=float).ravel()
+    return tuple(float(v) for v in vals)
+
+
+def _frames(kps, lay):
+    """``hip_frames`` of a complete keypoint set, else None."""
+    if kps is None or not np.all(np.isfinite(kps)):
+        return None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return hip_frames(kps, lay)
+
+
+def _given_or(given, side, cast, frames, key):
+    """A reference value: ``given[side]`` when given, else measured on the frames (NaN without)."""
+    if given and given.get(side) is not None:
+        return cast(given[side])
+    return cast(frames[side][key]) if frames is not None else np.nan
 
 
 def _measures(kps, lay, spacing) -> Dict[str, Tuple[float, float]]:
     """{measure: (left, right)} of one keypoint set: CE and Toennis (head centre only), h, d in px and mm."""
-    names = (schema.HEAD_CENTRE_MEASURES if has_head_centre(lay) else ()) + ("h", "d", "h_mm", "d_mm")
+    names = schema.row_measures(lay)
     if kps is None or not np.all(np.isfinite(kps)):
         return {m: (np.nan, np.nan) for m in names}
     with warnings.catch_warnings():
@@ -564,66 +552,56 @@ def _measures(kps, lay, spacing) -> Dict[str, Tuple[float, float]]:
             out["ce"], out["tonnis"] = ce_angle(kps, lay), tonnis_grade(kps, lay)
     for m in ("h", "d"):
         out[f"{m}_mm"] = tuple(v * spacing if spacing else np.nan for v in out[m])
-    return out
+    return {m: out[m] for m in names}
 
 
-def measurement_columns(pred, gt, layout, pixel_spacing_mm=None) -> Dict:
-    """The further measurements of a row: ``{kind}_{measure}_{side}`` for kind pred/gt and
-    measure ce, tonnis (layouts with a head centre), h, d (px) and h_mm, d_mm (NaN without
-    a pixel spacing), plus the signed error ``err_{measure}_{side}`` = pred - gt (no
-    error column for the Toennis grade). NaN where a keypoint set is missing or incomplete."""
+def measurements(pred, gt, layout, pixel_spacing_mm=None) -> Dict[str, Dict[str, Tuple[float, float]]]:
+    """The further measurements of a row, ``{side: {measure: (pred, gt)}}`` for measure ce,
+    tonnis (layouts with a head centre), h, d (px) and h_mm, d_mm (NaN without a pixel
+    spacing); the row adds the signed error pred - gt (none for the Toennis grade). NaN where a
+    keypoint set is missing or incomplete."""
     lay = get_layout(layout)
     spacing = float(pixel_spacing_mm) if pixel_spacing_mm and np.isfinite(pixel_spacing_mm) else None
     mp, mg = _measures(pred, lay, spacing), _measures(gt, lay, spacing)
-    row: Dict = {}
+    out: Dict = {s: {} for s in SIDES}
     for m in mp:
+        cast = (lambda v: int(v) if np.isfinite(v) else v) if m == "tonnis" else float
         for k, s in enumerate(SIDES):
-            p, g = float(mp[m][k]), float(mg[m][k])
-            cast = (lambda v: int(v) if np.isfinite(v) else v) if m == "tonnis" else float
-            row[schema.column(m, kind="pred", side=s)] = cast(p)
-            row[schema.column(m, kind="gt", side=s)] = cast(g)
-            if m in schema.MEASURES:
-                row[schema.column("err", measure=m, side=s)] = p - g
-    return row
+            out[s][m] = (cast(float(mp[m][k])), cast(float(mg[m][k])))
+    return out
 
 
-def interval_columns(ai_interval=None) -> Dict:
-    """``pred_ai_{side}_lo`` / ``_hi`` from ``{side: (lo, hi)}`` (NaN for a side not given)."""
-    row = {}
-    for s in SIDES:
-        lo, hi = (ai_interval or {}).get(s) or (np.nan, np.nan)
-        row[schema.column("ai_lo", side=s)], row[schema.column("ai_hi", side=s)] = float(lo), float(hi)
-    return row
-
-
-def gate_row(row: Dict, pred, layout, image_width=None, det_conf=None, min_conf=DEFAULT_MIN_CONF) -> Dict:
-    """Run the plausibility gate on a row: ``qc_{side}`` = the reasons joined by ";" ("" = passed,
-    or not gated when ``image_width`` is None); a failed hip's ``pred_ihdi`` (and
-    ``pred_tonnis``) become 0 (ungradable), its measured AI and CE stay."""
+def gate_row(row: schema.PredictionRow, pred, layout, image_width=None, det_conf=None,
+             min_conf=DEFAULT_MIN_CONF) -> schema.PredictionRow:
+    """Run the plausibility gate on a row: ``qc`` = the reasons joined by ";" ("" = passed, or
+    not gated when ``image_width`` is None); a failed hip's ``pred_ihdi`` (and ``pred_tonnis``)
+    become 0 (ungradable), its measured AI and CE stay."""
     lay = get_layout(layout)
     reasons = ([], [])
     if image_width is not None:
         conf = [(det_conf or {}).get(s) for s in SIDES]
-        detected = tuple(bool(row[f"detected_{s}"]) for s in SIDES)
+        detected = tuple(bool(row.hips[s].detected) for s in SIDES)
         reasons = plausibility_gate(pred, image_width, lay, detected=detected, min_conf=min_conf,
                                     confidences=None if all(c is None for c in conf) else conf)
     for s, r in zip(SIDES, reasons):
-        row[schema.column("qc", side=s)] = format_reasons(r)
+        hip = row.hips[s]
+        hip.qc = format_reasons(r)
         if r:
-            row[f"pred_ihdi_{s}"] = 0
-            if schema.column("tonnis", kind="pred", side=s) in row:
-                row[schema.column("tonnis", kind="pred", side=s)] = 0
+            hip.pred_ihdi = 0
+            if "tonnis" in hip.measures:
+                hip.measures["tonnis"] = (0, hip.measures["tonnis"][1])
     return row
 
 
-def side_values(df, prefix, mask_undetected: bool = False) -> Dict[str, np.ndarray]:
-    """``{left, right, pooled}`` arrays of ``{prefix}_{side}``; with ``mask_undetected`` the
-    sides whose ``detected_{side}`` is false become NaN (missing, whatever was written there)."""
-    vals = {s: column(df, f"{prefix}_{s}") for s in SIDES}
+def side_values(df, name, mask_undetected: bool = False, **parts) -> Dict[str, np.ndarray]:
+    """``{left, right, pooled}`` arrays of column ``schema.column(name, side=..., **parts)``, e.g.
+    ``side_values(df, "ai", kind="pred")``; with ``mask_undetected`` the sides whose
+    ``detected_{side}`` is false become NaN (missing, whatever was written there)."""
+    vals = {s: column(df, schema.column(name, side=s, **parts)) for s in SIDES}
     if mask_undetected:
         for s in SIDES:
-            if f"detected_{s}" in df.columns:
-                vals[s] = np.where(column(df, f"detected_{s}") == 0, np.nan, vals[s])
+            if schema.column("detected", side=s) in df.columns:
+                vals[s] = np.where(column(df, schema.column("detected", side=s)) == 0, np.nan, vals[s])
     vals[POOLED] = np.concatenate([vals[s] for s in SIDES])
     return vals
 
@@ -644,13 +622,14 @@ def roof_perpendicular_errors(df: pd.DataFrame, layout=None) -> np.ndarray:
     out = []
     for s in SIDES:
         e, t = lay.lateral_edge[s], lay.triradiate[s]
-        gx, gy = (column(df, f"gt_{a}_{e}") - column(df, f"gt_{a}_{t}") for a in "xy")
+        gx, gy = (column(df, schema.column("point", kind="gt", axis=a, j=e))
+                  - column(df, schema.column("point", kind="gt", axis=a, j=t)) for a in "xy")
         norm = np.hypot(gx, gy)
         with np.errstate(invalid="ignore", divide="ignore"):
             nx, ny = -gy / norm, gx / norm                      # unit normal of the GT roof line
         for j in roof_points(lay, s):
-            dx = column(df, f"pred_x_{j}") - column(df, f"gt_x_{j}")
-            dy = column(df, f"pred_y_{j}") - column(df, f"gt_y_{j}")
+            dx, dy = (column(df, schema.column("point", kind="pred", axis=a, j=j))
+                      - column(df, schema.column("point", kind="gt", axis=a, j=j)) for a in "xy")
             out.append(np.abs(dx * nx + dy * ny))
     v = np.concatenate(out) if out else np.empty(0)
     return v[np.isfinite(v)]
@@ -660,7 +639,7 @@ def detection_metrics(df: pd.DataFrame) -> Dict:
     """Per side and pooled: fraction of sides detected, and recall at IoU >= 0.5 where GT boxes exist."""
     out = {}
     det = side_values(df, "detected")
-    iou = side_values(df, "iou") if any(f"iou_{s}" in df.columns for s in SIDES) else None
+    iou = side_values(df, "iou") if any(schema.column("iou", side=s) in df.columns for s in SIDES) else None
     for key in (*SIDES, POOLED):
         d = det[key]
         d = d[np.isfinite(d)]
@@ -685,11 +664,12 @@ def keypoint_metrics(df: pd.DataFrame, layout=None, sdr_radii: Sequence[float] =
          else np.empty((len(df), 0)) for s in SIDES}
     # sides marked undetected are excluded (their errors should be NaN anyway)
     for s in SIDES:
-        if f"detected_{s}" in df.columns:
-            undetected = column(df, f"detected_{s}") == 0
+        if schema.column("detected", side=s) in df.columns:
+            undetected = column(df, schema.column("detected", side=s)) == 0
             E[s] = np.where(undetected[:, None], np.nan, E[s])
     mm = {s: E[s] * spacing[:, None] for s in SIDES}
-    nme_crop = {s: normalized_errors(E[s], crop_diagonal(column(df, f"crop_side_{s}"))) for s in SIDES}
+    nme_crop = {s: normalized_errors(E[s], crop_diagonal(column(df, schema.column("crop_side", side=s))))
+                for s in SIDES}
     nme_tri = {s: normalized_errors(E[s], tri) for s in SIDES}
 
     def by_side(d):
@@ -764,8 +744,9 @@ def gate_metrics(df: pd.DataFrame) -> Dict:
 def ai_metrics(df: pd.DataFrame, gradable_only: bool = False, prefix: str = "ai") -> Dict:
     """Agreement of ``pred_{prefix}`` with ``gt_{prefix}`` over the detected hips (the gradable
     ones only with ``gradable_only``), plus ``mae_ci_lo``/``mae_ci_hi``: the 95% percentile
-    bootstrap CI of the MAE over hips (``bootstrap_ci``)."""
-    pred, gt = side_values(df, f"pred_{prefix}", mask_undetected=True), side_values(df, f"gt_{prefix}")
+    bootstrap CI of the MAE over hips (``bootstrap_ci``). ``prefix`` names a schema column
+    with a kind: ai, ce, h, d, h_mm, d_mm."""
+    pred, gt = side_values(df, prefix, True, kind="pred"), side_values(df, prefix, kind="gt")
     if gradable_only:
         pred = _gradable_only(pred, failed_hips(df))
     out = {}
@@ -777,8 +758,9 @@ def ai_metrics(df: pd.DataFrame, gradable_only: bool = False, prefix: str = "ai"
 
 def ihdi_side_metrics(df: pd.DataFrame, gradable_only: bool = False, prefix: str = "ihdi") -> Dict:
     """Grade agreement over the detected hips, a hip failed by the gate counting as an error
-    (``ihdi_metrics(failed=...)``), or over the gradable hips only with ``gradable_only``."""
-    pred, gt = side_values(df, f"pred_{prefix}", mask_undetected=True), side_values(df, f"gt_{prefix}")
+    (``ihdi_metrics(failed=...)``), or over the gradable hips only with ``gradable_only``
+    (``prefix``: ihdi or tonnis)."""
+    pred, gt = side_values(df, prefix, True, kind="pred"), side_values(df, prefix, kind="gt")
     failed = failed_hips(df)
     if gradable_only:
         return {k: ihdi_metrics(gt[k], _gradable_only(pred, failed)[k]) for k in (*SIDES, POOLED)}
@@ -791,8 +773,8 @@ def ai_interval_metrics(df: pd.DataFrame) -> Dict:
     0.90-0.98), the mean width in degrees and the number of detected hips with an interval."""
     lo = {s: column(df, schema.column("ai_lo", side=s)) for s in SIDES}
     hi = {s: column(df, schema.column("ai_hi", side=s)) for s in SIDES}
-    det = {s: column(df, f"detected_{s}", default=1) != 0 for s in SIDES}
-    gt = {s: column(df, f"gt_ai_{s}") for s in SIDES}
+    det = {s: column(df, schema.column("detected", side=s), default=1) != 0 for s in SIDES}
+    gt = {s: column(df, schema.column("ai", kind="gt", side=s)) for s in SIDES}
     for d in (lo, hi, det, gt):
         d[POOLED] = np.concatenate([d[s] for s in SIDES])
     out = {}
@@ -804,8 +786,12 @@ def ai_interval_metrics(df: pd.DataFrame) -> Dict:
     return out
 
 
+def _any_side(cols, name, kind) -> bool:
+    return any(schema.column(name, kind=kind, side=s) in cols for s in SIDES)
+
+
 def _has(cols, prefix) -> bool:
-    return all(f"{kind}_{prefix}_{s}" in cols for kind in ("pred", "gt") for s in SIDES)
+    return all(schema.column(prefix, kind=kind, side=s) in cols for kind in ("pred", "gt") for s in SIDES)
 
 
 def measurement_metrics(df: pd.DataFrame) -> Dict:
@@ -837,18 +823,18 @@ def evaluate_predictions(df: pd.DataFrame, layout=None, sdr_radii: Sequence[floa
     """
     cols = set(df.columns)
     out: Dict = {"n_images": int(len(df))}
-    if any(f"detected_{s}" in cols for s in SIDES):
+    if any(schema.column("detected", side=s) in cols for s in SIDES):
         out["detection"] = detection_metrics(df)
-    if any(c.startswith("err_px_") for c in cols):
+    if any(schema.error_columns(cols, s) for s in SIDES):
         out["keypoints"] = keypoint_metrics(df, layout, sdr_radii)
     gated = failed_hips(df) is not None
     if gated:
         out["gate"] = gate_metrics(df)
-    if any(f"pred_ai_{s}" in cols for s in SIDES) and any(f"gt_ai_{s}" in cols for s in SIDES):
+    if _any_side(cols, "ai", "pred") and _any_side(cols, "ai", "gt"):
         out["ai"] = ai_metrics(df)
         if gated:
             out["ai_gradable"] = ai_metrics(df, gradable_only=True)
-    if any(f"pred_ihdi_{s}" in cols for s in SIDES) and any(f"gt_ihdi_{s}" in cols for s in SIDES):
+    if _any_side(cols, "ihdi", "pred") and _any_side(cols, "ihdi", "gt"):
         out["ihdi"] = ihdi_side_metrics(df)
         if gated:
             out["ihdi_gradable"] = ihdi_side_metrics(df, gradable_only=True)

@@ -21,7 +21,7 @@ import pandas as pd
 
 from datasets.image_io import read_image, to_uint8
 from datasets.layouts import SIDES, get_layout
-from utils.evaluation import metrics
+from utils.evaluation import metrics, schema
 from utils.hip_geometry import ce_angle, grade_name, head_lines, hip_frames, hip_lines, tonnis_grade
 
 
@@ -317,7 +317,7 @@ def draw_overlay(image, pred_kps, layout, gt_kps=None, boxes=None, title: Option
 
 def _draw_head_lines(img, pred, lay, st: _Style) -> Optional[Dict[str, tuple]]:
     """CE and SMA lines of a layout with a head centre; {side: (CE deg, Toennis grade)}, or None."""
-    if not metrics.has_head_centre(lay):
+    if not schema.has_head_centre(lay):
         return None
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
@@ -352,7 +352,7 @@ def row_keypoints(row: Mapping, layout, prefix: str = "pred") -> Optional[np.nda
     """(N, 2) keypoints from a predictions row's ``{prefix}_x_{j}``/``{prefix}_y_{j}``; None when absent/all NaN."""
     lay = get_layout(layout)
     try:
-        k = np.array([[_num(row[f"{prefix}_x_{j}"]), _num(row[f"{prefix}_y_{j}"])] for j in range(lay.num_points)])
+        k = np.array([[_num(row[x]), _num(row[y])] for x, y in schema.point_columns(lay.num_points, prefix)])
     except KeyError:
         return None
     return None if not np.any(np.isfinite(k)) else k
@@ -368,14 +368,14 @@ def row_boxes(row: Mapping, prefix: str = "pred_box") -> Dict:
         b = None
         for pre in ((prefix, "box") if prefix == "pred_box" else (prefix,)):
             try:
-                b = np.array([_num(row[f"{pre}_{s}_{c}"]) for c in metrics.BOX_COORDS], dtype=float)
+                b = np.array([_num(row[c]) for c in schema.box_columns(pre, s)], dtype=float)
                 break
             except KeyError:
                 continue
         if b is None:
             continue
         if np.all(np.isfinite(b)):
-            conf = _num(row.get(f"det_conf_{s}")) if prefix == "pred_box" else float("nan")
+            conf = _num(row.get(schema.column("det_conf", side=s))) if prefix == "pred_box" else float("nan")
             conf = conf if np.isfinite(conf) else None
             out[s] = (b, conf)
     return out
@@ -385,9 +385,9 @@ def row_annotations(row: Mapping) -> Dict[str, Dict]:
     """``{"qc": {side: reasons}, "ai_interval": {side: (lo, hi)}}`` of a predictions row, for ``draw_overlay``."""
     qc = {}
     for s in SIDES:
-        v = row.get(f"qc_{s}")
+        v = row.get(schema.column("qc", side=s))
         qc[s] = v if isinstance(v, str) else ""
-    return {"qc": qc, "ai_interval": {s: (_num(row.get(f"pred_ai_{s}_lo")), _num(row.get(f"pred_ai_{s}_hi")))
+    return {"qc": qc, "ai_interval": {s: tuple(_num(row.get(schema.column(b, side=s))) for b in ("ai_lo", "ai_hi"))
                                       for s in SIDES}}
 
 

@@ -5,6 +5,8 @@ PNG each:
 
 - ``plot_ai_scatter``: predicted vs reference AI, identity line, r / ICC / MAE in the title
 - ``plot_bland_altman``: difference vs mean, bias and 95% limits of agreement
+  (both draw with ``draw_ai_scatter`` / ``draw_bland_altman``, which take ``{side: (x, y)}``
+  pairs and axis ``labels``; the study tools' agreement plots use them too)
 - ``plot_confusion``: IHDI I-IV or screening (I vs II-IV) confusion, counts and row %
 - ``plot_keypoint_errors``: per-keypoint radial error box plot, left and right hips
 - ``plot_error_hist``: histogram of all radial errors
@@ -50,12 +52,12 @@ def _fmt(v, nd=2):
     return "n/a" if v is None or not np.isfinite(v) else f"{v:.{nd}f}"
 
 
-def _pairs(df, pred_prefix, gt_prefix):
-    """{side: (pred, gt)} of finite pairs (undetected sides left out)."""
+def _pairs(df, name):
+    """{side: (pred, gt)} of finite pairs of column ``name`` (e.g. "ai"; undetected sides left out)."""
     out = {}
-    pv = metrics.side_values(df, pred_prefix, mask_undetected=True)
+    pv, gv = metrics.side_values(df, name, True, kind="pred"), metrics.side_values(df, name, kind="gt")
     for s in SIDES:
-        p, g = pv[s], metrics.column(df, f"{gt_prefix}_{s}")
+        p, g = pv[s], gv[s]
         m = np.isfinite(p) & np.isfinite(g)
         out[s] = (p[m], g[m])
     return out
@@ -64,24 +66,37 @@ def _pairs(df, pred_prefix, gt_prefix):
 # ------------------------------------------------------------------ AI agreement
 def _ai_pairs(df: pd.DataFrame):
     """Per-side (pred, ref) AI pairs and both sides pooled."""
-    pairs = _pairs(df, "pred_ai", "gt_ai")
+    pairs = _pairs(df, "ai")
     return (pairs, np.concatenate([pairs[s][0] for s in SIDES]),
             np.concatenate([pairs[s][1] for s in SIDES]))
 
 
-def plot_ai_scatter(df: pd.DataFrame, path, title: str = "Acetabular index") -> Path:
+AI_LABELS = ("Reference AI (°)", "Predicted AI (°)")                                   # (x, y) axes
+BLAND_ALTMAN_LABELS = ("Mean of predicted and reference AI (°)", "Predicted − reference AI (°)")
+
+
+def plot_ai_scatter(df: pd.DataFrame, path, title: str = "Acetabular index", labels=AI_LABELS) -> Path:
     """Predicted vs reference AI per hip, left/right markers, identity line; r, ICC(2,1), MAE in the title."""
     pairs, p_all, g_all = _ai_pairs(df)
     ag = metrics.agreement(p_all, g_all)
-    fig, ax = plt.subplots(figsize=(5.2, 5.2))
+    return draw_ai_scatter({s: (g, p) for s, (p, g) in pairs.items()}, path, labels,
+                           f"{title} (n = {ag['n']} hips)\n"
+                           f"r = {_fmt(ag['pearson_r'], 3)}, ICC(2,1) = {_fmt(ag['icc2_1'], 3)}, "
+                           f"MAE = {_fmt(ag['mae'])}°")
+
+
+def draw_ai_scatter(pairs, path, labels=AI_LABELS, title=None, size: float = 5.2) -> Path:
+    """y against x per hip (``pairs``: {side: (x, y)}, finite), left/right markers and the identity
+    line; ``labels``: the (x, y) axis labels; ``title`` None: none."""
+    fig, ax = plt.subplots(figsize=(size, size))
     for s in SIDES:
-        p, g = pairs[s]
+        x, y = pairs[s]
         st = SIDE_STYLE[s]
-        ax.scatter(g, p, s=22, alpha=0.75, marker=st["marker"], color=st["color"],
-                   label=f"{st['label']} (n = {len(p)})", edgecolors="none")
-    if len(p_all):
-        lo = float(min(p_all.min(), g_all.min()))
-        hi = float(max(p_all.max(), g_all.max()))
+        ax.scatter(x, y, s=22, alpha=0.75, marker=st["marker"], color=st["color"],
+                   label=f"{st['label']} (n = {len(x)})", edgecolors="none")
+    v = np.concatenate([np.concatenate([np.asarray(a, float) for a in pairs[s]]) for s in SIDES])
+    if len(v):
+        lo, hi = float(v.min()), float(v.max())
         pad = 0.05 * (hi - lo) + 1.0
         lo, hi = lo - pad, hi + pad
     else:
@@ -90,11 +105,10 @@ def plot_ai_scatter(df: pd.DataFrame, path, title: str = "Acetabular index") -> 
     ax.set_xlim(lo, hi)
     ax.set_ylim(lo, hi)
     ax.set_aspect("equal")
-    ax.set_xlabel("Reference AI (°)")
-    ax.set_ylabel("Predicted AI (°)")
-    ax.set_title(f"{title} (n = {ag['n']} hips)\n"
-                 f"r = {_fmt(ag['pearson_r'], 3)}, ICC(2,1) = {_fmt(ag['icc2_1'], 3)}, "
-                 f"MAE = {_fmt(ag['mae'])}°", fontsize=10)
+    ax.set_xlabel(labels[0])
+    ax.set_ylabel(labels[1])
+    if title is not None:
+        ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(loc="upper left", fontsize=8)
     return _save(fig, path)
@@ -131,34 +145,42 @@ def plot_ai_error_vs_true(df: pd.DataFrame, path, title: str = "Acetabular index
     return _save(fig, path)
 
 
-def plot_bland_altman(df: pd.DataFrame, path, title: str = "Acetabular index: Bland-Altman") -> Path:
+def plot_bland_altman(df: pd.DataFrame, path, title: str = "Acetabular index: Bland-Altman",
+                      labels=BLAND_ALTMAN_LABELS) -> Path:
     """Difference (pred - ref) vs mean of the two, with bias and bias ± 1.96 SD lines labelled."""
     pairs, p_all, g_all = _ai_pairs(df)
-    ba = metrics.bland_altman(p_all, g_all)
+    return draw_bland_altman({s: (g, p) for s, (p, g) in pairs.items()}, metrics.bland_altman(p_all, g_all),
+                             path, title, labels)
+
+
+def draw_bland_altman(pairs, ba, path, title: str = "Acetabular index: Bland-Altman",
+                      labels=BLAND_ALTMAN_LABELS) -> Path:
+    """Bland-Altman of ``pairs`` ({side: (x, y)}, finite): y - x against (x + y) / 2, with the
+    ``bias``, ``loa_high`` and ``loa_low`` lines of ``ba`` (a ``metrics.bland_altman`` dict; a
+    missing or NaN one is not drawn); ``labels``: the (x, y) axis labels."""
     fig, ax = plt.subplots(figsize=(6.4, 4.6))
+    diffs = []
     for s in SIDES:
-        p, g = pairs[s]
+        x, y = pairs[s]
         st = SIDE_STYLE[s]
-        ax.scatter((p + g) / 2, p - g, s=22, alpha=0.75, marker=st["marker"], color=st["color"],
-                   label=f"{st['label']} (n = {len(p)})", edgecolors="none")
+        ax.scatter((y + x) / 2, y - x, s=22, alpha=0.75, marker=st["marker"], color=st["color"],
+                   label=f"{st['label']} (n = {len(x)})", edgecolors="none")
+        diffs.append(y - x)
+    d = np.concatenate(diffs)
     ax.axhline(0, color="0.6", lw=0.8)
-    if ba["n"]:
-        for y, name, ls in ((ba["bias"], "bias", "-"), (ba["loa_high"], "+1.96 SD", "--"),
-                            (ba["loa_low"], "−1.96 SD", "--")):
-            if np.isfinite(y):
-                ax.axhline(y, color="crimson", ls=ls, lw=1.2)
-                ax.annotate(f"{name}: {y:.2f}°", xy=(1.0, y), xycoords=("axes fraction", "data"),
-                            xytext=(-4, 3), textcoords="offset points", ha="right", va="bottom",
-                            fontsize=8, color="crimson")
-        d = p_all - g_all
-        span = max(abs(np.nanmin(d)), abs(np.nanmax(d)),
-                   abs(ba["loa_low"]) if np.isfinite(ba["loa_low"]) else 0,
-                   abs(ba["loa_high"]) if np.isfinite(ba["loa_high"]) else 0, 1.0)
-        ax.set_ylim(-1.25 * span, 1.25 * span)
-    ax.set_xlabel("Mean of predicted and reference AI (°)")
-    ax.set_ylabel("Predicted − reference AI (°)")
-    ax.set_title(f"{title} (n = {ba['n']} hips)\nbias = {_fmt(ba['bias'])}°, "
-                 f"95% LoA = [{_fmt(ba['loa_low'])}, {_fmt(ba['loa_high'])}]°", fontsize=10)
+    span = max([abs(float(v)) for v in d] + [1.0])
+    for key, name, ls in (("bias", "bias", "-"), ("loa_high", "+1.96 SD", "--"), ("loa_low", "−1.96 SD", "--")):
+        v = ba.get(key)
+        if v is not None and np.isfinite(v):
+            span = max(span, abs(v))
+            ax.axhline(v, color="crimson", ls=ls, lw=1.2)
+            ax.annotate(f"{name}: {v:.2f}°", xy=(1.0, v), xycoords=("axes fraction", "data"), xytext=(-4, 3),
+                        textcoords="offset points", ha="right", va="bottom", fontsize=8, color="crimson")
+    ax.set_ylim(-1.25 * span, 1.25 * span)
+    ax.set_xlabel(labels[0])
+    ax.set_ylabel(labels[1])
+    ax.set_title(f"{title} (n = {len(d)} hips)\nbias = {_fmt(ba.get('bias'))}°, "
+                 f"95% LoA = [{_fmt(ba.get('loa_low'))}, {_fmt(ba.get('loa_high'))}]°", fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(loc="lower left", fontsize=8)
     return _save(fig, path)
@@ -192,7 +214,7 @@ def plot_confusion_matrix(cm, labels: Sequence[str], path, title: str = "",
 
 def plot_confusion(df: pd.DataFrame, path, kind: str = "4class", side: str = metrics.POOLED) -> Path:
     """IHDI confusion of ``side`` (left/right/pooled): ``kind`` "4class" (I-IV) or "screening" (I vs II-IV)."""
-    pred, gt = metrics.side_values(df, "pred_ihdi", mask_undetected=True), metrics.side_values(df, "gt_ihdi")
+    pred, gt = metrics.side_values(df, "ihdi", True, kind="pred"), metrics.side_values(df, "ihdi", kind="gt")
     res = metrics.ihdi_metrics(gt[side], pred[side])
     where = "both hips" if side == metrics.POOLED else f"{side} hips"
     excl = res["n_ungradable"] + res["n_missing"]
@@ -290,11 +312,11 @@ def plot_all(df: pd.DataFrame, out_dir, layout=None) -> List[Path]:
     out.mkdir(parents=True, exist_ok=True)
     paths = []
     cols = set(df.columns)
-    if {"pred_ai_left", "gt_ai_left"} <= cols:
+    if {schema.column("ai", kind=k, side="left") for k in ("pred", "gt")} <= cols:
         paths.append(plot_ai_scatter(df, out / "ai_scatter.png"))
         paths.append(plot_bland_altman(df, out / "ai_bland_altman.png"))
         paths.append(plot_ai_error_vs_true(df, out / "ai_error_vs_true.png"))
-    if {"pred_ihdi_left", "gt_ihdi_left"} <= cols:
+    if {schema.column("ihdi", kind=k, side="left") for k in ("pred", "gt")} <= cols:
         paths.append(plot_confusion(df, out / "ihdi_confusion.png", "4class"))
         paths.append(plot_confusion(df, out / "ihdi_screening_confusion.png", "screening"))
     if metrics.error_columns(df, "left") or metrics.error_columns(df, "right"):

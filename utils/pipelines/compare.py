@@ -30,6 +30,7 @@ from datasets.layouts import SIDES, get_layout, layout_for_num_points
 from utils.errors import ItemError, ProblemLog, UserError
 from utils.evaluation import agreement as A
 from utils.evaluation import agreement_plots as AP
+from utils.evaluation import schema
 from utils.evaluation.metrics import read_predictions, to_jsonable
 from datasets.image_io import read_image
 from utils.evaluation.plots import save_overlay
@@ -89,12 +90,12 @@ def _read_predictions_source(path: Path, label: str, problems: ProblemLog) -> So
         df = read_predictions(path)
     except (OSError, ValueError, pd.errors.ParserError) as e:
         raise UserError(f"{label}: cannot read {path} ({type(e).__name__}: {e})") from None
-    if "stem" not in df.columns or "pred_x_0" not in df.columns:
-        raise UserError(f"{label}: {path} has no stem/pred_x_0 columns (not a predictions.csv from "
+    x0 = schema.column("point", kind="pred", axis="x", j=0)
+    if "stem" not in df.columns or x0 not in df.columns:
+        raise UserError(f"{label}: {path} has no stem/{x0} columns (not a predictions.csv from "
                         "predict_hip_crop_keypoints.py?)")
-    n = sum(1 for c in df.columns if c.startswith("pred_x_") and c[7:].isdigit())
     try:
-        lay = layout_for_num_points(n)
+        lay = layout_for_num_points(schema.point_count(df.columns))
     except ValueError as e:
         raise UserError(f"{label}: {path}: {e}") from None
     src = Source(label, path, "predictions")
@@ -105,9 +106,8 @@ def _read_predictions_source(path: Path, label: str, problems: ProblemLog) -> So
             problems.add(f"{path}:{stem}", "duplicate stem in the predictions file (first row kept)")
             continue
         seen.add(stem)
-        kps = np.array([[pd.to_numeric(row.get(f"pred_x_{j}"), errors="coerce"),
-                         pd.to_numeric(row.get(f"pred_y_{j}"), errors="coerce")] for j in range(lay.num_points)],
-                       dtype=float)
+        kps = np.array([[pd.to_numeric(row.get(c), errors="coerce") for c in xy]
+                        for xy in schema.point_columns(lay.num_points)], dtype=float)
         img = row.get("image")
         img = Path(str(img)) if isinstance(img, str) and img else None
         sp = pd.to_numeric(row.get("pixel_spacing_mm"), errors="coerce")

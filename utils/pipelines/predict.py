@@ -39,8 +39,8 @@ from utils.config import PredictConfig, Preprocess
 from utils.cropping import crop_points_to_side, roof_box, side_crop_matrix, square_box, warp
 from utils.devices import autocast, select_amp, select_device, yolo_device
 from utils.errors import ItemError, ProblemLog, UserError
-from utils.evaluation import plots
-from utils.evaluation.metrics import evaluate_predictions, prediction_row, write_metrics_csv
+from utils.evaluation import plots, schema
+from utils.evaluation.metrics import evaluate_predictions, make_row, write_metrics_csv
 from utils.evaluation.overlays import row_annotations, save_overlay, save_worst_cases
 from utils.evaluation.tables import headline_table
 from utils.fileio import check_output_dir
@@ -247,23 +247,8 @@ def load_refiners(refine_path, layout, device="cpu", flip_test=False) -> Dict[st
 
 # ---------------------------------------------------------------------- columns
 def output_columns(layout, with_gt: bool) -> List[str]:
-    """predictions.csv's columns, in order."""
-    lay = get_layout(layout)
-    nan = np.full((lay.num_points, 2), np.nan)
-    cols = list(prediction_row("x", nan, lay, gt_kps=np.zeros_like(nan) if with_gt else None).keys())
-    cols += extra_columns(lay)
-    if with_gt:
-        cols += ["mean_err_mm_left", "mean_err_mm_right", "mean_err_mm"]
-    return cols
-
-
-def extra_columns(layout) -> List[str]:
-    """Columns predictions.csv has beyond ``utils.evaluation.metrics.prediction_row``'s schema."""
-    lay = get_layout(layout)
-    cols = ["image", "width", "height", "status"]
-    for s in SIDES:
-        cols += [f"conf_{s}_{j}" for j in lay.side_indices[s]]
-    return cols
+    """predictions.csv's columns, in order (``utils.evaluation.schema.row_columns``)."""
+    return schema.row_columns(layout, with_gt)
 
 
 # ---------------------------------------------------------------------- stages
@@ -489,10 +474,12 @@ def finish(writer: PredictionWriter, problems: ProblemLog, records, data, opts: 
     df = pd.DataFrame(writer.rows, columns=writer.cols)
     summary = {"n_images": len(df), "n_skipped": len(problems), "with_ground_truth": writer.with_gt,
                "layout": layout.name, "use_gt_box": bool(opts["use_gt_box"]),
-               "undetected": {s: df.loc[~df[f"detected_{s}"].astype(bool), "stem"].tolist() for s in SIDES},
+               "undetected": {s: df.loc[~df[schema.column("detected", side=s)].astype(bool), "stem"].tolist()
+                              for s in SIDES},
                "kp_models": {s: side_models[s].path for s in SIDES}, "refine_model": opts.get("refine_model"),
                "yolo_weights": None if opts["use_gt_box"] else str(opts["yolo_weights"])}
-    summary["gate"] = summarize_gate([c for s in SIDES for c in df[f"qc_{s}"].fillna("").astype(str)])
+    qc = [schema.column("qc", side=s) for s in SIDES]
+    summary["gate"] = summarize_gate([c for q in qc for c in df[q].fillna("").astype(str)])
     log.info("%s", summary["gate"])
     problems.write(out / "skipped.json")
     metrics = None
@@ -543,18 +530,13 @@ def side_ai_intervals(samples: Dict[str, np.ndarray], layout) -> Dict[str, tuple
 
 def build_row(rec, img, info, boxes, pred, layout, side_models, with_gt, samples=None,
               min_conf=DEFAULT_MIN_CONF):
-    """One predictions.csv row: ``utils.evaluation.metrics.prediction_row`` (with the
+    """One predictions.csv row as a dict: ``utils.evaluation.metrics.make_row`` (with the
     plausibility gate and the AI interval from ``samples``) plus image facts and confidences."""
     H, W = img.shape[:2]
     spacing = info.get("pixel_spacing_mm") or rec.pixel_spacing_mm
     kps = np.full((layout.num_points, 2), np.nan)
-    extra = {"image": str(rec.image_path), "width": W, "height": H}
-    for s in SIDES:
-        if s in pred:
-            pts, conf = pred[s]
-            kps[layout.side_slice(s)] = pts
-            for j, c in zip(layout.side_indices[s], conf):
-                extra[f"conf_{s}_{j}"] = round(float(c), 4)
+    for s, (pts, _) in pred.items():
+        kps[layout.side_slice(s)] = pts
     crop_sides = {}
     for s in SIDES:
         if boxes.get(s) is not None:
@@ -562,7 +544,7 @@ def build_row(rec, img, info, boxes, pred, layout, side_models, with_gt, samples
             crop_sides[s] = float(sq[2] - sq[0])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
-        row = prediction_row(
+        row = make_row(
             rec.stem, kps, layout,
             gt_kps=rec.keypoints if with_gt else None,
             pred_boxes={s: (b[0] if b is not None else None) for s, b in boxes.items()},
@@ -571,13 +553,15 @@ def build_row(rec, img, info, boxes, pred, layout, side_models, with_gt, samples
             pixel_spacing_mm=spacing, crop_sides=crop_sides, image_width=W, min_conf=min_conf,
             ai_interval=side_ai_intervals(samples or {}, layout))
     missing = [s for s in SIDES if boxes.get(s) is None]
-    extra["status"] = "ok" if not missing else "not detected: " + ",".join(missing)
-    row.update(extra)
+    row.image, row.width, row.height = str(rec.image_path), W, H
+    row.status = "ok" if not missing else "not detected: " + ",".join(missing)
+    for s, (_, conf) in pred.items():
+        row.hips[s].conf = {j: round(float(c), 4) for j, c in zip(layout.side_indices[s], conf)}
     if with_gt and spacing:
-        for s in SIDES:
-            row[f"mean_err_mm_{s}"] = row[f"mean_err_px_{s}"] * spacing
-        row["mean_err_mm"] = row["mean_err_px"] * spacing
-    return row, kps
+        for hip in row.hips.values():
+            hip.mean_err_mm = hip.mean_err_px * spacing
+        row.mean_err_mm = row.mean_err_px * spacing
+    return row.as_dict(), kps
 
 
 def _overlay(path, img, row, kps, rec, boxes, layout, with_gt):

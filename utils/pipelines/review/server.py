@@ -39,6 +39,7 @@ from utils.hip_geometry import grade_name, hip_frames, hip_lines, plausibility_g
 from datasets.image_io import is_dicom
 from datasets.image_io import read_image
 from models.checkpoint import load_keypoint_model
+from utils.evaluation import schema
 from utils.evaluation.metrics import read_predictions
 from utils.pipelines.predict import run_prediction
 
@@ -169,14 +170,14 @@ def _boxes_json(boxes) -> Optional[Dict[str, Optional[List[float]]]]:
 def _prediction_from_row(row, layout) -> Dict[str, Any]:
     """One predictions.csv row -> keypoints, boxes, confidences (image px)."""
     lay = get_layout(layout)
-    kps = np.array([[row.get(f"pred_x_{j}", np.nan), row.get(f"pred_y_{j}", np.nan)]
-                    for j in range(lay.num_points)], dtype=float)
+    kps = np.array([[row.get(x, np.nan), row.get(y, np.nan)] for x, y in schema.point_columns(lay.num_points)],
+                   dtype=float)
     boxes, conf, detected = {}, {}, {}
     for s in SIDES:
-        b = np.array([row.get(f"pred_box_{s}_{c}", np.nan) for c in ("x1", "y1", "x2", "y2")], dtype=float)
+        b = np.array([row.get(c, np.nan) for c in schema.box_columns("pred_box", s)], dtype=float)
         boxes[s] = b if np.all(np.isfinite(b)) else None
-        conf[s] = _num(row.get(f"det_conf_{s}"))
-        d = row.get(f"detected_{s}")
+        conf[s] = _num(row.get(schema.column("det_conf", side=s)))
+        d = row.get(schema.column("detected", side=s))
         detected[s] = bool(d) if d is not None and not (isinstance(d, float) and math.isnan(d)) \
             else boxes[s] is not None
     return {"keypoints": kps, "boxes": boxes, "det_conf": conf, "detected": detected,
@@ -193,16 +194,16 @@ def read_prediction_file(path, layout=None) -> (Dict[str, Dict], Optional[str]):
         df = read_predictions(path)
     except Exception as e:
         raise UserError(f"--predictions: unreadable CSV {path} ({type(e).__name__}: {e})") from None
-    if "stem" not in df.columns or "pred_x_0" not in df.columns:
-        raise UserError(f"--predictions: {path} is not a predictions.csv (no stem / pred_x_0 columns)")
+    x0 = schema.column("point", kind="pred", axis="x", j=0)
+    if "stem" not in df.columns or x0 not in df.columns:
+        raise UserError(f"--predictions: {path} is not a predictions.csv (no stem / {x0} columns)")
     if "layout" in df.columns and df["layout"].notna().any():
         names = sorted(set(df["layout"].dropna()))
         if len(names) > 1:
             raise UserError(f"--predictions: {path} mixes layouts {names}")
         pl = names[0]
     else:
-        n = sum(1 for c in df.columns if c.startswith("pred_x_"))
-        pl = layout_for_num_points(n).name
+        pl = layout_for_num_points(schema.point_count(df.columns)).name
     if layout and pl != get_layout(layout).name:
         raise UserError(f"--predictions: {path} uses layout {pl} but the annotations use {layout}")
     preds = {}
