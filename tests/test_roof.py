@@ -33,7 +33,7 @@ from datasets.formats import load_dataset
 from datasets.layouts import SIDES, get_layout, mirror_side_keypoints, roof_indices, roof_layout, roof_positions
 from models.checkpoint import load_keypoint_model
 from tests.helpers import train_tiny_keypoints
-from tests.test_predict import KP_SIZE, PerfectModel, _check_exact, _csv
+from tests.test_predict import KP_SIZE, PerfectModel, _check_exact, _csv, data, data_mtddh8  # noqa: F401 (fixtures)
 from utils.cropping import (apply_matrix, crop_points_to_side, crop_to_image, roof_box, roof_crop_matrix,
                             side_points_to_crop, square_box, warp)
 from utils.errors import UserError
@@ -113,18 +113,6 @@ def test_roof_crop_pixels_are_where_the_matrix_says(mirrored):
     np.testing.assert_allclose(gx, want[..., 0], atol=grid)
     np.testing.assert_allclose(gy, want[..., 1], atol=grid)
     assert abs(np.mean(gx - want[..., 0])) < 0.01 and abs(np.mean(gy - want[..., 1])) < 0.01   # no offset
-
-
-@pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    from tests.test_predict import _phantom_split
-    return _phantom_split(tmp_path_factory.mktemp("roof_ihdi12"), "ihdi12", seed=0)
-
-
-@pytest.fixture(scope="module")
-def data_mtddh8(tmp_path_factory):
-    from tests.test_predict import _phantom_split
-    return _phantom_split(tmp_path_factory.mktemp("roof_mtddh8"), "mtddh8", seed=5)
 
 
 @pytest.mark.parametrize("augment", [None, Augment(rot=10, shift=0, scale=0, box_jitter=0.1)])
