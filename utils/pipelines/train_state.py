@@ -147,7 +147,8 @@ def checkpoint_config(cfg: TrainConfig, layout, exp_name: str, epoch: int, metri
     full = cfg.data.pipeline == "full_image"
     return dict(
         model_name=cfg.model.model_name, head_type=cfg.model.head_type, input_size=cfg.model.input_size,
-        split_ratio=float(cfg.model.split_ratio), sigma=float(cfg.model.sigma), layout=layout.name,
+        split_ratio=float(cfg.model.split_ratio), sigma=float(cfg.model.sigma), decode=cfg.model.decode,
+        layout=layout.name,
         side=cfg.data.side, mirror=bool(cfg.data.mirror), crop_expand=float(cfg.data.crop_expand),
         num_keypoints=layout.num_points if full else layout.points_per_side, hist_eq=bool(cfg.data.hist_eq),
         attention=cfg.model.attention, pipeline=cfg.data.pipeline,
