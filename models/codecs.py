@@ -53,7 +53,7 @@ Heatmap (``HeatmapCodec``, for heatmap)
             nearer the border; none on the border cells or where the Hessian is not negative
             definite; clamped to one cell per axis). On encoded targets it is exact up to the
             blur's zero padding, which pulls points near the border inwards: at 128 px and
-            sigma 6 px, < 0.05 px from 12 px inside and < 0.01 px from 14 px (1.7 px at 4 px).
+            sigma 6 px, < 0.05 px from 12 px inside and ~0.01 px from 14 px (1.7 px at 4 px).
             sigma must resolve the Gaussian: at 2 px (half a cell) the error is ~0.2 px, at
             4 px (one cell) and more < 1e-3 px.
             "argmax": the best cell's centre (quantised to S / W = 4 px).
