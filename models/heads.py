@@ -143,7 +143,9 @@ class SimCC2DDeconvHead(nn.Module):
 
 @register_head("heatmap", codec="heatmap")
 class HeatmapHead(nn.Module):
-    """[ConvTranspose2d k4 s2 p1 -> BN -> ReLU] x n (256 ch) to output stride 4, 1x1 conv to K heatmaps."""
+    """Gaussian heatmaps at output stride 4 (--sigma in input pixels), decoded by argmax + DARK.
+
+    [ConvTranspose2d k4 s2 p1 -> BN -> ReLU] x n (256 ch) to stride 4, then a 1x1 conv to K maps."""
 
     @classmethod
     def build(cls, in_channels, num_keypoints, bins, feat_hw, stride, input_size=None):
