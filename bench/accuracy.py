@@ -32,8 +32,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from utils.errors import cli  # noqa: E402
 
 
-def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def build_parser(description: str = __doc__) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", default="results/bench_accuracy", help="working and output folder (overwritten)")
     p.add_argument("--n", type=int, default=160, help="phantom films")
     p.add_argument("--size", type=int, default=512, help="phantom film size, px")
@@ -53,7 +53,11 @@ def parse_args(argv=None):
     p.add_argument("--refine", action="store_true", help="also train a roof refiner (--stage roof) and add the "
                                                           "+refine variants")
     p.add_argument("--quick", action="store_true", help="smoke run: max 2 steps per model")
-    return p.parse_args(argv)
+    return p
+
+
+def parse_args(argv=None):
+    return build_parser().parse_args(argv)
 
 
 def make_data(a, root: Path) -> Path:
@@ -66,30 +70,33 @@ def make_data(a, root: Path) -> Path:
     return root / "split"
 
 
-def train_model(a, split: Path, root: Path, name: str, seed: int, ai_loss_weight: float = 0.0, **extra):
-    """(best checkpoint path, training seconds). ``extra``: more training settings (``stage``)."""
+def train_model(a, split: Path, root: Path, name: str, seed: int, ai_loss_weight: float = 0.0, **overrides):
+    """(best checkpoint path, training seconds); ``overrides``: other training settings (``stage`` for the
+    roof refiner, the decoding sweep's head and codec settings in bench/decoding.py)."""
     from utils.pipelines.train import train
 
     cfg = dict(data_dir=str(split), model_name=a.model_name, head_type=a.head_type, input_size=a.input_size,
                epochs=a.epochs, batch_size=a.batch_size, learning_rate=a.learning_rate, sigma=a.sigma,
                ai_loss_weight=ai_loss_weight, seed=seed, device=a.device, out=str(root / "weights"),
                log_dir=str(root / "logs"), exp_name=name, progress=False, tensorboard=False,
-               max_steps=2 if a.quick else None, **extra)
+               max_steps=2 if a.quick else None)
+    cfg.update(overrides)
     t0 = time.time()
     res = train(cfg)
     return res["paths"]["best"], time.time() - t0
 
 
-def measure(a, split: Path, root: Path, name: str, paths, flip: bool, refine=None) -> dict:
-    """Predict the test split with ``paths`` (one checkpoint or an ensemble), and the roof refiner
-    ``refine`` if given; the table's numbers."""
+def measure(a, split: Path, root: Path, name: str, paths, flip: bool, refine=None, decode=None) -> dict:
+    """Predict the test split with ``paths`` (one checkpoint or an ensemble), the roof refiner ``refine``
+    if given, and ``decode`` (a decode mode instead of the checkpoint's) if given; the table's numbers."""
     from utils.evaluation.metrics import read_predictions, roof_perpendicular_errors
     from utils.pipelines.predict import run_prediction
 
     out = root / "pred" / name.replace(" ", "_").replace("+", "p")
     t0 = time.time()
     s = run_prediction(split / "test", out, kp_left_path=list(paths), use_gt_box=True, device=a.device,
-                       overlays=False, make_plots=False, progress=False, flip_test=flip, refine_path=refine)
+                       overlays=False, make_plots=False, progress=False, flip_test=flip, refine_path=refine,
+                       decode=decode)
     seconds = time.time() - t0
     m = s["metrics"]
     roof = roof_perpendicular_errors(read_predictions(out / "predictions.csv"))

@@ -6,14 +6,15 @@ values only (str, int, float, bool, None, list, tuple, dict), so that
 
     {"format": "hipkp-keypoint-checkpoint", "format_version": 1,
      "state_dict": {name: tensor},          # no "module." / "_orig_mod." prefixes
-     "config": {model_name, head_type, input_size, split_ratio, sigma, layout, side, mirror,
+     "config": {model_name, head_type, input_size, split_ratio, sigma, decode, layout, side, mirror,
                 crop_expand, num_keypoints, hist_eq, mean, std, epoch, metrics, exp_name,
                 attention, pipeline, ...},
      **extra}                                # e.g. optimizer, scheduler, epoch, metrics
 
 ``num_keypoints`` is the number of points the model predicts: per side for a hip-crop
 model, every point of the layout for a full-image one (``pipeline`` "full_image");
-``attention`` is the neck (absent in older checkpoints: "none"). ``load_keypoint_model`` rebuilds the
+``attention`` is the neck (absent in older checkpoints: "none"); ``decode`` the decode mode (None or
+absent: the codec's default). ``load_keypoint_model`` rebuilds the
 model from the config alone (no pretrained weights are fetched) and never unpickles
 anything but tensors and plain values: anything else raises ``ValueError`` naming the file.
 """
@@ -174,7 +175,7 @@ def load_keypoint_model(path, device="cpu") -> Tuple[nn.Module, object, dict]:
                             int(cfg["input_size"]), float(cfg.get("split_ratio", 2.0)), pretrained=None,
                             attention=str(cfg.get("attention", "none")), **dict(cfg.get("backbone_kwargs") or {}))
         codec = build_codec(cfg["head_type"], int(cfg["input_size"]), float(cfg.get("split_ratio", 2.0)),
-                            float(cfg.get("sigma", 6.0)), cfg.get("decode", "softargmax"))
+                            float(cfg.get("sigma", 6.0)), cfg.get("decode"))
     except (ValueError, TypeError) as e:
         raise ValueError(f"{p}: cannot rebuild the model from its config ({one_line(e)})") from None
     sd, own = ckpt["state_dict"], model.state_dict()

@@ -2,7 +2,8 @@
 
 ``model(x)`` with x (B, 3, input_size, input_size) returns a dict: SimCC heads
 ``{"x": (B, K, N), "y": (B, K, N)}`` logits, direct regression ``{"coords": (B, K, 2)}``
-in [0, 1]. Decode it with the codec from ``build_codec(model.head_type, ...)``.
+in [0, 1], the heatmap head ``{"heatmaps": (B, K, H, W)}`` (H = W = round(input_size / 4)).
+Decode it with the codec from ``build_codec(model.head_type, ...)``.
 """
 from __future__ import annotations
 

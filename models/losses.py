@@ -60,6 +60,13 @@ def coord_mse(outputs, targets, weights: Optional[torch.Tensor] = None) -> torch
     return coord_mse_loss(outputs["coords"], targets["coords"], weights)
 
 
+@register_loss("heatmap_mse")
+def heatmap_mse(outputs, targets, weights: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """Mean squared error over the heatmap cells, per keypoint (heatmap head; MMPose's KeypointMSELoss)."""
+    per_item = (outputs["heatmaps"].float() - targets["heatmaps"].float()).pow(2).mean((-2, -1))
+    return _weighted_mean(per_item, weights)
+
+
 @register_loss("coord_l1")
 def coord_l1(outputs, targets, weights: Optional[torch.Tensor] = None) -> torch.Tensor:
     """Mean absolute error of the [0, 1] coordinates (direct regression; robust to outliers)."""
@@ -92,8 +99,9 @@ def with_roof_angle_loss(base_loss, codec, edge: int, tri: int, weight: float, b
     the predicted points decoded by ``codec`` (soft-argmax, so the term is differentiable) and the
     target points read from ``targets["keypoints_px"]`` (crop pixels). Hips whose edge or
     triradiate point lies outside the crop (keypoint weight 0) do not count."""
-    if getattr(codec, "decode_mode", None) == "argmax":
-        raise ValueError("the roof-angle loss needs a differentiable decode (softargmax), not argmax")
+    mode = getattr(codec, "decode_mode", None)
+    if mode not in (None, "softargmax"):
+        raise ValueError(f"the roof-angle loss needs a differentiable decode (softargmax), not {mode}")
 
     def loss(outputs, targets, weights: Optional[torch.Tensor] = None) -> torch.Tensor:
         total = base_loss(outputs, targets, weights)

@@ -4,7 +4,8 @@
 
 - input ``input``: float32 (B, 3, S, S), preprocessed crops as the torch model takes them;
 - outputs: the names of the torch model's output dict, in its order (``x``, ``y`` for the
-  SimCC heads, ``coords`` for direct regression), each with a dynamic batch axis.
+  SimCC heads, ``coords`` for direct regression, ``heatmaps`` for the heatmap head), each
+  with a dynamic batch axis.
 
 The checkpoint's config (layout, side, mirror, input_size, codec settings split_ratio /
 sigma / decode, preprocessing hist_eq / mean / std / crop_expand, ...) goes into the ONNX

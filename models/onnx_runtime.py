@@ -3,7 +3,7 @@
 ``load_onnx_keypoint_model(path, device)`` returns ``(model, codec, config)``, the same
 triple as ``models.load_keypoint_model``: ``model`` is an ``OnnxKeypointModel`` that takes a
 float batch (B, 3, S, S) as a torch tensor or numpy array and returns the torch model's
-output dict (``{"x", "y"}`` SimCC logits or ``{"coords"}``) as float32 torch tensors, so
+output dict (``{"x", "y"}`` SimCC logits, ``{"coords"}`` or ``{"heatmaps"}``) as float32 torch tensors, so
 the codec decodes it unchanged. The config and the codec come from the file's metadata
 alone.
 
@@ -153,7 +153,7 @@ def load_onnx_keypoint_model(path, device="cpu", **session_kwargs) -> Tuple[Onnx
     cfg = model.config
     try:
         codec = build_codec(cfg["head_type"], int(cfg["input_size"]), float(cfg.get("split_ratio", 2.0)),
-                            float(cfg.get("sigma", 6.0)), cfg.get("decode", "softargmax"))
+                            float(cfg.get("sigma", 6.0)), cfg.get("decode"))
     except (ValueError, TypeError) as e:
         raise ValueError(f"{path}: cannot build the codec from its config ({_one_line(e)})") from None
     return model, codec, cfg

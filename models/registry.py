@@ -92,7 +92,7 @@ def register_backbone(name: str, obj: Any = None, **meta):
 
 
 def register_head(name: str, obj: Any = None, **meta):
-    """A head class with ``build(in_channels, num_keypoints, bins, feat_hw, stride)``; ``codec=``
+    """A head class with ``build(in_channels, num_keypoints, bins, feat_hw, stride, input_size=None)``; ``codec=``
     names the codec that reads its outputs."""
     return HEADS.register(name, obj, **meta)
 

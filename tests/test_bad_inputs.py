@@ -337,7 +337,7 @@ def test_train_structural_errors_exit_2(tmp_path, capsys):
     user_error(TR.main, [*base, "--strict"], capsys, "--strict", tmp_path / "data" / "train")
     user_error(TR.main, [*base, "--model_name", "resnet_nope"], capsys,
                "unknown backbone 'resnet_nope'; known backbones: ")
-    user_error(TR.main, [*base, "--head_type", "heatmap"], capsys, "unknown head 'heatmap'; known heads: ")
+    user_error(TR.main, [*base, "--head_type", "hourglass"], capsys, "unknown head 'hourglass'; known heads: ")
     # a last checkpoint trained on the other layout cannot resume on this data
     from models import build_model
     from models.checkpoint import save_checkpoint

@@ -165,12 +165,12 @@ def test_regression_codec_round_trip_and_loss():
 
 def test_unknown_names_and_bad_shapes_raise():
     with pytest.raises(ValueError, match="simcc_2d_deconv"):
-        build_codec("heatmap", S)
+        build_codec("hourglass", S)
     with pytest.raises(ValueError, match="argmax"):
         build_codec("simcc_2d", S, decode="median")
     with pytest.raises(ValueError, match=r"\(B, K, 2\)"):
         build_codec("simcc_2d", S).encode(torch.zeros(3, 2))
-    assert set(HEADS) == {"direct_regression", "simcc_1d", "simcc_2d", "simcc_2d_deconv"}
+    assert set(HEADS) == {"direct_regression", "simcc_1d", "simcc_2d", "simcc_2d_deconv", "heatmap"}
 
 
 def test_keypoint_weights_are_zero_exactly_outside_the_crop():
@@ -181,9 +181,9 @@ def test_keypoint_weights_are_zero_exactly_outside_the_crop():
 
 
 def test_registry_names_help_and_errors():
-    assert set(CODECS) == {"simcc", "regression"}
-    assert {"simcc_kl", "coord_mse", "coord_l1"} <= set(LOSSES)
-    assert "simcc_2d" in HEADS and "heatmap" not in HEADS
+    assert set(CODECS) == {"simcc", "regression", "heatmap"}
+    assert {"simcc_kl", "coord_mse", "coord_l1", "heatmap_mse"} <= set(LOSSES)
+    assert "simcc_2d" in HEADS and "heatmap" in HEADS and "hourglass" not in HEADS
     assert "simcc_2d:" in HEADS.help() and "direct_regression:" in HEADS.help()
     with pytest.raises(ValueError, match="known losses: simcc_kl"):
         get_loss("focal")

@@ -16,7 +16,7 @@ import torch.nn as nn
 from models import HEADS, build_model, list_backbones, load_keypoint_model, save_checkpoint
 from models.backbones import BACKBONES, build_backbone
 from models.checkpoint import clean_state_dict, read_checkpoint
-from models.heads import deconv_layers
+from models.heads import deconv_layers, heatmap_size
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = list_backbones(tiny=True)
@@ -36,6 +36,9 @@ def _check_outputs(out, head, batch, k, bins):
     if head == "direct_regression":
         assert set(out) == {"coords"} and out["coords"].shape == (batch, k, 2)
         assert torch.all((out["coords"] >= 0) & (out["coords"] <= 1))
+    elif head == "heatmap":   # input SIZE at output stride 4, whatever the backbone's stride
+        hm = heatmap_size(SIZE)
+        assert set(out) == {"heatmaps"} and out["heatmaps"].shape == (batch, k, hm, hm)
     else:
         assert set(out) == {"x", "y"}
         assert out["x"].shape == (batch, k, bins) and out["y"].shape == (batch, k, bins)
@@ -114,7 +117,7 @@ def test_unknown_names_raise_value_error_listing_known_ones():
     with pytest.raises(ValueError, match="convnext_small_custom"):
         build_model("resnet_custom", "simcc_2d", K, SIZE)
     with pytest.raises(ValueError, match="simcc_1d"):
-        build_model("convnext_atto_custom", "heatmap", K, SIZE)
+        build_model("convnext_atto_custom", "hourglass", K, SIZE)
     with pytest.raises(ValueError, match="drop_path_rat"):
         build_model("efficientnet_b0_custom", "simcc_2d", K, SIZE, drop_path_rat=0.1)
 

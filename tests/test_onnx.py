@@ -108,7 +108,7 @@ def _max_abs(a: pd.DataFrame, b: pd.DataFrame, cols) -> float:
 
 
 # ---------------------------------------------------------------------------- export round trip
-@pytest.mark.parametrize("head", ["simcc_2d", "direct_regression"])
+@pytest.mark.parametrize("head", ["simcc_2d", "direct_regression", "heatmap"])
 def test_export_round_trip(head, tmp_path):
     import onnx
 

@@ -96,11 +96,12 @@ class PerfectModel:
     (same records, no augmentation); the match must be exact, which also shows that
     prediction crops and training crops agree. The output is that sample's training target,
     encoded so that the codec decodes it back exactly: SimCC logits with all the mass on the
-    two bins around the point (soft-argmax then returns the point itself), or regression
-    coordinates.
+    two bins around the point (soft-argmax then returns the point itself), regression
+    coordinates, or the heatmap codec's own Gaussian targets (``sigma`` input pixels; DARK
+    decodes them exactly where the blur's zero padding does not reach the peak).
     """
 
-    def __init__(self, records, layout, side, head_type, input_size=KP_SIZE, flipped=False):
+    def __init__(self, records, layout, side, head_type, input_size=KP_SIZE, flipped=False, sigma=6.0):
         self.ds = HipCropDataset(records, input_size, side=side, mirror=True, augment=None, layout=layout,
                                  threads=1)
         items = [self.ds[i] for i in range(len(self.ds))]
@@ -115,12 +116,12 @@ class PerfectModel:
             self.targets = torch.cat([self.targets, flip_t])
             self.samples += self.samples
         self.head_type, self.size = head_type, input_size
-        self.codec = build_codec(head_type, input_size)
+        self.codec = build_codec(head_type, input_size, sigma=sigma)
         self.served = []                 # (stem, image side, mirrored) of every crop answered
         self.conf = {}                   # (stem, image side) -> the confidence answered, model order
         self.match_dist, self.runner_up = 0.0, np.inf
         self.config = dict(model_name="perfect", head_type=head_type, input_size=input_size, split_ratio=2.0,
-                           sigma=6.0, layout=get_layout(layout).name, side=side, mirror=True, crop_expand=0.10,
+                           sigma=sigma, layout=get_layout(layout).name, side=side, mirror=True, crop_expand=0.10,
                            num_keypoints=get_layout(layout).points_per_side, hist_eq=True,
                            mean=list(IMAGENET_MEAN), std=list(IMAGENET_STD))
 
@@ -143,6 +144,8 @@ class PerfectModel:
         kps = self.targets[idx].double()                                    # (B, P, 2)
         if self.head_type == "direct_regression":
             return {"coords": ((kps + 0.5) / self.size).float()}
+        if self.head_type == "heatmap":
+            return self.codec.encode(kps.float())[0]
         mu = kps * self.codec.split_ratio                                   # in bins
         lo = mu.floor().long()
         frac = mu - lo
@@ -157,14 +160,14 @@ class PerfectModel:
         return {"x": logits[:, :, 0], "y": logits[:, :, 1]}
 
 
-def _install_perfect(monkeypatch, tmp_path, records, layout, models, flipped=False):
+def _install_perfect(monkeypatch, tmp_path, records, layout, models, flipped=False, sigma=6.0):
     """``models``: {name: (side, head_type)} -> dummy checkpoint paths; ``load_keypoint_model``
     returns the matching PerfectModel (``flipped``: one that also answers flipped crops)."""
     fakes, paths = {}, {}
     for name, (side, head) in models.items():
         p = tmp_path / f"{name}.pth"
         p.write_bytes(b"not read")
-        fakes[str(p)] = PerfectModel(records, layout, side, head, flipped=flipped)
+        fakes[str(p)] = PerfectModel(records, layout, side, head, flipped=flipped, sigma=sigma)
         paths[name] = str(p)
 
     def load(path, device="cpu"):
@@ -251,7 +254,8 @@ def test_perfect_model_maps_crops_back_exactly(case, request, tmp_path, monkeypa
 
 
 FLIP_CASES = {"simcc_ihdi12": ("ihdi12", "simcc_2d"), "regression_ihdi12": ("ihdi12", "direct_regression"),
-              "simcc_mtddh8": ("mtddh8", "simcc_2d")}
+              "simcc_mtddh8": ("mtddh8", "simcc_2d"), "heatmap_ihdi12": ("ihdi12", "heatmap"),
+              "heatmap_mtddh8": ("mtddh8", "heatmap")}
 
 
 @pytest.mark.parametrize("case", list(FLIP_CASES))
@@ -261,7 +265,9 @@ def test_flip_test_with_the_perfect_model_changes_nothing(case, request, tmp_pat
     layout, head = FLIP_CASES[case]
     split = request.getfixturevalue("data_mtddh8" if layout == "mtddh8" else "data") / "test"
     records = load_dataset(split, require_annotations=True, require_boxes=True)
-    paths, fakes = _install_perfect(monkeypatch, tmp_path, records, layout, {"L": ("left", head)}, flipped=True)
+    # heatmap: sigma 4 px (one cell), so that DARK's blur stays clear of the crop borders at 64 px
+    paths, fakes = _install_perfect(monkeypatch, tmp_path, records, layout, {"L": ("left", head)}, flipped=True,
+                                    sigma=4.0 if head == "heatmap" else 6.0)
     out = {}
     for flip in (False, True):
         out[flip] = tmp_path / f"flip{flip}"

@@ -101,8 +101,12 @@ class Model:
     loss: Optional[str] = opt(None, "loss (default: the codec's own)", str)
     input_size: int = opt(224, "square crop size the model sees, in pixels", int)
     split_ratio: float = opt(2.0, "SimCC bins per pixel", float)
-    sigma: float = opt(6.0, "SimCC target std in bins (6 bins = 3 px at split_ratio 2, as MMPose's SimCC "
-                            "at 256x192)", float)
+    sigma: float = opt(6.0, "target std: SimCC in bins (6 bins = 3 px at split_ratio 2, as MMPose's SimCC "
+                            "at 256x192); heatmap head in input pixels", float)
+    decode: Optional[str] = opt(None, "how outputs become points (default: the head's own): SimCC softargmax "
+                                      "(default), argmax or argmax_refine (argmax + parabola on the log-"
+                                      "probabilities); heatmap dark (default: argmax + DARK Taylor step), argmax or "
+                                      "softargmax (docs/accuracy.md)", str)
     ai_loss_weight: float = opt(0.0, "weight of the auxiliary roof-angle loss (degrees, on the soft-argmax "
                                      "triradiate -> lateral edge line; docs/accuracy.md); 0: off", float)
     pretrained: Optional[str] = opt(None, "backbone weights: a local file, or 'timm' (download)", str)
@@ -321,6 +325,9 @@ class PredictConfig:
                                            "roof and triradiate point replace the keypoint model's; one model serves "
                                            "both sides by mirroring; several paths: an ensemble (docs/accuracy.md)",
                                      str, nargs="+", metavar="PTH")
+    decode: Optional[str] = opt(None, "decode the keypoint model's outputs this way instead of as its checkpoint "
+                                      "says (SimCC: softargmax, argmax, argmax_refine; heatmap: dark, argmax, "
+                                      "softargmax)", str)
 
 
 @dataclass

@@ -34,6 +34,7 @@ from datasets.crops import preprocess_crop
 from datasets.formats import HipRecord, dataset_layout, load_dataset, read_record_image
 from datasets.layouts import SIDES, get_layout, roof_layout, roof_positions
 from models import checkpoint as ckpt_io
+from models.codecs import with_decode
 from models.onnx_runtime import load_onnx_keypoint_model   # .onnx files from export_onnx.py
 from utils.config import PredictConfig, Preprocess
 from utils.cropping import crop_points_to_side, roof_box, side_crop_matrix, square_box, warp
@@ -208,9 +209,11 @@ def load_ensemble(paths: List[str], side: str, device="cpu", model_name=None, st
     return Ensemble([m for m, _, _ in loaded], codec), codec, dict(cfg, ensemble=list(paths)), " + ".join(paths)
 
 
-def load_side_models(kp_left_path=None, kp_right_path=None, device="cpu", model_name=None, flip_test=False):
+def load_side_models(kp_left_path=None, kp_right_path=None, device="cpu", model_name=None, flip_test=False,
+                     decode=None):
     """{side: SideModel}. One model serves both sides by mirroring when only one side is given;
-    several paths for a side make an ensemble (``load_ensemble``)."""
+    several paths for a side make an ensemble (``load_ensemble``); ``decode``: a decode mode that
+    replaces the checkpoints' own (``models.codecs.with_decode``)."""
 
     paths = {"left": checkpoint_paths(kp_left_path), "right": checkpoint_paths(kp_right_path)}
     if not any(paths.values()):
@@ -220,6 +223,10 @@ def load_side_models(kp_left_path=None, kp_right_path=None, device="cpu", model_
     for side in SIDES:
         src = side if side in loaded else next(iter(loaded))
         model, codec, cfg, p = loaded[src]
+        try:
+            codec = with_decode(codec, decode)
+        except ValueError as e:
+            raise UserError(f"--decode: {e}") from None
         model_side = cfg.get("side", "left")
         out[side] = SideModel(model, codec, cfg, mirrored=(side != model_side), path=p,
                               preprocess=Preprocess.from_checkpoint(cfg), flip_test=bool(flip_test))
@@ -400,7 +407,8 @@ def run_prediction(data, output_dir, kp_left_path=None, kp_right_path=None, yolo
                    use_gt_box=False, device="auto", batch_size=16, model_name=None, imgsz=640, conf=0.25,
                    overlays=True, max_overlays=None, worst_n=10, strict=False, overwrite=True,
                    progress=True, make_plots=True, min_conf=PredictConfig.min_conf, ai_samples=PredictConfig.ai_samples,
-                   ai_interval_scale=PredictConfig.ai_interval_scale, flip_test=False, refine_path=None) -> dict:
+                   ai_interval_scale=PredictConfig.ai_interval_scale, flip_test=False, refine_path=None,
+                   decode=PredictConfig.decode) -> dict:
     """Predict every image of ``data`` and, when it has annotations, evaluate.
 
     Writes into ``output_dir``: predictions.csv (one row per readable image; rows for
@@ -411,6 +419,7 @@ def run_prediction(data, output_dir, kp_left_path=None, kp_right_path=None, yolo
     interval from ``ai_samples`` sampled keypoint sets (seeded), spread by ``ai_interval_scale``.
     ``refine_path``: a roof refiner (or several, an ensemble) whose points replace the roof points
     (``refine_stage``); ``flip_test`` applies to it too.
+    ``decode`` (None: each checkpoint's own) changes how the outputs become points.
     """
     t0 = time.time()
     out = check_output_dir(output_dir, overwrite)
@@ -425,7 +434,7 @@ def run_prediction(data, output_dir, kp_left_path=None, kp_right_path=None, yolo
     records = load_dataset(data, require_boxes=use_gt_box, problems=problems)
     dev = select_device(device)
     side_models = load_side_models(kp_left_path, kp_right_path, device=str(dev), model_name=model_name,
-                                   flip_test=flip_test)
+                                   flip_test=flip_test, decode=decode)
     layout = get_layout(side_models["left"].config.get("layout", "ihdi12"))
     refiners = load_refiners(refine_path, layout, device=str(dev), flip_test=flip_test)
     for sm in {id(m): m for m in [*side_models.values(), *refiners.values()]}.values():

@@ -184,11 +184,12 @@ def setup_model(r: Run) -> None:
         model = build_keypoint_model(m.model_name, m.head_type, num_keypoints=model_num_keypoints(r.cfg, r.layout),
                                      input_size=m.input_size, split_ratio=m.split_ratio, attention=m.attention,
                                      pretrained=None if r.ckpt is not None else m.pretrained)
-        r.codec = build_codec(m.head_type, m.input_size, m.split_ratio, m.sigma)
+        r.codec = build_codec(m.head_type, m.input_size, m.split_ratio, m.sigma, m.decode)
         r.loss_fn = get_loss(m.loss, m.head_type)
-        if m.ai_loss_weight > 0:
+        if m.ai_loss_weight > 0:   # on the differentiable soft-argmax points, whatever --decode says
             side, lay = r.cfg.data.side, r.point_layout
-            r.loss_fn = with_roof_angle_loss(r.loss_fn, r.codec, lay.local(side, lay.lateral_edge[side]),
+            soft = build_codec(m.head_type, m.input_size, m.split_ratio, m.sigma, "softargmax")
+            r.loss_fn = with_roof_angle_loss(r.loss_fn, soft, lay.local(side, lay.lateral_edge[side]),
                                              lay.local(side, lay.triradiate[side]), m.ai_loss_weight)
     except ValueError as e:
         raise UserError(str(e)) from None

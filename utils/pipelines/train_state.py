@@ -154,8 +154,8 @@ def checkpoint_config(cfg: TrainConfig, layout, exp_name: str, epoch: int, metri
     n_points = roof_layout(layout).points_per_side if roof else layout.points_per_side
     return dict(
         model_name=cfg.model.model_name, head_type=cfg.model.head_type, input_size=cfg.model.input_size,
-        split_ratio=float(cfg.model.split_ratio), sigma=float(cfg.model.sigma), layout=layout.name,
-        side=cfg.data.side, mirror=bool(cfg.data.mirror),
+        split_ratio=float(cfg.model.split_ratio), sigma=float(cfg.model.sigma), decode=cfg.model.decode,
+        layout=layout.name, side=cfg.data.side, mirror=bool(cfg.data.mirror),
         crop_expand=float(cfg.data.roof_margin if roof else cfg.data.crop_expand),
         num_keypoints=layout.num_points if full else n_points, hist_eq=bool(cfg.data.hist_eq),
         attention=cfg.model.attention, pipeline=cfg.data.pipeline, stage=cfg.data.stage,
