@@ -364,3 +364,37 @@ def test_contact_sheet_cli_with_real_row(small_ds, tmp_path):
     assert np.all(sheet[45:75, 5:35] == 200) and not np.all(sheet[5:35, 5:35] == 200)
     bad = subprocess.run([sys.executable, "-m", "datasets.synthetic"], cwd=ROOT, capture_output=True, text=True)
     assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1
+
+
+def test_roof_strips_tile_the_sourcil_from_t_to_e():
+    """The strips the painter fades are consecutive pieces of the roof's sourcil: together they
+    cover the whole strip, the first starts at the triradiate point and the last ends at the edge."""
+    from datasets.synthetic.render import Painter
+    from datasets.synthetic.shapes import roof_strips
+    anat = sample_anatomy(np.random.default_rng(3))
+    h = anat.hips["left"]
+    sh = hip_shapes(h, anat.wing_w, anat.wing_h, anat.ischium)
+    a = np.radians(h.ai_deg)
+    up = np.array([-np.sin(a), -np.cos(a)])
+    parts = roof_strips(sh.roof, up, 0.011)
+    assert np.allclose(parts[0][0], sh.points["triradiate"]) and np.allclose(parts[-1][len(parts[-1]) // 2 - 1],
+                                                                           sh.points["lateral_edge"])
+    for p, q in zip(parts[:-1], parts[1:]):                      # neighbours share their cut
+        assert np.allclose(p[len(p) // 2 - 1], q[0])
+    M = np.array([[2000.0, 0, 1000], [0, 2000.0, 1000]])
+    P = Painter(2000, 2000, M)
+    whole = P.mask([sh.sourcil])
+    union = sum(P.mask([p]) for p in parts)
+    # anti-aliased fills of two strips overlap by about a pixel at each shared cut
+    assert abs(union.sum() - whole.sum()) < 0.02 * whole.sum()
+    assert np.abs(np.clip(union, 0, 1) - whole).mean() < 1e-3
+
+
+def test_roof_fade_dims_towards_the_lateral_edge():
+    from datasets.synthetic.paint import roof_fade
+    faded = 0
+    for i in range(200):
+        w = roof_fade(np.random.default_rng([9, i]), 5)
+        assert np.all(np.diff(w) <= 1e-12) and w.min() >= 0 and w.max() <= 1.2
+        faded += w[-1] < 0.6 * w[0]
+    assert 0.3 < faded / 200 < 0.9            # most films, not all

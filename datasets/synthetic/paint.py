@@ -93,7 +93,7 @@ def hips(rng, P, shapes, maps) -> np.ndarray:
     bone += (0.2 + 0.24 * rim) * ilium * (1.0 + 0.25 * smooth_noise(rng, H, W, 14))
     bone += 0.24 * P.blur(P.mask(both("ilium_body")), 0.035) * ilium
     bone += 0.1 * P.mask(lines=both("ilium"), line_w=0.012, closed_lines=True) * ilium
-    bone += 0.25 * P.mask(both("roof_band")) + 0.25 * P.mask(both("sourcil"))
+    bone += roof_lines(rng, P, shapes, maps)
     bone += P.blur(0.42 * P.mask(both("ischium")) + 0.34 * P.mask(both("pubis"), holes=both("foramen")
                                                                    + both("ischium")), 0.008)
     femur = P.blur(P.mask(both("femur")), 0.004)
@@ -107,6 +107,29 @@ def hips(rng, P, shapes, maps) -> np.ndarray:
     if nuclei:
         bone += 0.6 * P.blur(P.mask(nuclei), 0.006)
     return bone + soft
+
+
+def roof_fade(rng, parts: int) -> np.ndarray:
+    """Weights of the roof strips from T to E. On most films the sourcil fades towards the
+    lateral edge (by a random amount and profile), or is faint as a whole, so that a model must
+    find the edge at the corner of the bone outline, not at the end of the bright line."""
+    x = np.linspace(0.0, 1.0, parts)
+    level = uniform(rng, 0.5, 1.2)
+    if rng.random() < 0.7:
+        return level * (1.0 - uniform(rng, 0.4, 1.0) * x ** uniform(rng, 0.7, 2.5))
+    return np.full(parts, level)
+
+
+def roof_lines(rng, P, shapes, maps) -> np.ndarray:
+    """The sclerotic band along each roof and its thin dense cortical line (the sourcil)."""
+    out = np.zeros((P.H, P.W), np.float32)
+    for s in SIDES:
+        sh = shapes[s]
+        w = roof_fade(rng, len(sh.sourcil_parts))
+        for wi, band, line in zip(w, sh.roof_band_parts, sh.sourcil_parts):
+            out += np.float32(0.25 * (0.5 + 0.5 * wi)) * P.mask([maps[s](band)])
+            out += np.float32(0.25 * wi) * P.mask([maps[s](line)])
+    return out
 
 
 def _shield(rng, P) -> np.ndarray:

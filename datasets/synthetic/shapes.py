@@ -26,6 +26,8 @@ from datasets.synthetic.anatomy import MIN_EDGE_TURN_DEG, HipAnatomy, PelvisAnat
 
 # margin (fraction of the keypoints' extent) added on each side of a hip box
 BOX_MARGIN = 0.20
+# the roof's sclerotic band and sourcil are painted in this many strips along the roof (T -> E)
+ROOF_PARTS = 5
 # the ossific nucleus keeps this distance (D) below the roof line and above the metaphysis
 NUCLEUS_CLEARANCE = 0.015
 
@@ -64,6 +66,8 @@ class HipShapes:
     ilium_body: np.ndarray
     roof_band: np.ndarray
     sourcil: np.ndarray
+    roof_band_parts: list        # the band and the sourcil cut into ROOF_PARTS strips, from T to E,
+    sourcil_parts: list          # so that the painter can fade them laterally
     roof: np.ndarray
     ischium: np.ndarray
     pubis: np.ndarray
@@ -197,6 +201,7 @@ def hip_shapes(h: HipAnatomy, wing_w: float, wing_h: float, ischium: float) -> H
     band_w = 0.028                            # sclerotic band along the roof; its densest, thin cortical
     roof_band = np.concatenate([roof, (roof + band_w * up)[::-1]])          # line (the sourcil) lines
     sourcil = np.concatenate([roof, (roof + 0.011 * up)[::-1]])            # the edge from T to E
+    band_parts, sourcil_parts = roof_strips(roof, up, band_w), roof_strips(roof, up, 0.011)
     isch, pub, foramen = _ischium_pubis(h, ischium)
     H = np.array([E[0] + h.hx, h.hy])
     femur, medulla, meta_band, Lc, Mc, dlat, up_m = _femur(h, H)
@@ -207,8 +212,23 @@ def hip_shapes(h: HipAnatomy, wing_w: float, wing_h: float, ischium: float) -> H
     nucleus = ellipse(C, rn, rn * 0.92, 0, 28) if rn > 0 else None
     points = {"lateral_edge": E, "mid_roof": mid_roof, "triradiate": T, "metaphysis_lateral": Lc,
               "metaphysis_mid": (Lc + Mc) / 2, "metaphysis_medial": Mc, "head_centre": C}
-    return HipShapes(points, ilium, ilium_body, roof_band, sourcil, roof, isch, pub, foramen,
-                     femur, medulla, meta_band, head, nucleus)
+    return HipShapes(points, ilium, ilium_body, roof_band, sourcil, band_parts, sourcil_parts, roof, isch, pub,
+                     foramen, femur, medulla, meta_band, head, nucleus)
+
+
+def roof_strips(roof: np.ndarray, up: np.ndarray, width: float, parts: int = ROOF_PARTS) -> list:
+    """The strip of ``width`` along the roof polyline (into the bone, direction ``up``), cut into
+    ``parts`` consecutive pieces of equal arc length from T to E (neighbours share their cut)."""
+    seg = np.linalg.norm(np.diff(roof, axis=0), axis=1)
+    s = np.concatenate([[0.0], np.cumsum(seg)]) / seg.sum()
+    out = []
+    for i in range(parts):
+        a, b = i / parts, (i + 1) / parts
+        inner = s[(s > a) & (s < b)]
+        ts = np.concatenate([[a], inner, [b]])
+        line = np.stack([np.interp(ts, s, roof[:, 0]), np.interp(ts, s, roof[:, 1])], axis=1)
+        out.append(np.concatenate([line, (line + width * up)[::-1]]))
+    return out
 
 
 def side_to_pelvis(anat: PelvisAnatomy):

@@ -32,7 +32,7 @@ ROOT = Path(__file__).resolve().parents[2]
 # (docs/phantom.md): gray-level changes of the keypoint crops (datasets/augment.py) and wider
 # brightness changes for YOLO. The geometry and the labels stay exact.
 DOMAIN_RANDOMISATION_KP = dict(aug_contrast=0.5, aug_equalize=0.3, aug_blur=0.4, aug_noise=0.4, aug_jpeg=0.4,
-                               aug_erase=0.1)
+                               aug_erase=0.1, scale_jitter=0.15, box_jitter=0.08)
 DOMAIN_RANDOMISATION_YOLO = dict(hsv_v=0.6)
 
 # Per scale: the phantom set, then the flags of train_yolo.py and of train_hip_crop_keypoints.py by
