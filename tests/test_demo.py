@@ -57,6 +57,26 @@ def test_update_readme_rewrites_only_the_block_and_copies_the_overlay(tmp_path, 
     assert readme.read_text() == text                      # idempotent
 
 
+def test_the_readme_block_gives_the_runs_cpu_time(tmp_path, monkeypatch):
+    monkeypatch.setattr(demo, "ROOT", tmp_path)
+    readme = tmp_path / "README.md"
+    readme.write_text(README)
+    out = fake_run(tmp_path)
+    demo.write_report(out, "cpu", demo.SCALES["cpu"], {}, 432.0, cpu_seconds=1230.0)
+    info = json.loads((out / demo.RUN_INFO).read_text())
+    assert info["cpu_minutes"] == 20.5
+    demo.update_readme(out, readme)
+    cores = info["cpus"]
+    assert f"7.2 min on {cores} CPU cores (20.5 CPU-minutes in all, about {20.5 / cores:.0f} min on {cores} idle cores)." \
+        in readme.read_text()
+
+
+def test_child_cpu_seconds_counts_a_finished_child():
+    before = demo._child_cpu_seconds()
+    subprocess.run([sys.executable, "-c", "s = 0\nfor i in range(3_000_000): s += i"], check=True)
+    assert demo._child_cpu_seconds() - before > 0.05
+
+
 def test_update_readme_refuses_without_a_run_or_a_block(tmp_path):
     readme = tmp_path / "README.md"
     readme.write_text(README)
@@ -74,12 +94,16 @@ def test_update_readme_refuses_without_a_run_or_a_block(tmp_path):
 def test_run_demo_writes_only_generated_folders_and_the_readme_only_when_asked(tmp_path, monkeypatch, update):
     steps, refreshed = [], []
     monkeypatch.setattr(demo, "_step", lambda title, args, timings: steps.append([str(a) for a in args]))
-    monkeypatch.setattr(demo, "write_report", lambda out, *a: Path(out) / "report.md")
+    monkeypatch.setattr(demo, "write_report", lambda out, *a, **k: Path(out) / "report.md")
     monkeypatch.setattr(demo, "update_readme", lambda *a, **k: refreshed.append(1) or Path("README.md"))
     demo.run_demo("cpu", update_readme_block=update)
     assert refreshed == ([1] if update else [])
     assert [s[0] for s in steps] == ["make_synthetic_dataset.py", "split.py", "train_yolo.py",
-                                     "train_hip_crop_keypoints.py", "predict_hip_crop_keypoints.py"]
+                                     "train_hip_crop_keypoints.py", "train_hip_crop_keypoints.py",
+                                     "predict_hip_crop_keypoints.py"]
+    roof, predict = steps[4], steps[5]            # the roof refiner is trained, then used at prediction
+    assert roof[roof.index("--stage") + 1] == "roof"
+    assert predict[predict.index("--refine_path") + 1] == f"weights/{roof[roof.index('--exp_name') + 1]}_best.pth"
     out_flags = ("--out", "--output_dir", "--project", "--log_dir")
     written = [s[i + 1] for s in steps for i, a in enumerate(s[:-1]) if a in out_flags]
     assert len(written) >= 4

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import resource
 import shlex
 import shutil
 import subprocess
@@ -29,11 +30,15 @@ from utils.progress import interactive
 ROOT = Path(__file__).resolve().parents[2]
 
 # Domain randomisation, on in the demo so that its phantom-trained models meet real films
-# (docs/phantom.md): gray-level changes of the keypoint crops (datasets/augment.py) and wider
-# brightness changes for YOLO. The geometry and the labels stay exact.
+# (docs/phantom.md): gray-level changes of the keypoint crops (datasets/augment.py), a zoom and a
+# moved box for each crop (the detector's boxes on a real film are not the phantom's), and wider
+# brightness changes for YOLO. The labels stay exact (the crop's matrix moves them).
 DOMAIN_RANDOMISATION_KP = dict(aug_contrast=0.5, aug_equalize=0.3, aug_blur=0.4, aug_noise=0.4, aug_jpeg=0.4,
                                aug_erase=0.1, scale_jitter=0.15, box_jitter=0.08)
 DOMAIN_RANDOMISATION_YOLO = dict(hsv_v=0.6)
+# the roof stage takes the gray-level changes; its crop has its own jitter (--roof_jitter), not the
+# hip crop's scale and box jitter
+DOMAIN_RANDOMISATION_ROOF = {k: v for k, v in DOMAIN_RANDOMISATION_KP.items() if k.startswith("aug_")}
 
 # Per scale: the phantom set, then the flags of train_yolo.py and of train_hip_crop_keypoints.py by
 # their own names (the keypoint ones are fields of utils.config.TrainConfig).
@@ -41,13 +46,18 @@ SCALES = {
     # 300 films split 0.65/0.15/0.2: a test split of 60 films (120 hips) while training keeps about
     # the 192 films it had at 240 x 0.8 (docs/accuracy.md)
     "cpu": dict(n=300, size=512, device="auto", split=dict(train=0.65, val=0.15, test=0.2),
-                yolo=dict(model="yolo12n.yaml", epochs=25, imgsz=256, batch=16, **DOMAIN_RANDOMISATION_YOLO),
-                keypoints=dict(model_name="convnext_atto_custom", head_type="simcc_2d", input_size=128, epochs=60,
-                               batch_size=32, learning_rate=2e-3, sigma=4.0, **DOMAIN_RANDOMISATION_KP)),
+                yolo=dict(model="yolo12n.yaml", epochs=20, imgsz=256, batch=16, **DOMAIN_RANDOMISATION_YOLO),
+                keypoints=dict(model_name="convnext_atto_custom", head_type="simcc_2d", input_size=128, epochs=40,
+                               batch_size=32, learning_rate=2e-3, sigma=4.0, **DOMAIN_RANDOMISATION_KP),
+                # the roof refiner (--stage roof): the AI's points again, on a tighter crop (docs/accuracy.md)
+                roof=dict(model_name="convnext_atto_custom", head_type="simcc_2d", input_size=128, epochs=30,
+                          batch_size=32, learning_rate=2e-3, sigma=4.0, **DOMAIN_RANDOMISATION_ROOF)),
     "full": dict(n=600, size=768, device="auto", split=dict(train=0.8, val=0.1, test=0.1),
                  yolo=dict(model="yolo12s.yaml", epochs=100, imgsz=640, batch=16, **DOMAIN_RANDOMISATION_YOLO),
                  keypoints=dict(model_name="convnext_small_custom", head_type="simcc_2d", input_size=224,
-                                epochs=100, batch_size=32, learning_rate=1e-4, sigma=6.0, **DOMAIN_RANDOMISATION_KP)),
+                                epochs=100, batch_size=32, learning_rate=1e-4, sigma=6.0, **DOMAIN_RANDOMISATION_KP),
+                 roof=dict(model_name="convnext_small_custom", head_type="simcc_2d", input_size=224, epochs=100,
+                           batch_size=32, learning_rate=1e-4, sigma=6.0, **DOMAIN_RANDOMISATION_ROOF)),
 }
 
 
@@ -56,7 +66,7 @@ def _flags(settings: dict) -> list:
 
 
 DATASET, SPLIT, RESULTS = "dataset/demo", "data/demo", "results/demo"
-YOLO_NAME, KP_NAME = "demo_yolo", "demo_kp"
+YOLO_NAME, KP_NAME, ROOF_NAME = "demo_yolo", "demo_kp", "demo_roof"
 README_BEGIN, README_END = "<!-- demo:begin -->", "<!-- demo:end -->"
 GENERATED = ("dataset", "data", "runs", "weights", "logs", "results")   # all a demo run writes
 RUN_INFO = "demo_run.json"
@@ -81,28 +91,32 @@ def run_demo(scale: str = "cpu", update_readme_block: bool = False) -> dict:
     if scale not in SCALES:
         raise UserError(f"DEMO_SCALE must be one of {', '.join(SCALES)}, got {scale!r}")
     c = SCALES[scale]
-    t_start = time.time()
+    t_start, cpu0 = time.time(), _child_cpu_seconds()
     timings: dict = {}
     print(f"Hip keypoint toolkit demo (scale: {scale}). Synthetic phantom data; research use only.")
-    _step("1/5 generate a synthetic phantom set",
+    _step("1/6 generate a synthetic phantom set",
           ["make_synthetic_dataset.py", "--out", DATASET, "--n", c["n"], "--size", c["size"], "--seed", 0,
            "--overwrite"], timings)
-    _step("2/5 split into train/val/test",
+    _step("2/6 split into train/val/test",
           ["split.py", "--dataset", DATASET, "--out", SPLIT, *_flags(c["split"]),
            "--seed", 42, "--stratify", "--overwrite"], timings)
     y, kp = c["yolo"], c["keypoints"]
-    _step("3/5 train the YOLO hip detector",
+    _step("3/6 train the YOLO hip detector",
           ["train_yolo.py", *_flags(y), "--data", f"{SPLIT}/data.yaml", "--nbs", y["batch"], "--name", YOLO_NAME,
            "--project", "runs/demo", "--device", c["device"], "--exist_ok"], timings)
-    _step("4/5 train the hip-crop keypoint model (one left-side model, right hips mirrored)",
+    _step("4/6 train the hip-crop keypoint model (one left-side model, right hips mirrored)",
           ["train_hip_crop_keypoints.py", "--data_dir", SPLIT, *_flags(kp), "--side", "left", "--mirror",
            "--exp_name", KP_NAME, "--device", c["device"]], timings)
-    _step("5/5 predict and evaluate on the test split",
+    _step("5/6 train the roof refiner (a tighter crop around each roof: lateral edge, mid roof, triradiate)",
+          ["train_hip_crop_keypoints.py", "--data_dir", SPLIT, "--stage", "roof", *_flags(c["roof"]),
+           "--side", "left", "--mirror", "--exp_name", ROOF_NAME, "--device", c["device"]], timings)
+    _step("6/6 predict and evaluate on the test split",
           ["predict_hip_crop_keypoints.py", "--kp_left_path", f"weights/{KP_NAME}_best.pth",
+           "--refine_path", f"weights/{ROOF_NAME}_best.pth",
            "--yolo_weights", f"weights/{YOLO_NAME}.pt", "--data", f"{SPLIT}/test", "--output_dir", RESULTS,
            "--imgsz", y["imgsz"], "--device", c["device"]], timings)
     total = time.time() - t_start
-    report = write_report(Path(ROOT / RESULTS), scale, c, timings, total)
+    report = write_report(Path(ROOT / RESULTS), scale, c, timings, total, cpu_seconds=_child_cpu_seconds() - cpu0)
     print(f"\nDemo finished in {total / 60:.1f} min. Report: {report}")
     if update_readme_block:
         print(f"README demo block refreshed: {update_readme()}")
@@ -112,7 +126,14 @@ def run_demo(scale: str = "cpu", update_readme_block: bool = False) -> dict:
     return {"seconds": total, "report": str(report)}
 
 
-def write_report(out: Path, scale: str, c: dict, timings: dict, total: float) -> Path:
+def _child_cpu_seconds() -> float:
+    """CPU seconds (user + system) of the finished child processes: the steps' own CPU time, which a
+    shared machine does not inflate as it does the wall time."""
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
+def write_report(out: Path, scale: str, c: dict, timings: dict, total: float, cpu_seconds=None) -> Path:
     metrics = json.loads((out / "metrics.json").read_text())
     table = headline_table(metrics)
     plots = [p for p in ("ai_scatter.png", "ai_error_vs_true.png", "ai_bland_altman.png", "ihdi_confusion.png",
@@ -125,7 +146,8 @@ def write_report(out: Path, scale: str, c: dict, timings: dict, total: float) ->
         "# Demo report: two-stage hip keypoint pipeline on synthetic phantoms", "",
         f"Test split: {n_img} phantom images ({c['size']} px), scale `{scale}`: "
         f"YOLO `{c['yolo']['model']}` at {c['yolo']['imgsz']} px, keypoints `{c['keypoints']['model_name']}` + "
-        f"`{c['keypoints']['head_type']}` at {c['keypoints']['input_size']} px. Total time {total / 60:.1f} min.", "",
+        f"`{c['keypoints']['head_type']}` at {c['keypoints']['input_size']} px, roof refiner at "
+        f"{c['roof']['input_size']} px. Total time {total / 60:.1f} min.", "",
         table, "",
         *_gate_and_interval_lines(out, metrics),
         "Sides are image sides: *left* is the hip on the image-left (the patient's right).", "",
@@ -143,6 +165,8 @@ def write_report(out: Path, scale: str, c: dict, timings: dict, total: float) ->
     report.write_text("\n".join(lines) + "\n")
     info = {"scale": scale, "minutes": round(total / 60, 1), "cpus": os.cpu_count(), "n_images": n_img,
             "overlay": overlays[0].name if overlays else None}
+    if cpu_seconds is not None:
+        info["cpu_minutes"] = round(cpu_seconds / 60, 1)
     (out / RUN_INFO).write_text(json.dumps(info, indent=2) + "\n")
     return report
 
@@ -159,6 +183,15 @@ def _gate_and_interval_lines(out: Path, metrics: dict) -> list:
         lines += [f"AI 95% interval: {cov['coverage']:.1%} of the true AIs inside (target 90-98%), mean width "
                   f"{cov['mean_width']:.1f} deg over {cov['n']} hips.", ""]
     return lines
+
+
+def _cpu_note(info: dict) -> str:
+    """`` (N CPU-minutes, about M min on C idle cores)`` when the run recorded its CPU time."""
+    cpu, cores = info.get("cpu_minutes"), info.get("cpus")
+    if cpu is None:
+        return ""
+    idle = f", about {cpu / cores:.0f} min on {cores} idle cores" if cores else ""
+    return f" ({cpu:.1f} CPU-minutes in all{idle})"
 
 
 def update_readme(results=None, readme=None, docs=None) -> Path:
@@ -180,7 +213,8 @@ def update_readme(results=None, readme=None, docs=None) -> Path:
         shutil.copyfile(results / "overlays" / info["overlay"], docs / "demo_overlay.png")
     scale = "" if info.get("scale", "cpu") == "cpu" else f" (DEMO_SCALE={info['scale']})"
     block = (f"{README_BEGIN}\nLast `make demo` run{scale}: {info.get('n_images', '?')} test images, "
-             f"{info.get('minutes', float('nan')):.1f} min on {info.get('cpus', '?')} CPU cores.\n\n{table}\n\n"
+             f"{info.get('minutes', float('nan')):.1f} min on {info.get('cpus', '?')} CPU cores"
+             f"{_cpu_note(info)}.\n\n{table}\n\n"
              f"![A demo overlay](docs/demo_overlay.png)\n{README_END}")
     text = re.sub(re.escape(README_BEGIN) + ".*?" + re.escape(README_END), lambda m: block, text, flags=re.S)
     readme.write_text(text)
