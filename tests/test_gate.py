@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 
 from datasets.layouts import mirror_image_keypoints
-from utils.hip_geometry import (AI_RANGE_DEG, GATE_REASONS, MAX_H_LINE_TILT_DEG, TRIRADIATE_DISTANCE_RANGE,
-                                acetabular_index, format_reasons, plausibility_gate, summarize_gate)
+from utils.hip_geometry import (AI_RANGE_DEG, GATE_REASONS, MAX_H_LINE_TILT_DEG, MAX_REFINE_SHIFT,
+                                TRIRADIATE_DISTANCE_RANGE, acetabular_index, format_reasons, plausibility_gate,
+                                refine_shift_fraction, summarize_gate)
 
 W = 500.0   # image width: the span of 100 px is 0.2 of it
 
@@ -41,7 +42,8 @@ def test_constants():
     assert AI_RANGE_DEG == (0, 60)
     assert MAX_H_LINE_TILT_DEG == 30
     assert TRIRADIATE_DISTANCE_RANGE == (0.15, 0.75)
-    assert len(set(GATE_REASONS)) == len(GATE_REASONS) == 8
+    assert MAX_REFINE_SHIFT == 0.25
+    assert len(set(GATE_REASONS)) == len(GATE_REASONS) == 9
 
 
 @pytest.mark.parametrize("deg, scale", [(0, 1.0), (25, 1.0), (-29.5, 1.0), (10, 3.0)])
@@ -177,3 +179,23 @@ def test_gate_over_a_batch_summary():
     images = [pelvis(), pelvis(65, 30), rotate(pelvis(), 35)]
     results = [gate(k) for k in images]
     assert summarize_gate(results) == "3 of 6 hips ungradable: h_line_tilt 2, ai_out_of_range 1"
+
+
+def test_stages_disagree_alone():
+    """A roof refiner that moves a roof point by more than MAX_REFINE_SHIFT of the first stage's
+    roof length: the two models disagree, the hip is not graded. The bound passes; NaN fails."""
+    k = pelvis()
+    assert gate(k, refine_shift=(0.1, None)) == ([], [])
+    assert gate(k, refine_shift=(MAX_REFINE_SHIFT, 0.0)) == ([], [])
+    assert gate(k, refine_shift=(0.2501, 0.1)) == (["stages_disagree"], [])
+    assert gate(k, refine_shift=(None, float("nan"))) == ([], ["stages_disagree"])
+    assert gate(k, refine_shift=None) == gate(k) == ([], [])
+
+
+def test_refine_shift_fraction():
+    first = np.array([[0.0, 0.0], [20.0, -5.0], [40.0, -10.0]])      # edge at 0, triradiate at 2 (in the array)
+    roof = math.hypot(40, 10)
+    moved = first + [[0, 0], [3.0, 4.0], [1.0, 0.0]]                  # the largest move: 5 px
+    assert refine_shift_fraction(first, moved, 0, 2) == pytest.approx(5.0 / roof)
+    assert refine_shift_fraction(first, first, 0, 2) == 0.0
+    assert refine_shift_fraction(np.zeros((3, 2)), moved, 0, 2) == math.inf     # no roof: disagree

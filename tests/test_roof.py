@@ -138,7 +138,9 @@ def test_training_roof_crops_map_their_targets_back_exactly(data, augment):
 
 
 # ---------------------------------------------------------------------------- the perfect refiner
-ROOF_SHIFT = {"lateral_edge": (2.0, -1.5), "mid_roof": (0.5, 1.5), "triradiate": (-1.5, 1.0)}   # image px
+# image px; on these small films a roof is 10-20 px long, so this stays well under the gate's
+# MAX_REFINE_SHIFT of the roof length (test_a_refiner_that_moves_the_roof_far_fails_the_gate)
+ROOF_SHIFT = {"lateral_edge": (1.0, -0.6), "mid_roof": (0.6, 0.6), "triradiate": (-0.8, 0.5)}
 
 
 def _misplaced(records, layout):
@@ -407,3 +409,36 @@ def test_accuracy_bench_refine_variants(tmp_path):
                          "+ensemble (2 seeds) +flip"] and names[6:] == ["+refine", "+refine +flip"]
     assert rows[6]["train_s"] > rows[0]["train_s"] and rows[6]["n_hips"] == rows[0]["n_hips"]
     assert "| +refine |" in (tmp_path / "accuracy.md").read_text()
+
+
+def test_refine_stage_records_how_far_the_refiner_moved_the_roof(monkeypatch):
+    """refine_stage stores, per side, the refiner's largest move of a roof point over the first
+    stage's roof length; make_row's gate turns a move past MAX_REFINE_SHIFT into stages_disagree
+    (and no IHDI grade), and leaves a small one alone."""
+    from utils.evaluation.metrics import make_row
+    from utils.hip_geometry import MAX_REFINE_SHIFT
+    lay = get_layout("ihdi12")
+    kps = np.array([[60, 80], [80, 85], [100, 90], [70, 110], [85, 110], [100, 110],
+                    [200, 90], [220, 85], [240, 80], [200, 110], [215, 110], [230, 110]], float)
+    item = P.ImageItem(rec=None, image=np.zeros((200, 300), np.uint8))
+    item.points = {s: (kps[lay.side_slice(s)].copy(), np.ones(6)) for s in SIDES}
+    roof_len = np.hypot(40, 10)
+    moves = {"left": np.array([0.1, 0.0]) * roof_len, "right": np.array([0.0, 0.4]) * roof_len}
+
+    def fake_infer(items, models, layout, *a, **k):       # the refiner: the roof points, moved
+        for it in items:
+            for s in it.crops:
+                first = kps[[j for j in roof_indices(lay, s)]]
+                it.points[s] = (first + moves[s], np.ones(3))
+
+    class Refiner:
+        def crop(self, image, box):
+            return np.zeros((3, 8, 8), np.float32), np.eye(3)
+    monkeypatch.setattr(P, "infer_stage", fake_infer)
+    P.refine_stage([item], {s: Refiner() for s in SIDES}, lay)
+    assert item.refine_shift["left"] == pytest.approx(0.1) and item.refine_shift["right"] == pytest.approx(0.4)
+    pred = np.concatenate([item.points["left"][0], item.points["right"][0]])
+    row = make_row("x", pred, lay, image_width=300, refine_shift=item.refine_shift)
+    assert 0.1 < MAX_REFINE_SHIFT < 0.4
+    assert row.hips["left"].qc == "" and row.hips["right"].qc == "stages_disagree"
+    assert row.hips["right"].pred_ihdi == 0 and row.hips["left"].pred_ihdi > 0

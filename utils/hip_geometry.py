@@ -347,6 +347,9 @@ AI_RANGE_DEG = (0.0, 60.0)                  # a plausible AI lies in this closed
 MAX_H_LINE_TILT_DEG = 30.0                  # H-line tilt from the image horizontal, at most
 TRIRADIATE_DISTANCE_RANGE = (0.15, 0.75)    # inter-triradiate distance / image width, closed range
 DEFAULT_MIN_CONF = 0.25                     # detection confidence below this is low
+# with a roof refiner: the refiner may move a roof point by at most this fraction of the first
+# stage's roof length (triradiate point -> lateral edge); more means the two models disagree
+MAX_REFINE_SHIFT = 0.25
 
 # reason codes, in the order the gate reports them
 MISSING_KEYPOINTS = "missing_keypoints"
@@ -357,8 +360,9 @@ TRIRADIATE_DISTANCE = "triradiate_distance"
 H_LINE_TILT = "h_line_tilt"
 EDGE_NOT_LATERAL = "edge_not_lateral"
 AI_OUT_OF_RANGE = "ai_out_of_range"
+STAGES_DISAGREE = "stages_disagree"
 GATE_REASONS = (MISSING_KEYPOINTS, NO_DETECTION, LOW_CONFIDENCE, SIDES_SWAPPED,
-                TRIRADIATE_DISTANCE, H_LINE_TILT, EDGE_NOT_LATERAL, AI_OUT_OF_RANGE)
+                TRIRADIATE_DISTANCE, H_LINE_TILT, EDGE_NOT_LATERAL, AI_OUT_OF_RANGE, STAGES_DISAGREE)
 
 
 def _side_detection_reasons(detected, confidences, i, min_conf) -> List[str]:
@@ -375,12 +379,14 @@ def _side_detection_reasons(detected, confidences, i, min_conf) -> List[str]:
 
 
 def plausibility_gate(keypoints, image_width, layout="ihdi12", confidences=None, detected=None,
-                      min_conf=DEFAULT_MIN_CONF) -> Tuple[List[str], List[str]]:
+                      min_conf=DEFAULT_MIN_CONF, refine_shift=None) -> Tuple[List[str], List[str]]:
     """Reasons why each hip of one image should not be graded: ``(reasons_left, reasons_right)``.
 
     An empty list means the hip passes. ``keypoints`` is one image's ``(N, 2)``;
     ``confidences`` is ``(conf_left, conf_right)`` or None, ``detected`` is
-    ``(bool, bool)`` or None. Never raises on NaN keypoints: a hip whose points (or the
+    ``(bool, bool)`` or None; ``refine_shift`` is ``(left, right)`` or None, each the largest
+    move of a roof point by the roof refiner as a fraction of the first stage's roof length
+    (``refine_shift_fraction``; None for a side without one). Never raises on NaN keypoints: a hip whose points (or the
     other hip's triradiate point, which fixes the H-line) are missing gets
     ``missing_keypoints`` and the geometric checks that need them are skipped.
     Reason codes are listed in ``GATE_REASONS``; the checks are described in
@@ -427,7 +433,20 @@ def plausibility_gate(keypoints, image_width, layout="ihdi12", confidences=None,
                 ai = float(f[s]["ai_deg"])
                 if np.isfinite(ai) and not AI_RANGE_DEG[0] <= ai <= AI_RANGE_DEG[1]:
                     reasons[s].append(AI_OUT_OF_RANGE)
+    for s, shift in zip(SIDES, refine_shift or (None, None)):
+        if shift is not None and not float(shift) <= MAX_REFINE_SHIFT:      # (NaN disagrees too)
+            reasons[s].append(STAGES_DISAGREE)
     return reasons["left"], reasons["right"]
+
+
+def refine_shift_fraction(first, refined, edge: int, tri: int) -> float:
+    """The largest move of a point from ``first`` to ``refined`` (both (P, 2) image px, the roof
+    points a refiner replaced), divided by the first stage's roof length |first[edge] - first[tri]|
+    (``edge``, ``tri``: positions of the lateral edge and the triradiate point in the arrays)."""
+    first, refined = np.asarray(first, float), np.asarray(refined, float)
+    roof = float(np.linalg.norm(first[edge] - first[tri]))
+    move = float(np.max(np.linalg.norm(refined - first, axis=1)))
+    return move / roof if roof > _EPS else math.inf
 
 
 def format_reasons(reasons: Sequence[str]) -> str:

@@ -457,7 +457,7 @@ def keypoint_name(layout, j: int) -> str:
 def make_row(stem: str, pred_kps, layout, gt_kps=None, pred_boxes=None, gt_boxes=None,
              det_conf=None, pixel_spacing_mm=None, crop_sides=None,
              gt_ai=None, gt_ihdi=None, image_width=None, min_conf=DEFAULT_MIN_CONF,
-             ai_interval=None) -> schema.PredictionRow:
+             ai_interval=None, refine_shift=None) -> schema.PredictionRow:
     """One row of the predictions DataFrame as a ``schema.PredictionRow`` (see the module
     docstring for the columns; ``prediction_row`` gives it as a dict).
 
@@ -472,6 +472,7 @@ def make_row(stem: str, pred_kps, layout, gt_kps=None, pred_boxes=None, gt_boxes
       become 0, its measured angles stay); None leaves ``qc_*`` empty (not gated).
       ``min_conf``: the gate's detector confidence threshold (GT boxes have none).
     - ``ai_interval``: ``{side: (lo, hi)}``, the AI's 95% interval (NaN when not given).
+    - ``refine_shift``: ``{side: fraction}`` from a roof refiner, for the gate's ``stages_disagree``.
 
     AI and IHDI come from ``utils.hip_geometry`` on the full keypoint set; both need
     the two triradiate points, so a missing side leaves the other side unmeasured.
@@ -510,7 +511,7 @@ def make_row(stem: str, pred_kps, layout, gt_kps=None, pred_boxes=None, gt_boxes
         pred_points=[(float(x), float(y)) for x, y in pred],
         gt_points=[(float(x), float(y)) for x, y in (gt if gt is not None else no_gt)],
         mean_err_px=float(fin.mean()) if len(fin) else np.nan)
-    return gate_row(row, pred, lay, image_width, det_conf, min_conf)
+    return gate_row(row, pred, lay, image_width, det_conf, min_conf, refine_shift)
 
 
 def prediction_row(stem: str, pred_kps, layout, **kwargs) -> Dict:
@@ -572,7 +573,7 @@ def measurements(pred, gt, layout, pixel_spacing_mm=None) -> Dict[str, Dict[str,
 
 
 def gate_row(row: schema.PredictionRow, pred, layout, image_width=None, det_conf=None,
-             min_conf=DEFAULT_MIN_CONF) -> schema.PredictionRow:
+             min_conf=DEFAULT_MIN_CONF, refine_shift=None) -> schema.PredictionRow:
     """Run the plausibility gate on a row: ``qc`` = the reasons joined by ";" ("" = passed, or
     not gated when ``image_width`` is None); a failed hip's ``pred_ihdi`` (and ``pred_tonnis``)
     become 0 (ungradable), its measured AI and CE stay."""
@@ -582,7 +583,9 @@ def gate_row(row: schema.PredictionRow, pred, layout, image_width=None, det_conf
         conf = [(det_conf or {}).get(s) for s in SIDES]
         detected = tuple(bool(row.hips[s].detected) for s in SIDES)
         reasons = plausibility_gate(pred, image_width, lay, detected=detected, min_conf=min_conf,
-                                    confidences=None if all(c is None for c in conf) else conf)
+                                    confidences=None if all(c is None for c in conf) else conf,
+                                    refine_shift=None if not refine_shift else
+                                    tuple(refine_shift.get(s) for s in SIDES))
     for s, r in zip(SIDES, reasons):
         hip = row.hips[s]
         hip.qc = format_reasons(r)

@@ -45,7 +45,7 @@ from utils.evaluation.metrics import evaluate_predictions, make_row, write_metri
 from utils.evaluation.overlays import row_annotations, save_overlay, save_worst_cases
 from utils.evaluation.tables import headline_table
 from utils.fileio import check_output_dir
-from utils.hip_geometry import DEFAULT_MIN_CONF, ai_interval, summarize_gate
+from utils.hip_geometry import DEFAULT_MIN_CONF, ai_interval, refine_shift_fraction, summarize_gate
 from utils.progress import every_for, progress_bar
 from utils.pipelines import detection
 
@@ -269,6 +269,7 @@ class ImageItem:
     crops: Dict[str, tuple] = field(default_factory=dict)             # side -> (model input, crop matrix M)
     points: Dict[str, tuple] = field(default_factory=dict)            # side -> (side kps (P, 2) image px, conf (P,))
     samples: Dict[str, np.ndarray] = field(default_factory=dict)      # side -> (S, P, 2) sampled kps, image px
+    refine_shift: Dict[str, float] = field(default_factory=dict)     # side -> the refiner's move / roof length
 
 
 def read_stage(records, problems: ProblemLog) -> List[ImageItem]:
@@ -354,6 +355,8 @@ def refine_stage(items: List[ImageItem], refiners: Dict[str, SideModel], layout,
             pts, conf = it.points[s]
             pts, conf = np.array(pts, float), np.array(conf, float)
             shift = roof_pts - pts[pos]
+            it.refine_shift[s] = refine_shift_fraction(pts[pos], roof_pts, roof.local(s, roof.lateral_edge[s]),
+                                                       roof.local(s, roof.triradiate[s]))
             pts[pos], conf[pos] = roof_pts, roof_conf
             it.points[s] = (pts, conf)
             if s in it.samples:   # the AI interval: the refiner's samples, else the first stage's moved along
@@ -366,7 +369,7 @@ def write_stage(items: List[ImageItem], out: "PredictionWriter") -> None:
     """One predictions.csv row per item (and its overlay)."""
     for it in items:
         row, kps = build_row(it.rec, it.image, it.info, it.boxes, it.points, out.layout, out.side_models,
-                             out.with_gt, samples=it.samples, min_conf=out.min_conf)
+                             out.with_gt, samples=it.samples, min_conf=out.min_conf, refine_shift=it.refine_shift)
         out.add(it, row, kps)
 
 
@@ -538,7 +541,7 @@ def side_ai_intervals(samples: Dict[str, np.ndarray], layout) -> Dict[str, tuple
 
 
 def build_row(rec, img, info, boxes, pred, layout, side_models, with_gt, samples=None,
-              min_conf=DEFAULT_MIN_CONF):
+              min_conf=DEFAULT_MIN_CONF, refine_shift=None):
     """One predictions.csv row as a dict: ``utils.evaluation.metrics.make_row`` (with the
     plausibility gate and the AI interval from ``samples``) plus image facts and confidences."""
     H, W = img.shape[:2]
@@ -560,7 +563,7 @@ def build_row(rec, img, info, boxes, pred, layout, side_models, with_gt, samples
             gt_boxes=rec.boxes if (with_gt and rec.boxes) else None,
             det_conf={s: b[1] for s, b in boxes.items() if b is not None},
             pixel_spacing_mm=spacing, crop_sides=crop_sides, image_width=W, min_conf=min_conf,
-            ai_interval=side_ai_intervals(samples or {}, layout))
+            ai_interval=side_ai_intervals(samples or {}, layout), refine_shift=refine_shift)
     missing = [s for s in SIDES if boxes.get(s) is None]
     row.image, row.width, row.height = str(rec.image_path), W, H
     row.status = "ok" if not missing else "not detected: " + ",".join(missing)
