@@ -81,3 +81,19 @@ def test_flip_test_refuses_a_model_trained_on_one_orientation(kp, refine, culpri
     if kp == ["old"]:   # an old checkpoint still predicts without --flip_test
         _predict(fill["old"], data, tmp_path / "no_flip")
         assert Path(tmp_path / "no_flip" / "predictions.csv").is_file()
+
+
+def test_the_accuracy_bench_trains_every_model_with_hflip(monkeypatch, tmp_path):
+    """bench/accuracy.py (and bench/decoding.py, which reuses its parser and train_model) trains with
+    --hflip 0.5 by default, so its baseline and +flip rows use one valid model."""
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "bench"))
+    import accuracy   # (bench/accuracy.py: a script folder, not a package)
+
+    seen = []
+    monkeypatch.setattr("utils.pipelines.train.train", lambda cfg: seen.append(cfg) or {"paths": {"best": "b.pth"}})
+    a = accuracy.parse_args(["--out", str(tmp_path)])
+    assert a.hflip == 0.5
+    accuracy.train_model(a, tmp_path, tmp_path, "base", 1)
+    accuracy.train_model(a, tmp_path, tmp_path, "roof", 1, stage="roof")
+    assert [c["hflip"] for c in seen] == [0.5, 0.5]
+    assert accuracy.parse_args(["--hflip", "0"]).hflip == 0.0
