@@ -9,7 +9,10 @@ test split on the ground-truth boxes (``--use_gt_box``, so that detection does n
 once per variant:
 
 - ``baseline``: one model (seed ``--seed``), soft-argmax SimCC decoding;
-- ``+flip``: the same model with the flip test (``--flip_test``);
+- ``+flip``: the same model with the flip test (``--flip_test``). Every model of the bench is
+  trained with ``--hflip`` (default 0.5: random horizontal flips), so that the baseline and
+  ``+flip`` rows use the same model and the flip test is valid; ``--hflip 0`` leaves the ``+flip``
+  rows out (a model trained on one orientation cannot be flip-tested);
 - ``+AI loss``: a model trained with ``--ai_loss_weight`` (same seed), with and without flip;
 - ``+ensemble``: the baseline and ``--ensemble_seeds - 1`` more seeds, SimCC distributions
   averaged (``--kp_left_path a.pth b.pth ...``), with and without flip;
@@ -47,6 +50,8 @@ def build_parser(description: str = __doc__) -> argparse.ArgumentParser:
     p.add_argument("--learning_rate", type=float, default=2e-3)
     p.add_argument("--sigma", type=float, default=4.0)
     p.add_argument("--ai_loss_weight", type=float, default=0.1)
+    p.add_argument("--hflip", type=float, default=0.5, help="training --hflip of every model (the flip test needs "
+                                                            "> 0; 0: no +flip rows)")
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--ensemble_seeds", type=int, default=3, help="ensemble members (the baseline is one)")
     p.add_argument("--device", default="cpu")
@@ -79,7 +84,7 @@ def train_model(a, split: Path, root: Path, name: str, seed: int, ai_loss_weight
                epochs=a.epochs, batch_size=a.batch_size, learning_rate=a.learning_rate, sigma=a.sigma,
                ai_loss_weight=ai_loss_weight, seed=seed, device=a.device, out=str(root / "weights"),
                log_dir=str(root / "logs"), exp_name=name, progress=False, tensorboard=False,
-               max_steps=2 if a.quick else None)
+               max_steps=2 if a.quick else None, hflip=a.hflip)
     cfg.update(overrides)
     t0 = time.time()
     res = train(cfg)
@@ -142,6 +147,8 @@ def main(argv=None):
         roof, t_roof = train_model(a, split, root, "roof", a.seed, stage="roof")
         variants += [("+refine", [base], False, t_base + t_roof, roof), ("+refine +flip", [base], True, t_base + t_roof,
                                                                           roof)]
+    if not a.hflip > 0:   # models of one orientation: the flip test would refuse them
+        variants = [v for v in variants if not v[2]]
     rows = []
     for name, paths, flip, t_train, *refine in variants:
         rows.append({**measure(a, split, root, name, paths, flip, *refine), "train_s": t_train})

@@ -12,8 +12,9 @@ bench/accuracy.py (its functions are reused: ``make_data``, ``train_model``, ``m
 per ``--heatmap_sigmas`` (in input pixels; the heatmap has one cell per 4 px). Each model then
 predicts the test split on the ground-truth boxes once per decoder (``--decode`` at
 prediction, the same weights): SimCC softargmax / argmax / argmax_refine, heatmap dark /
-argmax / softargmax. ``train (s)`` is the training time of the row's model, so rows of one
-model repeat it.
+argmax / softargmax. Every model is trained with ``--hflip`` (bench/accuracy.py's, default
+0.5), so ``--flip_test`` rows are valid. ``train (s)`` is the training time of the row's model,
+so rows of one model repeat it.
 
 Prints a Markdown table and writes it, with the settings, to ``OUT/decoding.md`` and
 ``OUT/decoding.json``.
@@ -66,6 +67,8 @@ def main(argv=None):
     a = parse_args(argv)
     from models.registry import codec_name_for   # (torch: not needed for --help)
     from utils.errors import UserError
+    if a.flip_test and not a.hflip > 0:
+        raise UserError("--flip_test needs models trained with --hflip > 0 (the bench's default is 0.5)")
     if codec_name_for(a.head_type) != "simcc":
         raise UserError(f"--head_type {a.head_type} is not a SimCC head (the heatmap rows come from --heatmap_sigmas)")
     root = Path(a.out)

@@ -21,8 +21,8 @@ from torch.utils.data import Dataset, Sampler
 
 from datasets.augment import PhotometricAug
 from datasets.layouts import SIDES, get_layout, layout_for_num_points, roof_indices, roof_layout
-from utils.cropping import (crop_points_to_side, roof_box, rotation_matrix, side_crop_matrix, side_points_to_crop,
-                            square_box, warp)
+from utils.cropping import (crop_points_to_side, mirror_matrix, roof_box, rotation_matrix, side_crop_matrix,
+                            side_points_to_crop, square_box, warp)
 from utils.config import IMAGENET_MEAN, IMAGENET_STD
 from utils.errors import ItemError, ProblemLog, UserError
 from datasets.formats import read_record_image
@@ -67,16 +67,21 @@ class Augment:
         its size changes by a factor in [1 - box_jitter, 1 + box_jitter].
     photometric: gray-level domain randomisation (``datasets.augment.PhotometricAug``), applied
         after the warp with the same per-sample generator; it never moves pixels.
+    hflip: probability that the crop is mirrored horizontally, x -> (S - 1) - x, after the
+        affine (``random_flip``); the dataset then permutes its points by the layout's mirror
+        permutation, as the flip test (``codec.flip_outputs``) assumes. 0: never (and no draw).
     """
     rot: float = 10.0
     shift: float = 20.0
     scale: float = 0.0
     box_jitter: float = 0.0
     photometric: PhotometricAug = PhotometricAug()
+    hflip: float = 0.0
 
     @property
     def enabled(self) -> bool:
-        return self.photometric.enabled or any(v > 0 for v in (self.rot, self.shift, self.scale, self.box_jitter))
+        return self.photometric.enabled or any(v > 0 for v in (self.rot, self.shift, self.scale, self.box_jitter,
+                                                               self.hflip))
 
     def context(self, size: int) -> int:
         """Side of the cached base square (pixels at input scale) so that any draw stays inside it."""
@@ -98,6 +103,11 @@ class Augment:
         scale = rng.uniform(1 - self.scale, 1 + self.scale) if self.scale > 0 else 1.0
         shift = rng.uniform(-self.shift, self.shift, 2) if self.shift > 0 else (0.0, 0.0)
         return rotation_matrix(angle, c, scale, shift) @ j
+
+    def random_flip(self, rng: np.random.Generator) -> bool:
+        """Whether this sample is mirrored (probability ``hflip``). Draws nothing when ``hflip``
+        is 0, so the other draws, and so training without it, stay exactly as they were."""
+        return bool(self.hflip > 0 and rng.random() < self.hflip)
 
 
 def translation(dx: float, dy: float) -> np.ndarray:
@@ -137,7 +147,14 @@ class HipCropDataset(Dataset):
     An item is a dict of tensors: ``image`` (3, S, S) float32 (through ``preprocess_crop``),
     ``keypoints`` (P, 2) crop pixels in model order, ``matrix`` (3, 3) image -> crop,
     ``image_kps`` (P, 2) ground truth in image pixels (the side's stored order),
-    ``mirrored``, ``crop_side_px`` and ``index``.
+    ``mirrored`` (the crop's points are the side's permuted by the mirror permutation, so that
+    ``crop_to_image_points`` maps them back), ``flipped`` (the random horizontal flip,
+    ``Augment.hflip``, was drawn), ``crop_side_px`` and ``index``.
+
+    A flipped crop is the augmented crop mirrored, x -> (S - 1) - x (a mirror matrix composed
+    into the crop's matrix, so labels stay exact), and its points are permuted by the layout's
+    mirror permutation: point k of the flipped crop is the mirror of the unflipped crop's point
+    ``mirror_perm[k]``, exactly what ``codec.flip_outputs`` undoes at the flip test.
 
     Index ``epoch * len(self) + i`` serves sample ``i`` with epoch ``epoch``'s random draw:
     the augmentation is a pure function of (seed, epoch, i), so it is the same whichever
@@ -220,29 +237,41 @@ class HipCropDataset(Dataset):
 
     def crop(self, index: int):
         """(crop uint8 (S, S), matrix image -> crop) of sample ``index`` (with its epoch's draw)."""
+        crop, M, _ = self.draw(index)
+        return crop, M
+
+    def draw(self, index: int):
+        """(crop uint8 (S, S), matrix image -> crop, flipped) of sample ``index``: its epoch's
+        random affine, then (``Augment.hflip``) a horizontal mirror composed into the same warp."""
         epoch, i = divmod(int(index), len(self.samples))
         s = self.samples[i]
         if self.augment is None:
-            return s.pixels, s.matrix
+            return s.pixels, s.matrix, False
         rng = np.random.default_rng([self.seed, epoch, i])
         A = self.augment.random_matrix(rng, self.input_size)
+        flipped = self.augment.random_flip(rng)
+        if flipped:
+            A = mirror_matrix(self.input_size) @ A
         crop = warp(s.pixels, A @ translation(-s.base_offset, -s.base_offset), self.input_size)
         if self.augment.photometric.enabled:
             crop = self.augment.photometric(crop, rng)
-        return crop, A @ s.matrix
+        return crop, A @ s.matrix, flipped
 
     def __getitem__(self, index: int):
         i = int(index) % len(self.samples)
         s = self.samples[i]
-        crop, M = self.crop(index)
+        crop, M, flipped = self.draw(index)
         kps = side_points_to_crop(s.image_kps, M, s.mirrored, self.layout)
+        if flipped:   # point k of the flipped crop is the unflipped crop's point mirror_perm[k], mirrored
+            kps = kps[list(self.layout.mirror_perm)]
         x = preprocess_crop(crop, self.hist_eq, self.mean, self.std)
         return {
             "image": torch.from_numpy(x),
             "keypoints": torch.from_numpy(kps.astype(np.float32)),
             "matrix": torch.from_numpy(M),
             "image_kps": torch.from_numpy(s.image_kps),
-            "mirrored": s.mirrored,
+            "mirrored": s.mirrored != flipped,   # (the mirror permutation is its own inverse)
+            "flipped": flipped,
             "crop_side_px": s.crop_side_px,
             "index": i,
         }

@@ -42,7 +42,7 @@ class FullImageDataset(HipCropDataset):
     """Whole films letterboxed to ``input_size``, with all the layout's keypoints as targets.
 
     ``records``: ``HipRecord``s with keypoints (boxes are not needed). ``augment``: an
-    ``Augment`` (its rot / shift / scale; box_jitter does not apply) or None. Items are those
+    ``Augment`` (its rot / shift / scale; box_jitter and hflip do not apply) or None. Items are those
     of ``HipCropDataset`` (``image``, ``keypoints`` (N, 2) model pixels, ``matrix``,
     ``image_kps`` (N, 2), ``mirrored`` False, ``crop_side_px`` = the letterbox side in image
     pixels, ``index``); serving (``crop``, ``__getitem__``) is inherited.
@@ -54,8 +54,9 @@ class FullImageDataset(HipCropDataset):
         self.input_size = int(input_size)
         self.side, self.mirror, self.crop_expand = FULL, False, 0.0
         self.augment = augment if (augment is not None and augment.enabled) else None
-        if self.augment is not None and self.augment.box_jitter:
-            self.augment = dataclasses.replace(self.augment, box_jitter=0.0)
+        if self.augment is not None and (self.augment.box_jitter or self.augment.hflip):
+            # no horizontal flip of a whole film: it would swap the two hips
+            self.augment = dataclasses.replace(self.augment, box_jitter=0.0, hflip=0.0)
         self.hist_eq, self.mean, self.std = bool(hist_eq), tuple(mean), tuple(std)
         self.seed = int(seed)
         problems = problems if problems is not None else ProblemLog()

@@ -212,3 +212,74 @@ def test_photometric_augmentation_changes_pixels_not_keypoints(tiny_records):
     assert not torch.equal(sa["image"], sb["image"])
     # deterministic per (seed, epoch, index)
     assert torch.equal(b[0]["image"], HipCropDataset(tiny_records, 64, augment=pho, seed=3)[0]["image"])
+
+
+# ------------------------------------------------------------------ the training flip (--hflip)
+def _flip_pairs(ds_plain, ds_flip, epochs=4):
+    """(plain item, item of the hflip dataset) for every sample of ``epochs`` epochs."""
+    n = len(ds_plain)
+    return [(ds_plain[e * n + i], ds_flip[e * n + i]) for e in range(epochs) for i in range(n)]
+
+
+@pytest.mark.parametrize("stage", ["hip", "roof"])
+def test_hflip_mirrors_the_crop_and_permutes_its_points_as_the_flip_test_undoes(tiny_records, stage):
+    """A flipped sample is the same draw's crop mirrored (x -> S - 1 - x), its points mirrored and
+    permuted by the mirror permutation; the codec's flip_outputs (what --flip_test applies) maps
+    its targets back to the unflipped sample's exactly, keypoint weights included; and the
+    flipped points still map back to the annotation through the item's matrix."""
+    from datasets.crops import roof_crop_dataset
+    from models.codecs import build_codec
+
+    size, geo = 64, dict(rot=10.0, shift=5.0, scale=0.1)
+
+    def make(hflip):
+        aug = Augment(**geo, hflip=hflip)
+        if stage == "roof":
+            return roof_crop_dataset(tiny_records, "ihdi12", size, 0.5, augment=aug, seed=7, threads=1)
+        return HipCropDataset(tiny_records, size, augment=aug, seed=7, threads=1)
+
+    plain, half = make(0.0), make(0.5)
+    lay = plain.layout
+    perm = list(lay.mirror_perm)
+    codec = build_codec("direct_regression", size)
+    n_flipped = 0
+    for a, b in _flip_pairs(plain, half):
+        # the affine draw comes first, so hflip 0.5 keeps the unflipped samples exactly as hflip 0 serves them
+        np.testing.assert_array_equal(b["image_kps"].numpy(), a["image_kps"].numpy())
+        if not b["flipped"]:
+            np.testing.assert_array_equal(b["image"].numpy(), a["image"].numpy())
+            np.testing.assert_array_equal(b["keypoints"].numpy(), a["keypoints"].numpy())
+            assert bool(b["mirrored"]) == bool(a["mirrored"])
+            continue
+        n_flipped += 1
+        assert bool(b["mirrored"]) != bool(a["mirrored"])
+        # the pixels: the unflipped crop mirrored (the same warp, up to cv2's fixed-point interpolation)
+        assert np.abs(b["image"].numpy() - a["image"].numpy()[..., ::-1]).mean() < 0.02
+        # the labels: point k = the unflipped crop's point perm[k], mirrored
+        want = a["keypoints"].numpy()[perm].astype(float)
+        want[:, 0] = (size - 1) - want[:, 0]
+        np.testing.assert_allclose(b["keypoints"].numpy(), want, atol=1e-4)
+        # the flip test's mapping undoes it: targets and keypoint weights back to the plain sample's
+        t_flip, w_flip = codec.encode(b["keypoints"][None])
+        t_plain, w_plain = codec.encode(a["keypoints"][None])
+        back = codec.decode(codec.flip_outputs(t_flip, perm))[0]
+        torch.testing.assert_close(back, a["keypoints"][None], atol=1e-4, rtol=0)
+        torch.testing.assert_close(w_flip[:, perm], w_plain)
+        # and the matrix (mirror composed in) maps the flipped points back to the annotation
+        img = crop_to_image_points(b["keypoints"].numpy()[None].astype(float), b["matrix"].numpy()[None],
+                                   [bool(b["mirrored"])], lay)[0]
+        np.testing.assert_allclose(img, b["image_kps"].numpy(), atol=1e-3)
+    assert 0.25 * 4 * len(plain) < n_flipped < 0.75 * 4 * len(plain)
+
+
+def test_hflip_is_off_by_default_and_a_full_image_model_refuses_it():
+    from utils.config import TrainConfig
+    from utils.errors import UserError
+
+    assert Augment().hflip == 0.0 and TrainConfig().data.hflip == 0.0
+    assert Augment(rot=0, shift=0, hflip=0.5).enabled and not Augment(rot=0, shift=0).enabled
+    assert TrainConfig.from_flat({"hflip": 0.5}).to_flat()["hflip"] == 0.5
+    with pytest.raises(UserError, match="full_image"):
+        TrainConfig.from_flat({"hflip": 0.5, "pipeline": "full_image"})
+    with pytest.raises(UserError, match="probability"):
+        TrainConfig.from_flat({"hflip": 1.5})

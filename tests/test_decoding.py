@@ -220,7 +220,8 @@ def test_heatmap_head_trains_round_trips_a_checkpoint_and_predicts(phantoms, tmp
     from tests.helpers import train_tiny_keypoints
     from utils.pipelines.predict import run_prediction
 
-    pth = train_tiny_keypoints(phantoms, tmp_path, "hm", 64, head_type="heatmap", sigma=4.0, ai_loss_weight=0.1)
+    pth = train_tiny_keypoints(phantoms, tmp_path, "hm", 64, head_type="heatmap", sigma=4.0, ai_loss_weight=0.1,
+                               hflip=0.5)   # (predicted below with the flip test)
     model, codec, cfg = load_keypoint_model(pth)
     assert isinstance(codec, HeatmapCodec) and codec.sigma == 4.0 and codec.decode_mode == "dark"
     assert cfg["head_type"] == "heatmap" and cfg["decode"] is None and cfg["train"]["ai_loss_weight"] == 0.1

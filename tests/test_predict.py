@@ -123,7 +123,8 @@ class PerfectModel:
         self.config = dict(model_name="perfect", head_type=head_type, input_size=input_size, split_ratio=2.0,
                            sigma=sigma, layout=get_layout(layout).name, side=side, mirror=True, crop_expand=0.10,
                            num_keypoints=get_layout(layout).points_per_side, hist_eq=True,
-                           mean=list(IMAGENET_MEAN), std=list(IMAGENET_STD))
+                           mean=list(IMAGENET_MEAN), std=list(IMAGENET_STD),
+                           hflip=0.5 if flipped else 0.0)   # the flip test needs a model that knows both orientations
 
     def to(self, *a, **k):
         return self

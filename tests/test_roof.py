@@ -185,7 +185,7 @@ class PerfectRefiner(PerfectModel):
         self.config = dict(model_name="perfect_roof", head_type=head_type, input_size=KP_SIZE, split_ratio=2.0,
                            sigma=6.0, layout=lay.name, side=side, mirror=True, crop_expand=MARGIN, stage="roof",
                            num_keypoints=roof.points_per_side, hist_eq=True, mean=list(IMAGENET_MEAN),
-                           std=list(IMAGENET_STD))
+                           std=list(IMAGENET_STD), hflip=0.5 if flipped else 0.0)
 
 
 def _install(monkeypatch, tmp_path, fakes):
@@ -283,8 +283,9 @@ def test_refiner_layout_must_match_the_keypoint_model(data, tmp_path, monkeypatc
 def tiny(data, tmp_path_factory):
     """A tiny first-stage model and a tiny roof refiner (two steps each), trained by the one loop."""
     out = tmp_path_factory.mktemp("roof_ckpts")
-    return {"hip": train_tiny_keypoints(data, out, "tiny_hip", KP_SIZE),
-            "roof": train_tiny_keypoints(data, out, "tiny_roof", KP_SIZE, stage="roof", roof_margin=0.4)}
+    # (--hflip: the predict test runs them with --flip_test)
+    return {"hip": train_tiny_keypoints(data, out, "tiny_hip", KP_SIZE, hflip=0.5),
+            "roof": train_tiny_keypoints(data, out, "tiny_roof", KP_SIZE, stage="roof", roof_margin=0.4, hflip=0.5)}
 
 
 def test_stage_roof_trains_and_round_trips_through_its_checkpoint(data, tiny, tmp_path):

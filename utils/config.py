@@ -70,6 +70,10 @@ class Data:
     shift: float = opt(20.0, "random shift range, +- pixels at input size", float)
     scale_jitter: float = opt(0.0, "random zoom range, 1 +- this", float)
     box_jitter: float = opt(0.0, "random box centre/size jitter, as a fraction of the crop", float)
+    hflip: float = opt(0.0, "probability of mirroring a training crop horizontally, its points permuted by the "
+                            "layout's mirror permutation, so the model learns both orientations (needed for "
+                            "--flip_test at prediction; docs/accuracy.md); hip crops and --stage roof only: "
+                            "--pipeline full_image refuses it (a flipped film swaps the hips)", float)
     # photometric domain randomisation of training crops (datasets/augment.py); strengths 0-1, 0 = off
     aug_contrast: float = opt(0.0, "random contrast and gamma, strength 0-1", float)
     aug_equalize: float = opt(0.0, "random CLAHE or plain histogram equalisation, strength 0-1", float)
@@ -250,6 +254,11 @@ class TrainConfig:
         d = self.data
         if d.stage == "roof" and d.pipeline != "hip_crop":
             raise UserError("--stage roof trains on hip crops: it needs --pipeline hip_crop")
+        if not 0 <= d.hflip <= 1:
+            raise UserError(f"--hflip is a probability in [0, 1], got {d.hflip}")
+        if d.hflip > 0 and d.pipeline == "full_image":
+            raise UserError(f"--hflip {d.hflip:g} refused with --pipeline full_image: mirroring a whole film swaps "
+                            "the image-left and image-right hips; keep --hflip 0")
         if d.roof_margin < 0 or not 0 <= d.roof_jitter < 0.5:
             raise UserError(f"--roof_margin must be >= 0 and --roof_jitter in [0, 0.5); got {d.roof_margin}, "
                             f"{d.roof_jitter}")

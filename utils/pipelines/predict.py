@@ -189,13 +189,34 @@ def load_keypoint_checkpoint(path: str, side: str, device="cpu", model_name=None
     return model, codec, cfg
 
 
+def trained_hflip(config) -> float:
+    """The probability of a horizontal flip the checkpoint's model was trained with (``--hflip``);
+    0 for a checkpoint that predates the setting."""
+    value = config.get("hflip", (config.get("train") or {}).get("hflip", 0.0))
+    return float(value or 0.0)
+
+
+def check_flip_test(path, config, flag: str) -> None:
+    """Refuse ``--flip_test`` for a model trained on one orientation only (``hflip`` 0): a side
+    model sees its own side and the other side mirrored into the same orientation, never a crop
+    of the other orientation, so its answer on the mirrored crop is out of distribution."""
+    if not trained_hflip(config) > 0:
+        raise UserError(f"--flip_test needs a model trained with --hflip > 0 ({flag} {path} was trained on one "
+                        "orientation only; its mirrored crops are out of distribution)")
+
+
 ENSEMBLE_KEYS = ("layout", "side", "head_type", "input_size", "split_ratio")
 
 
-def load_ensemble(paths: List[str], side: str, device="cpu", model_name=None, stage: str = "hip"):
+def load_ensemble(paths: List[str], side: str, device="cpu", model_name=None, stage: str = "hip",
+                  flip_test: bool = False):
     """(model, codec, config, path) of one checkpoint, or of an ``Ensemble`` of several: these
-    must agree on ``ENSEMBLE_KEYS`` and their crop settings (one crop feeds them all)."""
+    must agree on ``ENSEMBLE_KEYS`` and their crop settings (one crop feeds them all). With
+    ``flip_test`` every one of them must have been trained with ``hflip`` > 0 (``check_flip_test``)."""
     loaded = [load_keypoint_checkpoint(p, side, device, model_name, stage) for p in paths]
+    if flip_test:
+        for p, (_, _, c) in zip(paths, loaded):
+            check_flip_test(p, c, _flag(side, stage))
     if len(loaded) == 1:
         return (*loaded[0], paths[0])
     _, codec, cfg = loaded[0]
@@ -212,13 +233,15 @@ def load_ensemble(paths: List[str], side: str, device="cpu", model_name=None, st
 def load_side_models(kp_left_path=None, kp_right_path=None, device="cpu", model_name=None, flip_test=False,
                      decode=None):
     """{side: SideModel}. One model serves both sides by mirroring when only one side is given;
-    several paths for a side make an ensemble (``load_ensemble``); ``decode``: a decode mode that
+    several paths for a side make an ensemble (``load_ensemble``); ``flip_test`` needs models trained
+    with ``hflip`` > 0 (``check_flip_test``); ``decode``: a decode mode that
     replaces the checkpoints' own (``models.codecs.with_decode``)."""
 
     paths = {"left": checkpoint_paths(kp_left_path), "right": checkpoint_paths(kp_right_path)}
     if not any(paths.values()):
         raise UserError("give --kp_left_path and/or --kp_right_path (a keypoint model .pth or .onnx)")
-    loaded = {side: load_ensemble(p, side, device, model_name) for side, p in paths.items() if p}
+    loaded = {side: load_ensemble(p, side, device, model_name, flip_test=bool(flip_test))
+              for side, p in paths.items() if p}
     out = {}
     for side in SIDES:
         src = side if side in loaded else next(iter(loaded))
@@ -243,7 +266,7 @@ def load_refiners(refine_path, layout, device="cpu", flip_test=False) -> Dict[st
     paths = checkpoint_paths(refine_path)
     if not paths:
         return {}
-    model, codec, cfg, p = load_ensemble(paths, "left", device, stage="roof")
+    model, codec, cfg, p = load_ensemble(paths, "left", device, stage="roof", flip_test=bool(flip_test))
     if cfg.get("layout") != layout.name:
         raise UserError(f"--refine_path: {p} refines layout {cfg.get('layout')}, the keypoint model's is {layout.name}")
     model_side = cfg.get("side", "left")

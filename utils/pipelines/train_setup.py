@@ -106,7 +106,7 @@ def setup_data(r: Run) -> None:
         crop_args = dict(input_size=cfg.model.input_size, side=d.side, mirror=d.mirror, crop_expand=d.crop_expand,
                          hist_eq=d.hist_eq, layout=r.layout, problems=problems, threads=min(8, os.cpu_count() or 1))
         augment = Augment(rot=d.rot, shift=d.shift, scale=d.scale_jitter, box_jitter=d.box_jitter,
-                          photometric=photometric_aug(d))
+                          photometric=photometric_aug(d), hflip=d.hflip)
         train_set = HipCropDataset(train_records, augment=augment, seed=cfg.system.seed, **crop_args)
         val_set = HipCropDataset(val_records, augment=None, **crop_args)
     log.info("data: %d train %s (%d images), %d val (%d images), layout %s, %d points per sample, "
@@ -142,7 +142,8 @@ def roof_sets(cfg, layout, train_records, val_records, problems):
     d = cfg.data
     args = dict(input_size=cfg.model.input_size, margin=d.roof_margin, side=d.side, mirror=d.mirror,
                 hist_eq=d.hist_eq, problems=problems, threads=min(8, os.cpu_count() or 1))
-    augment = Augment(rot=d.rot, shift=0.0, scale=0.0, box_jitter=d.roof_jitter, photometric=photometric_aug(d))
+    augment = Augment(rot=d.rot, shift=0.0, scale=0.0, box_jitter=d.roof_jitter, photometric=photometric_aug(d),
+                      hflip=d.hflip)
     return (roof_crop_dataset(train_records, layout, augment=augment, seed=cfg.system.seed, **args),
             roof_crop_dataset(val_records, layout, augment=None, **args))
 

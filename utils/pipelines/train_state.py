@@ -149,13 +149,14 @@ def checkpoint_config(cfg: TrainConfig, layout, exp_name: str, epoch: int, metri
     """The checkpoint's config (docs/INTERNALS.md keys) plus the whole flat training config.
     A full-image model (``pipeline`` "full_image") predicts every point of the layout; a roof
     refiner (``stage`` "roof") one side's roof points, and its ``crop_expand`` is the margin of
-    its crop around the roof box (``roof_margin``)."""
+    its crop around the roof box (``roof_margin``). ``hflip``: the probability of a horizontal
+    flip in training (0: the model has seen one orientation only, so ``--flip_test`` refuses it)."""
     full, roof = cfg.data.pipeline == "full_image", cfg.data.stage == "roof"
     n_points = roof_layout(layout).points_per_side if roof else layout.points_per_side
     return dict(
         model_name=cfg.model.model_name, head_type=cfg.model.head_type, input_size=cfg.model.input_size,
         split_ratio=float(cfg.model.split_ratio), sigma=float(cfg.model.sigma), decode=cfg.model.decode,
-        layout=layout.name, side=cfg.data.side, mirror=bool(cfg.data.mirror),
+        layout=layout.name, side=cfg.data.side, mirror=bool(cfg.data.mirror), hflip=float(cfg.data.hflip),
         crop_expand=float(cfg.data.roof_margin if roof else cfg.data.crop_expand),
         num_keypoints=layout.num_points if full else n_points, hist_eq=bool(cfg.data.hist_eq),
         attention=cfg.model.attention, pipeline=cfg.data.pipeline, stage=cfg.data.stage,
