@@ -153,13 +153,18 @@ def main(argv=None):
     for name, paths, flip, t_train, *refine in variants:
         rows.append({**measure(a, split, root, name, paths, flip, *refine), "train_s": t_train})
         print(f"{name}: AI MAE {rows[-1]['ai_mae']:.3f}, MRE {rows[-1]['mre_px']:.3f} px", flush=True)
-    settings = {k: v for k, v in vars(a).items() if k != "out"}
+    write_results(root, split, rows, {k: v for k, v in vars(a).items() if k != "out"}, "accuracy")
+
+
+def write_results(root: Path, split: Path, rows, settings: dict, name: str) -> None:
+    """The table (``markdown``) under a line naming the test split and the settings: printed, and
+    written to ``root/{name}.md`` and, with the rows, to ``root/{name}.json``."""
     table = markdown(rows)
     n_test = len(list((split / "test" / "images").iterdir()))
     head = (f"{n_test} test films ({rows[0]['n_hips']} hips), ground-truth boxes; settings: "
             + ", ".join(f"{k}={v}" for k, v in settings.items()))
-    (root / "accuracy.md").write_text(head + "\n\n" + table + "\n")
-    (root / "accuracy.json").write_text(json.dumps({"settings": settings, "rows": rows}, indent=2))
+    (root / f"{name}.md").write_text(head + "\n\n" + table + "\n")
+    (root / f"{name}.json").write_text(json.dumps({"settings": settings, "rows": rows}, indent=2))
     print("\n" + head + "\n\n" + table)
 
 

@@ -20,7 +20,6 @@ Prints a Markdown table and writes it, with the settings, to ``OUT/decoding.md``
 ``OUT/decoding.json``.
 """
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -83,14 +82,8 @@ def main(argv=None):
             row = accuracy.measure(a, split, root, variant, [path], a.flip_test, decode=dec)
             rows.append({**row, "train_s": t_train, "head_type": head, "decode": dec, **overrides})
             print(f"{variant}: MRE {row['mre_px']:.3f} px, AI MAE {row['ai_mae']:.3f}", flush=True)
-    settings = {k: v for k, v in vars(a).items() if k != "out" and k not in NOT_HERE}
-    table = accuracy.markdown(rows)
-    n_test = len(list((split / "test" / "images").iterdir()))
-    head = (f"{n_test} test films ({rows[0]['n_hips']} hips), ground-truth boxes; settings: "
-            + ", ".join(f"{k}={v}" for k, v in settings.items()))
-    (root / "decoding.md").write_text(head + "\n\n" + table + "\n")
-    (root / "decoding.json").write_text(json.dumps({"settings": settings, "rows": rows}, indent=2))
-    print("\n" + head + "\n\n" + table)
+    accuracy.write_results(root, split, rows, {k: v for k, v in vars(a).items() if k != "out" and k not in NOT_HERE},
+                           "decoding")
 
 
 if __name__ == "__main__":
