@@ -46,8 +46,8 @@ SCALES = {
     # 300 films split 0.65/0.15/0.2: a test split of 60 films (120 hips) while training keeps about
     # the 192 films it had at 240 x 0.8 (docs/accuracy.md)
     "cpu": dict(n=300, size=512, device="auto", split=dict(train=0.65, val=0.15, test=0.2),
-                yolo=dict(model="yolo12n.yaml", epochs=20, imgsz=256, batch=16, **DOMAIN_RANDOMISATION_YOLO),
-                keypoints=dict(model_name="convnext_atto_custom", head_type="simcc_2d", input_size=128, epochs=40,
+                yolo=dict(model="yolo12n.yaml", epochs=25, imgsz=256, batch=16, **DOMAIN_RANDOMISATION_YOLO),
+                keypoints=dict(model_name="convnext_atto_custom", head_type="simcc_2d", input_size=128, epochs=60,
                                batch_size=32, learning_rate=2e-3, sigma=4.0, **DOMAIN_RANDOMISATION_KP),
                 # the roof refiner (--stage roof): the AI's points again, on a tighter crop (docs/accuracy.md)
                 roof=dict(model_name="convnext_atto_custom", head_type="simcc_2d", input_size=128, epochs=30,
