@@ -86,7 +86,7 @@ def _step(title: str, args, timings: dict) -> None:
 
 
 def run_demo(scale: str = "cpu", update_readme_block: bool = False) -> dict:
-    """Run the five steps and write the report; with ``update_readme_block`` also refresh the
+    """Run the six steps and write the report; with ``update_readme_block`` also refresh the
     README's demo block (``update_readme``)."""
     if scale not in SCALES:
         raise UserError(f"DEMO_SCALE must be one of {', '.join(SCALES)}, got {scale!r}")
