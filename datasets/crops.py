@@ -127,6 +127,23 @@ class CropSample:
     base_offset: float = 0.0  # base pixels = crop pixels + base_offset
 
 
+def usable_records(records, layout, problems: ProblemLog, need_boxes: bool):
+    """``(records that can be trained on, their layout)``: the others (no keypoints, or no hip boxes
+    when ``need_boxes``) are listed in ``problems``; ``layout`` None is read off the keypoints."""
+    usable = []
+    for r in records:
+        if r.keypoints is None or (need_boxes and r.boxes is None):
+            problems.add(r.image_path, "no keypoints or no boxes (training crops need both)" if need_boxes
+                         else "no keypoints (training needs them)")
+        else:
+            usable.append(r)
+    if layout is None:
+        if not usable:
+            raise UserError("no image has both keypoints and hip boxes" if need_boxes else "no image has keypoints")
+        layout = layout_for_num_points(len(usable[0].keypoints))
+    return usable, get_layout(layout)
+
+
 def model_sides(side: str, mirror: bool):
     """(image side, mirrored) pairs served by a model of ``side``: its own side, plus the
     other side mirrored when ``mirror``."""
@@ -172,17 +189,7 @@ class HipCropDataset(Dataset):
         self.hist_eq, self.mean, self.std = bool(hist_eq), tuple(mean), tuple(std)
         self.seed = int(seed)
         problems = problems if problems is not None else ProblemLog()
-        usable = []
-        for r in records:
-            if r.keypoints is None or r.boxes is None:
-                problems.add(r.image_path, "no keypoints or no boxes (training crops need both)")
-            else:
-                usable.append(r)
-        if layout is None:
-            if not usable:
-                raise UserError("no image has both keypoints and hip boxes")
-            layout = layout_for_num_points(len(usable[0].keypoints))
-        self.layout = get_layout(layout)
+        usable, self.layout = usable_records(records, layout, problems, need_boxes=True)
         self.sides = model_sides(side, mirror)
         self.samples: List[CropSample] = self._cache(usable, threads, problems, "crops")
 

@@ -20,12 +20,11 @@ from typing import Optional, Sequence, Tuple
 import cv2
 import numpy as np
 
-from datasets.crops import Augment, CropSample, HipCropDataset, preprocess_crop, translation
+from datasets.crops import Augment, CropSample, HipCropDataset, preprocess_crop, translation, usable_records
 from datasets.formats import read_record_image
-from datasets.layouts import get_layout, layout_for_num_points
 from utils.config import IMAGENET_MEAN, IMAGENET_STD
 from utils.cropping import letterbox_box, letterbox_matrix, warp
-from utils.errors import ItemError, ProblemLog, UserError
+from utils.errors import ItemError, ProblemLog
 
 FULL = "both"   # the ``side`` of a full-image sample: it shows both hips
 
@@ -60,17 +59,7 @@ class FullImageDataset(HipCropDataset):
         self.hist_eq, self.mean, self.std = bool(hist_eq), tuple(mean), tuple(std)
         self.seed = int(seed)
         problems = problems if problems is not None else ProblemLog()
-        usable = []
-        for r in records:
-            if r.keypoints is None:
-                problems.add(r.image_path, "no keypoints (training needs them)")
-            else:
-                usable.append(r)
-        if layout is None:
-            if not usable:
-                raise UserError("no image has keypoints")
-            layout = layout_for_num_points(len(usable[0].keypoints))
-        self.layout = get_layout(layout)
+        usable, self.layout = usable_records(records, layout, problems, need_boxes=False)
         self.sides = [(FULL, False)]
         self.samples = self._cache(usable, threads, problems, "films")
 
