@@ -209,25 +209,34 @@ class HipCropDataset(Dataset):
         return samples
 
     # ------------------------------------------------------------------ caching
+    def _read_checked(self, rec) -> np.ndarray:
+        """The record's image, after checking that its keypoints fit the dataset's layout (ItemError)."""
+        if len(rec.keypoints) != self.layout.num_points:
+            raise ItemError(f"{len(rec.keypoints)} keypoints, the dataset's layout "
+                            f"{self.layout.name} has {self.layout.num_points}")
+        return read_record_image(rec)[0]
+
+    def _cached_pixels(self, image, M):
+        """``(pixels, offset)`` kept for one sample: the crop of ``M``, or with augmentation a larger
+        context around it (``Augment.context``) whose crop is offset by ``offset`` px on each axis."""
+        size = self.input_size
+        if self.augment is None:
+            return warp(image, M, size), 0.0
+        base = self.augment.context(size)
+        off = (base - size) / 2.0
+        return warp(image, translation(off, off) @ M, base), off
+
     def _load_record(self, rec):
         """All samples of one image (decoded once), or an ItemError."""
         try:
-            if len(rec.keypoints) != self.layout.num_points:
-                raise ItemError(f"{len(rec.keypoints)} keypoints, the dataset's layout "
-                                f"{self.layout.name} has {self.layout.num_points}")
-            image, _ = read_record_image(rec)
+            image = self._read_checked(rec)
             out = []
             size = self.input_size
             for side, mirrored in self.sides:
                 box = rec.boxes[side]
                 M = side_crop_matrix(box, size, self.crop_expand, mirrored)
                 sq = square_box(box, self.crop_expand)
-                if self.augment is None:
-                    pixels, off = warp(image, M, size), 0.0
-                else:
-                    base = self.augment.context(size)
-                    off = (base - size) / 2.0
-                    pixels = warp(image, translation(off, off) @ M, base)
+                pixels, off = self._cached_pixels(image, M)
                 out.append(CropSample(stem=rec.stem, side=side, mirrored=mirrored,
                                       image_kps=np.asarray(rec.keypoints, float)[self.layout.side_slice(side)],
                                       matrix=M, crop_side_px=float(sq[2] - sq[0]), pixels=pixels,

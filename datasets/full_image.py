@@ -20,8 +20,7 @@ from typing import Optional, Sequence, Tuple
 import cv2
 import numpy as np
 
-from datasets.crops import Augment, CropSample, HipCropDataset, preprocess_crop, translation, usable_records
-from datasets.formats import read_record_image
+from datasets.crops import Augment, CropSample, HipCropDataset, preprocess_crop, usable_records
 from utils.config import IMAGENET_MEAN, IMAGENET_STD
 from utils.cropping import letterbox_box, letterbox_matrix, warp
 from utils.errors import ItemError, ProblemLog
@@ -66,19 +65,11 @@ class FullImageDataset(HipCropDataset):
     def _load_record(self, rec):
         """[the film's one sample], or an ItemError."""
         try:
-            if len(rec.keypoints) != self.layout.num_points:
-                raise ItemError(f"{len(rec.keypoints)} keypoints, the dataset's layout "
-                                f"{self.layout.name} has {self.layout.num_points}")
-            image, _ = read_record_image(rec)
+            image = self._read_checked(rec)
             h, w = image.shape[:2]
             size = self.input_size
             M = letterbox_matrix(w, h, size)
-            if self.augment is None:
-                pixels, off = warp(image, M, size), 0.0
-            else:
-                base = self.augment.context(size)
-                off = (base - size) / 2.0
-                pixels = warp(image, translation(off, off) @ M, base)
+            pixels, off = self._cached_pixels(image, M)
             sq = letterbox_box(w, h)
             return [CropSample(stem=rec.stem, side=FULL, mirrored=False,
                                image_kps=np.asarray(rec.keypoints, float), matrix=M,
