@@ -337,3 +337,30 @@ def test_kfold_csv_merges_separate_jobs(tmp_path):
     assert [(int(r["fold"]), float(r["mAP50"])) for r in merged] == [(1, 0.7), (3, 0.9)]
     with open(path) as f:
         assert [r["weights"] for r in csv.DictReader(f)] == ["b", "c"]
+
+
+def test_training_keeps_the_process_cpu_threads(tiny, tmp_path, monkeypatch):
+    """Ultralytics' select_device sets torch's CPU threads to min(8, CPUs - 1) when a trainer starts (one
+    on a 2-core machine); train_detector's keep_cpu_threads sets them back before the first epoch."""
+    import torch
+
+    import utils.pipelines.yolo as Y
+    from ultralytics.utils import NUM_THREADS
+
+    seen = []
+    original = Y.keep_cpu_threads
+
+    def keep_and_record(yolo):
+        original(yolo)
+        yolo.add_callback("on_train_epoch_start", lambda trainer: seen.append(torch.get_num_threads()))
+
+    monkeypatch.setattr(Y, "keep_cpu_threads", keep_and_record)
+    n0 = torch.get_num_threads()
+    want = 5 if NUM_THREADS != 5 else 3          # a count Ultralytics would not set by itself
+    torch.set_num_threads(want)
+    try:
+        train_yolo.main(["--data", str(tiny), "--model", "yolo12n.yaml", *FAST, "--project", str(tmp_path / "runs"),
+                         "--name", "threads", "--weights_dir", str(tmp_path / "weights")])
+    finally:
+        torch.set_num_threads(n0)
+    assert seen == [want]

@@ -239,6 +239,17 @@ def report(result: Dict) -> str:
 
 
 # ---------------------------------------------------------------- training
+def keep_cpu_threads(yolo) -> None:
+    """Keep torch's CPU thread count in the trainer that ``yolo.train`` creates. Ultralytics'
+    ``select_device`` sets it to min(8, CPUs - 1) when the trainer starts: one thread on a
+    2-core machine, half of it (bench/cpu_threads.py measures the difference). The trainer's
+    ``on_pretrain_routine_start`` callback runs right after that and sets it back."""
+    import torch
+
+    n = torch.get_num_threads()
+    yolo.add_callback("on_pretrain_routine_start", lambda trainer: torch.set_num_threads(n))
+
+
 def train_detector(data, model: str = "yolo12n.yaml", epochs: int = 100, imgsz: int = 640,
                    batch: int = 8, device: Optional[str] = None, workers: int = 8,
                    project="runs/train", name: Optional[str] = None, pretrained: Optional[str] = None,
@@ -271,6 +282,7 @@ def train_detector(data, model: str = "yolo12n.yaml", epochs: int = 100, imgsz: 
         ckpt = yolo.ckpt or {}
         if ckpt.get("epoch", -1) < 0 or ckpt.get("optimizer") is None:  # stripped when a run completes
             raise UserError(f"--resume: {last} is from a finished run; nothing to resume")
+        keep_cpu_threads(yolo)
         yolo.train(resume=True, device=device, workers=workers)
     else:
         data_abs = load_data_yaml(data)
@@ -283,6 +295,7 @@ def train_detector(data, model: str = "yolo12n.yaml", epochs: int = 100, imgsz: 
         if pretrained:
             kwargs["pretrained"] = str(pretrained)
         log.info("training %s on %s (device %s, amp %s)", model, data, device, amp)
+        keep_cpu_threads(yolo)
         yolo.train(**kwargs)
 
     trainer = yolo.trainer
