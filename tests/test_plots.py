@@ -289,3 +289,27 @@ def test_overlay_from_row_reads_text_cells_and_box_columns():
     assert O.row_keypoints(row, "ihdi12", "gt") is None
     out = O.overlay_from_row(np.zeros((1000, 1000), np.uint8), row)
     assert out.shape[1] == 1000 and near(out, 250, 450, O.COLORS["box"]) and near(out, 500, 500, O.COLORS["h_line"])
+
+
+def test_hip_sheet_cuts_each_hip_around_its_box(tmp_path):
+    """save_hip_sheet: one 256-px cell per hip, two films a row, sorted by stem; each cell is the square of
+    1.7x its box's longer side centred on the box, so a point at the box centre lands at the cell centre and
+    a point at the box's lateral edge at 1/1.7 of the half-width from it; a missing detection is a dark cell."""
+    df = frame(3)
+    img = np.full((1000, 1000), 60, np.uint8)
+    img[495:506, 345:356] = 255              # a white square at the left box's centre (350, 500)
+    img[495:506, 245:256] = 255              # and one at its image-left edge x = 250
+    lookup = {s: img for s in df["stem"]}
+    df.loc[0, [c for c in df.columns if c.startswith(("pred_x_", "pred_y_", "gt_x_", "gt_y_"))]] = np.nan  # no lines
+    df.loc[2, [f"pred_box_right_{c}" for c in ("x1", "y1", "x2", "y2")]] = np.nan
+    p = O.save_hip_sheet(df, lookup, tmp_path / "sheet.png", cell=256)
+    sheet = cv2.imread(str(p))
+    assert sheet.shape == (2 * 256, 4 * 256, 3)           # 3 films = 6 cells -> 2 rows of 4 (2 blank)
+    cell = sheet[:256, :256]                              # img0, left hip: box 250..450 x 420..580, side 200
+    k = 256 / (1.7 * 200)
+    assert cell[128, 128].min() > 200                     # the box centre
+    assert cell[128, int(round(128 - 100 * k))].min() > 200   # the box's edge
+    assert cell[128, 128 - 40].max() < 100                # between them: the film's background
+    right_img2 = sheet[256:, 256:512]                     # img2's right hip: no box, cut around its points
+    assert np.abs(right_img2[40:].astype(int) - 60).max(axis=2).min() < 10 and right_img2[20:].max() > 200
+    assert O.save_hip_sheet(df, {}, tmp_path / "none.png") is None

@@ -17,6 +17,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pandas as pd
 import pytest
@@ -330,6 +331,8 @@ def test_script_with_tiny_checkpoint(data, ckpt_left, tmp_path):
     assert sorted(p.stem for p in (out / "overlays").glob("*.png")) == stems
     for f in ("metrics.json", "metrics.csv", "summary.json", "skipped.json"):
         assert (out / f).is_file() and (out / f).stat().st_size > 0, f
+    sheet = cv2.imread(str(out / "hip_sheet.png"))          # two hips a film, four cells a row
+    assert sheet.shape[:2] == (256 * -(-2 * len(stems) // 4), 4 * 256)
     assert len(list((out / "plots").glob("*.png"))) >= 3
     assert len(list((out / "worst_cases").glob("*.png"))) == len(stems)
     m = _metrics(out)

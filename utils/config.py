@@ -320,6 +320,8 @@ class PredictConfig:
     overlays: bool = opt(True, "do not draw per-image overlays", action="store_false", flag="--no_overlays")
     max_overlays: Optional[int] = opt(None, "draw at most this many overlays", int)
     worst_n: int = opt(10, "copy the N worst overlays to worst_cases/", int)
+    hip_sheet: int = opt(24, "hip_sheet.png: the hips of the first N films side by side, cut around their boxes "
+                             "with the predicted points (0: none)", int)
     strict: bool = opt(False, "stop at the first unusable item instead of skipping it", action="store_true")
     min_conf: float = opt(DEFAULT_MIN_CONF, "plausibility gate: a hip whose detection confidence is below this is ungradable "
                                 "(grade 0, reason in qc_left/qc_right)", float)

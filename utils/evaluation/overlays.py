@@ -220,7 +220,8 @@ def hip_labels(pred_frames=None, gt_frames=None, qc=None, ai_interval=None, head
 
 
 def draw_overlay(image, pred_kps, layout, gt_kps=None, boxes=None, title: Optional[str] = None,
-                 draw_lines: bool = True, legend: bool = True, qc=None, ai_interval=None) -> np.ndarray:
+                 draw_lines: bool = True, legend: bool = True, qc=None, ai_interval=None,
+                 text: bool = True) -> np.ndarray:
     """Draw one image's measurement and return a new BGR image.
 
     - ``image``: gray (H, W) or BGR (H, W, 3); not modified.
@@ -237,7 +238,8 @@ def draw_overlay(image, pred_kps, layout, gt_kps=None, boxes=None, title: Option
       are drawn in the warning colour with its reasons. ``ai_interval``: {side: (lo, hi)},
       shown as "AI 24.1 deg (21.9-26.5)".
     - With ``legend`` a strip with the title and colour key is appended *below* the
-      image, so image coordinates are unchanged in the returned array.
+      image, so image coordinates are unchanged in the returned array. ``text=False`` leaves
+      out the per-hip text (``save_hip_sheet`` writes its own).
     """
     lay = get_layout(layout)
     img = _to_bgr(image)
@@ -290,8 +292,8 @@ def draw_overlay(image, pred_kps, layout, gt_kps=None, boxes=None, title: Option
 
     # per-hip text above the acetabulum
     ref = fp if fp is not None else fg
-    labels = hip_labels(fp, fg, qc=qc, ai_interval=ai_interval, head=head)
-    if ref is not None:
+    labels = hip_labels(fp, fg, qc=qc, ai_interval=ai_interval, head=head) if text else {s: [] for s in SIDES}
+    if ref is not None and text:
         span = float(np.linalg.norm(ref["right"]["triradiate"] - ref["left"]["triradiate"]))
         for s in SIDES:
             tri, edge = ref[s]["triradiate"], ref[s]["lateral_edge"]
@@ -404,6 +406,81 @@ def overlay_from_row(image, row: Mapping, layout=None, title: Optional[str] = No
 
 
 ImageLookup = Union[Mapping[str, object], Callable[[str], object]]
+HIP_SHEET = "hip_sheet.png"
+
+
+def _hip_square(row: Mapping, lay, side: str, margin: float):
+    """(cx, cy, half) of the square around one hip: ``margin`` times the longer side of its detection
+    box, or without a box (a full-image model) of the box of its predicted points; None when neither."""
+    box = row_boxes(row).get(side)
+    if box is not None:
+        x1, y1, x2, y2 = box[0]
+    else:
+        k = row_keypoints(row, lay, "pred")
+        k = None if k is None else k[list(lay.side_indices[side])]
+        if k is None or not np.all(np.isfinite(k)):
+            return None
+        (x1, y1), (x2, y2) = k.min(0), k.max(0)
+    half = 0.5 * margin * max(x2 - x1, y2 - y1, 1.0)
+    return 0.5 * (x1 + x2), 0.5 * (y1 + y2), half
+
+
+def hip_cell(overlay: np.ndarray, row: Mapping, lay, side: str, cell: int = 256, margin: float = 1.7) -> np.ndarray:
+    """One hip of a drawn ``overlay`` (BGR, image coordinates), cut square around it and scaled to
+    ``cell`` px, with a caption bar: ``"stem L: AI 23.4 IHDI I"``, or the gate's reasons in the warning
+    colour, or "no detection"."""
+    tag = "L" if side == "left" else "R"
+    sq = _hip_square(row, lay, side, margin)
+    if sq is None:
+        img = np.full((cell, cell, 3), 40, np.uint8)
+        caption, colour = f"{row.get('stem', '')} {tag}: no detection", COLORS["warn"]
+    else:
+        cx, cy, half = sq
+        k = cell / (2 * half)
+        m = np.array([[k, 0, cell / 2 - k * cx], [0, k, cell / 2 - k * cy]])
+        img = cv2.warpAffine(overlay, m, (cell, cell), flags=cv2.INTER_AREA if k < 1 else cv2.INTER_LINEAR,
+                             borderValue=(40, 40, 40))
+        ai = _num(row.get(schema.column("ai", kind="pred", side=side)))
+        reasons = row.get(schema.column("qc", side=side))
+        reasons = reasons if isinstance(reasons, str) else ""
+        g = _num(row.get(schema.column("ihdi", kind="pred", side=side)))
+        grade = int(g) if np.isfinite(g) and not reasons else 0
+        caption = f"{row.get('stem', '')} {tag}: AI {ai:.1f} IHDI {grade_name(grade)}" if np.isfinite(ai) else \
+            f"{row.get('stem', '')} {tag}"
+        if reasons:
+            caption += f" ({reasons.replace(';', ', ')})"
+        colour = COLORS["warn"] if reasons else COLORS["text"]
+    font = 0.36 * cell / 256
+    bar = max(12, int(round(16 * cell / 256)))
+    cv2.rectangle(img, (0, 0), (cell, bar), (0, 0, 0), -1)
+    cv2.putText(img, caption, (3, bar - 4), FONT, font, colour, 1, cv2.LINE_AA)
+    return img
+
+
+def save_hip_sheet(df: pd.DataFrame, images_lookup: ImageLookup, out_png, n: int = 24, cell: int = 256,
+                   margin: float = 1.7, cols: int = 4, layout=None) -> Optional[Path]:
+    """A contact sheet of the hips of the first ``n`` films (by stem): each hip cut square around its
+    detection box (``margin`` times its longer side), with the predicted points only (no lines, so that
+    the bone under them shows; reference crosses when there are some) and a caption (``hip_cell``). Two films a
+    row at ``cols=4``. Returns the path, or None when no image could be read."""
+    lay = metrics.infer_layout(df, layout)
+    cells = []
+    for _, row in df.sort_values("stem").head(n).iterrows():
+        img = _load(images_lookup, str(row["stem"]))
+        if img is None:
+            continue
+        r = row.to_dict()
+        ov = draw_overlay(img, row_keypoints(r, lay, "pred"), lay, gt_kps=row_keypoints(r, lay, "gt"),
+                          legend=False, text=False, draw_lines=False, **row_annotations(r))
+        cells += [hip_cell(ov, r, lay, s, cell, margin) for s in SIDES]
+    if not cells:
+        return None
+    cells += [np.zeros_like(cells[0])] * (-len(cells) % cols)
+    sheet = np.vstack([np.hstack(cells[i:i + cols]) for i in range(0, len(cells), cols)])
+    out = Path(out_png)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    cv2.imwrite(str(out), sheet)
+    return out
 
 
 def _load(lookup: ImageLookup, stem: str):

@@ -42,7 +42,7 @@ from utils.devices import autocast, select_amp, select_device, yolo_device
 from utils.errors import ItemError, ProblemLog, UserError
 from utils.evaluation import plots, schema
 from utils.evaluation.metrics import evaluate_predictions, make_row, write_metrics_csv
-from utils.evaluation.overlays import row_annotations, save_overlay, save_worst_cases
+from utils.evaluation.overlays import HIP_SHEET, row_annotations, save_hip_sheet, save_overlay, save_worst_cases
 from utils.evaluation.tables import headline_table
 from utils.fileio import check_output_dir
 from utils.hip_geometry import DEFAULT_MIN_CONF, ai_interval, refine_shift_fraction, summarize_gate
@@ -434,7 +434,7 @@ def run_prediction(data, output_dir, kp_left_path=None, kp_right_path=None, yolo
                    overlays=True, max_overlays=None, worst_n=10, strict=False, overwrite=True,
                    progress=True, make_plots=True, min_conf=PredictConfig.min_conf, ai_samples=PredictConfig.ai_samples,
                    ai_interval_scale=PredictConfig.ai_interval_scale, flip_test=False, refine_path=None,
-                   decode=PredictConfig.decode) -> dict:
+                   decode=PredictConfig.decode, hip_sheet=PredictConfig.hip_sheet) -> dict:
     """Predict every image of ``data`` and, when it has annotations, evaluate.
 
     Writes into ``output_dir``: predictions.csv (one row per readable image; rows for
@@ -446,6 +446,7 @@ def run_prediction(data, output_dir, kp_left_path=None, kp_right_path=None, yolo
     ``refine_path``: a roof refiner (or several, an ensemble) whose points replace the roof points
     (``refine_stage``); ``flip_test`` applies to it too.
     ``decode`` (None: each checkpoint's own) changes how the outputs become points.
+    ``hip_sheet``: hip_sheet.png, the hips of the first N films (``save_hip_sheet``; with overlays on).
     """
     t0 = time.time()
     out = check_output_dir(output_dir, overwrite)
@@ -494,6 +495,7 @@ def run_prediction(data, output_dir, kp_left_path=None, kp_right_path=None, yolo
         writer.close()
     return finish(writer, problems, records, data, dict(use_gt_box=use_gt_box, yolo_weights=yolo_weights,
                                                         make_plots=make_plots, worst_n=worst_n, t0=t0,
+                                                        hip_sheet=hip_sheet if overlays else 0,
                                                         refine_model=refiners["left"].path if refiners else None))
 
 
@@ -517,6 +519,12 @@ def finish(writer: PredictionWriter, problems: ProblemLog, records, data, opts: 
     summary["gate"] = summarize_gate([c for q in qc for c in df[q].fillna("").astype(str)])
     log.info("%s", summary["gate"])
     problems.write(out / "skipped.json")
+    if opts.get("hip_sheet"):
+        try:
+            save_hip_sheet(df, {r.stem: r.image_path for r in records}, out / HIP_SHEET, n=opts["hip_sheet"],
+                           layout=layout.name)
+        except Exception as e:  # a picture must never stop a prediction run
+            log.warning("hip sheet failed: %s", e)
     metrics = None
     if writer.with_gt:
         metrics = evaluate_predictions(df, layout=layout.name)
@@ -531,7 +539,7 @@ def finish(writer: PredictionWriter, problems: ProblemLog, records, data, opts: 
 
 
 RESULT_FILES = ("predictions.csv", "predictions.csv.partial", "metrics.json", "metrics.csv", "summary.json",
-                "skipped.json")
+                "skipped.json", HIP_SHEET)
 RESULT_IMAGE_DIRS = ("overlays", "worst_cases", "plots")
 
 

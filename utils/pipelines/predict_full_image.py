@@ -93,7 +93,7 @@ def full_write_stage(items: List[ImageItem], out: PredictionWriter) -> None:
 
 def run_full_image_prediction(data, output_dir, kp_path=None, device="auto", batch_size=16, overlays=True,
                               max_overlays=None, worst_n=10, strict=False, overwrite=True, progress=True,
-                              make_plots=True) -> dict:
+                              make_plots=True, hip_sheet=24) -> dict:
     """Predict every film of ``data`` with the full-image model ``kp_path`` and, with annotations,
     evaluate. Writes what ``utils.pipelines.predict.run_prediction`` writes; returns its summary."""
     from tqdm import tqdm  # (tqdm's import is slow-ish; only a run needs it)
@@ -126,7 +126,8 @@ def run_full_image_prediction(data, output_dir, kp_path=None, device="auto", bat
     finally:
         writer.close()
     summary = finish(writer, problems, records, data, dict(use_gt_box=False, yolo_weights=None,
-                                                          make_plots=make_plots, worst_n=worst_n, t0=t0))
+                                                          make_plots=make_plots, worst_n=worst_n, t0=t0,
+                                                          hip_sheet=hip_sheet if overlays else 0))
     summary.update(pipeline="full_image", yolo_weights=None)
     (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
     return summary
