@@ -1,23 +1,29 @@
 #!/usr/bin/env python
 """Accuracy levers in one ablation: one phantom set, one split, the same seeds.
 
-    python bench/accuracy.py --out results/bench_accuracy            # the docs/accuracy.md table
-    python bench/accuracy.py --n 24 --size 256 --epochs 1 --quick    # a smoke run (tests)
+    python bench/accuracy.py --refine --heatmap --out results/bench_accuracy   # the docs/accuracy.md table
+    python bench/accuracy.py --n 24 --size 256 --epochs 1 --quick              # a smoke run (tests)
 
-One run trains the keypoint models it needs on the same phantom split, then predicts the
-test split on the ground-truth boxes (``--use_gt_box``, so that detection does not confound)
-once per variant:
+The defaults are the budget of ``make demo`` (``utils/pipelines/demo.py``, scale ``cpu``): its
+phantom count, film size and split, its keypoint model and training settings, its domain
+randomisation (``--no_randomisation`` leaves it out) and its refiner's epochs. One run trains
+the keypoint models it needs on the same phantom split, then predicts the test split on the
+ground-truth boxes (``--use_gt_box``, so that detection does not confound) once per variant:
 
 - ``baseline``: one model (seed ``--seed``), soft-argmax SimCC decoding;
 - ``+flip``: the same model with the flip test (``--flip_test``). Every model of the bench is
   trained with ``--hflip`` (default 0.5: random horizontal flips), so that the baseline and
   ``+flip`` rows use the same model and the flip test is valid; ``--hflip 0`` leaves the ``+flip``
   rows out (a model trained on one orientation cannot be flip-tested);
+- ``decode argmax`` / ``decode argmax_refine``: the baseline's weights, other SimCC decoders
+  (``--decode``);
 - ``+AI loss``: a model trained with ``--ai_loss_weight`` (same seed), with and without flip;
 - ``+ensemble``: the baseline and ``--ensemble_seeds - 1`` more seeds, SimCC distributions
   averaged (``--kp_left_path a.pth b.pth ...``), with and without flip;
 - ``+refine`` (with ``--refine``): the baseline plus a roof refiner trained with ``--stage roof``
-  (same seed, settings and length; ``--refine_path``), with and without flip.
+  (same seed and settings, ``--refine_epochs`` long; ``--refine_path``), with and without flip;
+- ``heatmap head`` (with ``--heatmap``): a model with ``--head_type heatmap`` (sigma
+  ``--heatmap_sigma`` input pixels, DARK decoding), otherwise as the baseline.
 
 Columns: MRE (px, all points), the roof points' error perpendicular to the GT roof line (px),
 AI MAE with its 95% bootstrap CI over hips (degrees), IHDI accuracy, the training seconds of
@@ -33,22 +39,28 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from utils.errors import cli  # noqa: E402
+from utils.pipelines.demo import SCALES  # noqa: E402
+
+DEMO = SCALES["cpu"]          # the budget of make demo: the bench's defaults
 
 
 def build_parser(description: str = __doc__) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", default="results/bench_accuracy", help="working and output folder (overwritten)")
-    p.add_argument("--n", type=int, default=160, help="phantom films")
-    p.add_argument("--size", type=int, default=512, help="phantom film size, px")
-    p.add_argument("--test", type=float, default=0.375, help="test fraction (160 x 0.375 = 60 films)")
-    p.add_argument("--val", type=float, default=0.125, help="validation fraction")
-    p.add_argument("--model_name", default="convnext_atto_custom")
-    p.add_argument("--head_type", default="simcc_2d")
-    p.add_argument("--input_size", type=int, default=128)
-    p.add_argument("--epochs", type=int, default=40)
-    p.add_argument("--batch_size", type=int, default=32)
-    p.add_argument("--learning_rate", type=float, default=2e-3)
-    p.add_argument("--sigma", type=float, default=4.0)
+    kp, split = DEMO["keypoints"], DEMO["split"]
+    p.add_argument("--n", type=int, default=DEMO["n"], help="phantom films (the demo's)")
+    p.add_argument("--size", type=int, default=DEMO["size"], help="phantom film size, px")
+    p.add_argument("--test", type=float, default=split["test"], help="test fraction (the demo's: 60 of 300 films)")
+    p.add_argument("--val", type=float, default=split["val"], help="validation fraction")
+    p.add_argument("--model_name", default=kp["model_name"])
+    p.add_argument("--head_type", default=kp["head_type"])
+    p.add_argument("--input_size", type=int, default=kp["input_size"])
+    p.add_argument("--epochs", type=int, default=kp["epochs"])
+    p.add_argument("--batch_size", type=int, default=kp["batch_size"])
+    p.add_argument("--learning_rate", type=float, default=kp["learning_rate"])
+    p.add_argument("--sigma", type=float, default=kp["sigma"])
+    p.add_argument("--no_randomisation", action="store_true", help="leave out the demo's domain randomisation "
+                                                                  "(gray-level changes, scale and box jitter)")
     p.add_argument("--ai_loss_weight", type=float, default=0.1)
     p.add_argument("--hflip", type=float, default=0.5, help="training --hflip of every model (the flip test needs "
                                                             "> 0; 0: no +flip rows)")
@@ -57,6 +69,9 @@ def build_parser(description: str = __doc__) -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu")
     p.add_argument("--refine", action="store_true", help="also train a roof refiner (--stage roof) and add the "
                                                           "+refine variants")
+    p.add_argument("--refine_epochs", type=int, default=DEMO["roof"]["epochs"], help="the refiner's epochs")
+    p.add_argument("--heatmap", action="store_true", help="also train a heatmap-head model (DARK decoding)")
+    p.add_argument("--heatmap_sigma", type=float, default=8.0, help="the heatmap model's target std, input px (8: 2 cells of 4 px)")
     p.add_argument("--quick", action="store_true", help="smoke run: max 2 steps per model")
     return p
 
@@ -85,6 +100,9 @@ def train_model(a, split: Path, root: Path, name: str, seed: int, ai_loss_weight
                ai_loss_weight=ai_loss_weight, seed=seed, device=a.device, out=str(root / "weights"),
                log_dir=str(root / "logs"), exp_name=name, progress=False, tensorboard=False,
                max_steps=2 if a.quick else None, hflip=a.hflip)
+    if not getattr(a, "no_randomisation", True):
+        from utils.pipelines.demo import DOMAIN_RANDOMISATION_KP, DOMAIN_RANDOMISATION_ROOF
+        cfg.update(DOMAIN_RANDOMISATION_ROOF if overrides.get("stage") == "roof" else DOMAIN_RANDOMISATION_KP)
     cfg.update(overrides)
     t0 = time.time()
     res = train(cfg)
@@ -139,19 +157,25 @@ def main(argv=None):
         members.append(p)
         t_members += t
     variants = [("baseline", [base], False, t_base), ("+flip", [base], True, t_base),
+                ("decode argmax", [base], False, t_base, None, "argmax"),
+                ("decode argmax_refine", [base], False, t_base, None, "argmax_refine"),
                 (f"+AI loss (w={a.ai_loss_weight:g})", [ai], False, t_ai),
                 (f"+AI loss (w={a.ai_loss_weight:g}) +flip", [ai], True, t_ai),
                 (f"+ensemble ({len(members)} seeds)", members, False, t_members),
                 (f"+ensemble ({len(members)} seeds) +flip", members, True, t_members)]
     if a.refine:   # the second stage on the baseline's roof points
-        roof, t_roof = train_model(a, split, root, "roof", a.seed, stage="roof")
+        roof, t_roof = train_model(a, split, root, "roof", a.seed, stage="roof", epochs=a.refine_epochs)
         variants += [("+refine", [base], False, t_base + t_roof, roof), ("+refine +flip", [base], True, t_base + t_roof,
                                                                           roof)]
+    if a.heatmap:
+        hm, t_hm = train_model(a, split, root, "heatmap", a.seed, head_type="heatmap", sigma=a.heatmap_sigma)
+        variants += [(f"heatmap head (s={a.heatmap_sigma:g} px, DARK)", [hm], False, t_hm),
+                     (f"heatmap head (s={a.heatmap_sigma:g} px, DARK) +flip", [hm], True, t_hm)]
     if not a.hflip > 0:   # models of one orientation: the flip test would refuse them
         variants = [v for v in variants if not v[2]]
     rows = []
-    for name, paths, flip, t_train, *refine in variants:
-        rows.append({**measure(a, split, root, name, paths, flip, *refine), "train_s": t_train})
+    for name, paths, flip, t_train, *refine_decode in variants:
+        rows.append({**measure(a, split, root, name, paths, flip, *refine_decode), "train_s": t_train})
         print(f"{name}: AI MAE {rows[-1]['ai_mae']:.3f}, MRE {rows[-1]['mre_px']:.3f} px", flush=True)
     write_results(root, split, rows, {k: v for k, v in vars(a).items() if k != "out"}, "accuracy")
 
