@@ -62,13 +62,17 @@ def test_the_readme_block_gives_the_runs_cpu_time(tmp_path, monkeypatch):
     readme = tmp_path / "README.md"
     readme.write_text(README)
     out = fake_run(tmp_path)
-    demo.write_report(out, "cpu", demo.SCALES["cpu"], {}, 432.0, cpu_seconds=1230.0)
+    steps = {"1/6 generate": 12.6, "2/6 split": 1.2, "3/6 yolo": 280.4, "4/6 kp": 100.0, "5/6 roof": 30.0,
+             "6/6 predict": 8.0}
+    demo.write_report(out, "cpu", demo.SCALES["cpu"], steps, 432.0, cpu_seconds=1230.0)
     info = json.loads((out / demo.RUN_INFO).read_text())
     assert info["cpu_minutes"] == 20.5
+    assert info["steps"] == dict(zip(demo.STEP_NAMES, steps.values()))
     demo.update_readme(out, readme)
     cores = info["cpus"]
-    assert f"7.2 min on {cores} CPU cores (20.5 CPU-minutes in all, about {20.5 / cores:.0f} min on {cores} idle cores)." \
-        in readme.read_text()
+    text = readme.read_text()
+    assert f"7.2 min on {cores} CPU cores (20.5 CPU-minutes in all).\n\nStep times (s): phantoms 13, split 1, " \
+           "YOLO 280, keypoints 100, refiner 30, predict 8.\n\n| Metric |" in text
 
 
 def test_child_cpu_seconds_counts_a_finished_child():

@@ -167,6 +167,8 @@ def write_report(out: Path, scale: str, c: dict, timings: dict, total: float, cp
             "overlay": overlays[0].name if overlays else None}
     if cpu_seconds is not None:
         info["cpu_minutes"] = round(cpu_seconds / 60, 1)
+    if timings:
+        info["steps"] = {STEP_NAMES[i] if i < len(STEP_NAMES) else k: round(v, 1) for i, (k, v) in enumerate(timings.items())}
     (out / RUN_INFO).write_text(json.dumps(info, indent=2) + "\n")
     return report
 
@@ -186,12 +188,20 @@ def _gate_and_interval_lines(out: Path, metrics: dict) -> list:
 
 
 def _cpu_note(info: dict) -> str:
-    """`` (N CPU-minutes, about M min on C idle cores)`` when the run recorded its CPU time."""
-    cpu, cores = info.get("cpu_minutes"), info.get("cpus")
-    if cpu is None:
-        return ""
-    idle = f", about {cpu / cores:.0f} min on {cores} idle cores" if cores else ""
-    return f" ({cpu:.1f} CPU-minutes in all{idle})"
+    """`` (N CPU-minutes in all)`` when the run recorded its CPU time. (Wall minutes times cores is not
+    the wall time on idle cores: a step may use fewer cores than the machine has.)"""
+    cpu = info.get("cpu_minutes")
+    return "" if cpu is None else f" ({cpu:.1f} CPU-minutes in all)"
+
+
+# short names of the six steps, for the README's step-time line
+STEP_NAMES = ("phantoms", "split", "YOLO", "keypoints", "refiner", "predict")
+
+
+def _steps_line(info: dict) -> str:
+    """``Step times (s): phantoms 13, split 1, ...`` from a run's ``steps``; empty for a run without them."""
+    steps = info.get("steps") or {}
+    return ("Step times (s): " + ", ".join(f"{k} {v:.0f}" for k, v in steps.items()) + ".\n\n") if steps else ""
 
 
 def update_readme(results=None, readme=None, docs=None) -> Path:
@@ -214,7 +224,7 @@ def update_readme(results=None, readme=None, docs=None) -> Path:
     scale = "" if info.get("scale", "cpu") == "cpu" else f" (DEMO_SCALE={info['scale']})"
     block = (f"{README_BEGIN}\nLast `make demo` run{scale}: {info.get('n_images', '?')} test images, "
              f"{info.get('minutes', float('nan')):.1f} min on {info.get('cpus', '?')} CPU cores"
-             f"{_cpu_note(info)}.\n\n{table}\n\n"
+             f"{_cpu_note(info)}.\n\n{_steps_line(info)}{table}\n\n"
              f"![A demo overlay](docs/demo_overlay.png)\n{README_END}")
     text = re.sub(re.escape(README_BEGIN) + ".*?" + re.escape(README_END), lambda m: block, text, flags=re.S)
     readme.write_text(text)
