@@ -3,6 +3,10 @@
 
     python bench/ai_interval_calibration.py --kp_left_path weights/kp_best.pth \
         --val data/val --test data/test --use_gt_box --device cpu
+    # the demo's models, as make demo predicts (detector boxes, the roof refiner):
+    python bench/ai_interval_calibration.py --kp_left_path weights/demo_kp_best.pth \
+        --refine_path weights/demo_roof_best.pth --yolo_weights weights/demo_yolo.pt --imgsz 256 \
+        --val data/demo/val --test data/demo/test --device cpu
 
 Prints the coverage (fraction of true AIs inside the interval; target 0.90-0.98) and the
 mean width per candidate --ai_interval_scale on the validation split, the chosen scale,
@@ -26,6 +30,9 @@ def parse_args(argv=None):
     p.add_argument("--test", required=True, help="test split (annotated): reported only")
     p.add_argument("--use_gt_box", action="store_true")
     p.add_argument("--yolo_weights")
+    p.add_argument("--imgsz", type=int, default=640, help="YOLO inference size (the detector's training size)")
+    p.add_argument("--refine_path", nargs="+", help="a roof refiner (or several), as at prediction: its points' "
+                                                   "intervals replace the roof points'")
     p.add_argument("--device", default="auto")
     p.add_argument("--ai_samples", type=int, default=200)
     p.add_argument("--scales", default="0.5,0.75,1,1.25,1.5,2,2.5,3,4", help="candidate scales, comma-separated")
@@ -40,7 +47,7 @@ def main(argv=None):
     r = calibrate_ai_interval(a.val, a.test, kp_left_path=a.kp_left_path, kp_right_path=a.kp_right_path,
                               scales=[float(s) for s in a.scales.split(",")], output_dir=a.output_dir,
                               use_gt_box=a.use_gt_box, yolo_weights=a.yolo_weights, device=a.device,
-                              ai_samples=a.ai_samples)
+                              ai_samples=a.ai_samples, refine_path=a.refine_path, imgsz=a.imgsz)
     print(calibration_markdown(r))
     print(f"chosen --ai_interval_scale {r['scale']:g} (validation coverage closest to 0.95)")
 
