@@ -51,7 +51,10 @@ SCALES = {
                                batch_size=32, learning_rate=2e-3, sigma=4.0, **DOMAIN_RANDOMISATION_KP),
                 # the roof refiner (--stage roof): the AI's points again, on a tighter crop (docs/accuracy.md)
                 roof=dict(model_name="convnext_atto_custom", head_type="simcc_2d", input_size=128, epochs=30,
-                          batch_size=32, learning_rate=2e-3, sigma=4.0, **DOMAIN_RANDOMISATION_ROOF)),
+                          batch_size=32, learning_rate=2e-3, sigma=4.0, **DOMAIN_RANDOMISATION_ROOF),
+                # the AI interval's spread, calibrated for these models with the refiner on the validation split
+                # (bench/ai_interval_calibration.py --refine_path ...: coverage 0.956 there; docs/outputs.md)
+                predict=dict(ai_interval_scale=0.5)),
     "full": dict(n=600, size=768, device="auto", split=dict(train=0.8, val=0.1, test=0.1),
                  yolo=dict(model="yolo12s.yaml", epochs=100, imgsz=640, batch=16, **DOMAIN_RANDOMISATION_YOLO),
                  keypoints=dict(model_name="convnext_small_custom", head_type="simcc_2d", input_size=224,
@@ -114,7 +117,7 @@ def run_demo(scale: str = "cpu", update_readme_block: bool = False) -> dict:
           ["predict_hip_crop_keypoints.py", "--kp_left_path", f"weights/{KP_NAME}_best.pth",
            "--refine_path", f"weights/{ROOF_NAME}_best.pth",
            "--yolo_weights", f"weights/{YOLO_NAME}.pt", "--data", f"{SPLIT}/test", "--output_dir", RESULTS,
-           "--imgsz", y["imgsz"], "--device", c["device"]], timings)
+           "--imgsz", y["imgsz"], "--device", c["device"], *_flags(c.get("predict", {}))], timings)
     total = time.time() - t_start
     report = write_report(Path(ROOT / RESULTS), scale, c, timings, total, cpu_seconds=_child_cpu_seconds() - cpu0)
     print(f"\nDemo finished in {total / 60:.1f} min. Report: {report}")
