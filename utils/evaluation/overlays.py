@@ -220,8 +220,7 @@ def hip_labels(pred_frames=None, gt_frames=None, qc=None, ai_interval=None, head
 
 
 def draw_overlay(image, pred_kps, layout, gt_kps=None, boxes=None, title: Optional[str] = None,
-                 draw_lines: bool = True, legend: bool = True, qc=None, ai_interval=None,
-                 text: bool = True) -> np.ndarray:
+                 draw_lines: bool = True, legend: bool = True, qc=None, ai_interval=None) -> np.ndarray:
     """Draw one image's measurement and return a new BGR image.
 
     - ``image``: gray (H, W) or BGR (H, W, 3); not modified.
@@ -238,8 +237,7 @@ def draw_overlay(image, pred_kps, layout, gt_kps=None, boxes=None, title: Option
       are drawn in the warning colour with its reasons. ``ai_interval``: {side: (lo, hi)},
       shown as "AI 24.1 deg (21.9-26.5)".
     - With ``legend`` a strip with the title and colour key is appended *below* the
-      image, so image coordinates are unchanged in the returned array. ``text=False`` leaves
-      out the per-hip text (``save_hip_sheet`` writes its own).
+      image, so image coordinates are unchanged in the returned array.
     """
     lay = get_layout(layout)
     img = _to_bgr(image)
@@ -292,8 +290,8 @@ def draw_overlay(image, pred_kps, layout, gt_kps=None, boxes=None, title: Option
 
     # per-hip text above the acetabulum
     ref = fp if fp is not None else fg
-    labels = hip_labels(fp, fg, qc=qc, ai_interval=ai_interval, head=head) if text else {s: [] for s in SIDES}
-    if ref is not None and text:
+    labels = hip_labels(fp, fg, qc=qc, ai_interval=ai_interval, head=head)
+    if ref is not None:
         span = float(np.linalg.norm(ref["right"]["triradiate"] - ref["left"]["triradiate"]))
         for s in SIDES:
             tri, edge = ref[s]["triradiate"], ref[s]["lateral_edge"]
@@ -425,12 +423,24 @@ def _hip_square(row: Mapping, lay, side: str, margin: float):
     return 0.5 * (x1 + x2), 0.5 * (y1 + y2), half
 
 
-def hip_cell(overlay: np.ndarray, row: Mapping, lay, side: str, cell: int = 256, margin: float = 1.7) -> np.ndarray:
-    """One hip of a drawn ``overlay`` (BGR, image coordinates), cut square around it and scaled to
-    ``cell`` px, with a caption bar: ``"stem L: AI 23.4 IHDI I"``, or the gate's reasons in the warning
-    colour, or "no detection"."""
+def _cell_points(img, m, pts, draw) -> None:
+    """``draw(img, (x, y))`` at each finite point of ``pts`` (N, 2) mapped by the 2x3 matrix ``m``."""
+    if pts is None:
+        return
+    for p in pts:
+        if np.all(np.isfinite(p)):
+            draw(img, _pt(m[:, :2] @ p + m[:, 2]))
+
+
+def hip_cell(image, row: Mapping, lay, side: str, cell: int = 256, margin: float = 1.7) -> np.ndarray:
+    """One hip of ``image`` (the film: gray or BGR), cut square around it and scaled to ``cell`` px, with
+    the row's points drawn at the cell's scale (predicted: red dots, the H-point ringed, amber for a hip
+    that failed the gate; reference: green crosses) and a caption bar: ``"stem L: AI 23.4 IHDI I"``, the
+    gate's reasons in the warning colour, or "no detection"."""
     tag = "L" if side == "left" else "R"
     sq = _hip_square(row, lay, side, margin)
+    reasons = row.get(schema.column("qc", side=side))
+    reasons = reasons if isinstance(reasons, str) else ""
     if sq is None:
         img = np.full((cell, cell, 3), 40, np.uint8)
         caption, colour = f"{row.get('stem', '')} {tag}: no detection", COLORS["warn"]
@@ -438,11 +448,19 @@ def hip_cell(overlay: np.ndarray, row: Mapping, lay, side: str, cell: int = 256,
         cx, cy, half = sq
         k = cell / (2 * half)
         m = np.array([[k, 0, cell / 2 - k * cx], [0, k, cell / 2 - k * cy]])
-        img = cv2.warpAffine(overlay, m, (cell, cell), flags=cv2.INTER_AREA if k < 1 else cv2.INTER_LINEAR,
+        img = cv2.warpAffine(_to_bgr(image), m, (cell, cell), flags=cv2.INTER_AREA if k < 1 else cv2.INTER_LINEAR,
                              borderValue=(40, 40, 40))
+        r = max(2, int(round(cell / 110)))
+        dot = COLORS["warn"] if reasons else COLORS["pred"]
+        pred, gt = row_keypoints(row, lay, "pred"), row_keypoints(row, lay, "gt")
+        _cell_points(img, m, gt, lambda im, q: cv2.drawMarker(im, q, COLORS["gt"], cv2.MARKER_CROSS, 3 * r, 1,
+                                                             cv2.LINE_AA))
+        if pred is not None:
+            _cell_points(img, m, pred[list(lay.hpoint[side])].mean(0, keepdims=True),
+                         lambda im, q: cv2.circle(im, q, 2 * r, dot, 1, cv2.LINE_AA))
+        _cell_points(img, m, pred, lambda im, q: (cv2.circle(im, q, r, dot, -1, cv2.LINE_AA),
+                                                  cv2.circle(im, q, r, (0, 0, 0), 1, cv2.LINE_AA)))
         ai = _num(row.get(schema.column("ai", kind="pred", side=side)))
-        reasons = row.get(schema.column("qc", side=side))
-        reasons = reasons if isinstance(reasons, str) else ""
         g = _num(row.get(schema.column("ihdi", kind="pred", side=side)))
         grade = int(g) if np.isfinite(g) and not reasons else 0
         caption = f"{row.get('stem', '')} {tag}: AI {ai:.1f} IHDI {grade_name(grade)}" if np.isfinite(ai) else \
@@ -460,19 +478,16 @@ def hip_cell(overlay: np.ndarray, row: Mapping, lay, side: str, cell: int = 256,
 def save_hip_sheet(df: pd.DataFrame, images_lookup: ImageLookup, out_png, n: int = 24, cell: int = 256,
                    margin: float = 1.7, cols: int = 4, layout=None) -> Optional[Path]:
     """A contact sheet of the hips of the first ``n`` films (by stem): each hip cut square around its
-    detection box (``margin`` times its longer side), with the predicted points only (no lines, so that
-    the bone under them shows; reference crosses when there are some) and a caption (``hip_cell``). Two films a
-    row at ``cols=4``. Returns the path, or None when no image could be read."""
+    detection box (``margin`` times its longer side), with its points drawn at the cell's scale and no
+    lines, so that the bone under them shows (``hip_cell``). Two films a row at ``cols=4``. Returns the
+    path, or None when no image could be read."""
     lay = metrics.infer_layout(df, layout)
     cells = []
     for _, row in df.sort_values("stem").head(n).iterrows():
         img = _load(images_lookup, str(row["stem"]))
         if img is None:
             continue
-        r = row.to_dict()
-        ov = draw_overlay(img, row_keypoints(r, lay, "pred"), lay, gt_kps=row_keypoints(r, lay, "gt"),
-                          legend=False, text=False, draw_lines=False, **row_annotations(r))
-        cells += [hip_cell(ov, r, lay, s, cell, margin) for s in SIDES]
+        cells += [hip_cell(img, row.to_dict(), lay, s, cell, margin) for s in SIDES]
     if not cells:
         return None
     cells += [np.zeros_like(cells[0])] * (-len(cells) % cols)
