@@ -25,10 +25,11 @@ GRADE_MARGIN = 0.02
 # AI limits (degrees) of every phantom hip
 AI_RANGE = (4.0, 50.0)
 # lateral acetabular edge: the lateral iliac wall leaves the edge at WALL_DEG (degrees up from the
-# lateral H-line direction; 90 = straight up, > 90 leaning medially), turning at least
-# MIN_EDGE_TURN_DEG away from the roof, and runs straight for WALL_LEN (D) before flaring into the wing
-WALL_DEG = (72.0, 96.0)
-MIN_EDGE_TURN_DEG = 55.0
+# lateral H-line direction; 90 = straight up, > 90 leaning medially, 45 flaring out laterally as the
+# outline above the roof of a young child's hip often does), turning at least MIN_EDGE_TURN_DEG away
+# from the roof, and runs straight for WALL_LEN (D) before flaring into the wing
+WALL_DEG = (45.0, 96.0)
+MIN_EDGE_TURN_DEG = 30.0
 WALL_LEN = (0.08, 0.12)
 # a grade-IV metaphysis (both corners) lies at least this far (D) below the roof line (the line
 # triradiate -> lateral edge), so that it does not project over the roof and its lateral edge

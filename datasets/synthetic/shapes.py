@@ -3,8 +3,9 @@
 Every keypoint is a corner or margin of a drawn structure:
 
 - lateral acetabular edge: the corner where the roof, lined by a bright cortical band (the
-  sourcil), ends and the outline turns sharply (at least 55 degrees) up into the short lateral
-  iliac wall, above which the wing fans out laterally to the iliac crest;
+  sourcil), ends and the outline turns (by at least 30 degrees) up into the short lateral iliac
+  wall, which rises steeply or flares out laterally, above which the wing fans out laterally to
+  the iliac crest;
 - mid acetabular roof: the middle of the roof outline (a shallow curve);
 - triradiate point: the inferomedial corner of the ilium above the Y-cartilage gap;
 - metaphysis corners and the middle of its superior margin (a bright, straight line), on a
