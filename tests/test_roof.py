@@ -406,9 +406,10 @@ def test_accuracy_bench_refine_variants(tmp_path):
     assert r.returncode == 0, r.stderr[-3000:]
     rows = json.loads((tmp_path / "accuracy.json").read_text())["rows"]
     names = [row["variant"] for row in rows]
-    assert names[:6] == ["baseline", "+flip", "+AI loss (w=0.1)", "+AI loss (w=0.1) +flip", "+ensemble (2 seeds)",
-                         "+ensemble (2 seeds) +flip"] and names[6:] == ["+refine", "+refine +flip"]
-    assert rows[6]["train_s"] > rows[0]["train_s"] and rows[6]["n_hips"] == rows[0]["n_hips"]
+    assert names[:8] == ["baseline", "+flip", "decode argmax", "decode argmax_refine", "+AI loss (w=0.1)",
+                         "+AI loss (w=0.1) +flip", "+ensemble (2 seeds)", "+ensemble (2 seeds) +flip"]
+    assert names[8:] == ["+refine", "+refine +flip"]
+    assert rows[8]["train_s"] > rows[0]["train_s"] and rows[8]["n_hips"] == rows[0]["n_hips"]
     assert "| +refine |" in (tmp_path / "accuracy.md").read_text()
 
 
