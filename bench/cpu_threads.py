@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """YOLO training on the CPU: Ultralytics' own thread count against the process's.
 
-    python bench/cpu_threads.py                    # 60 phantoms at 512 px, yolo12n at 256, 2 epochs
+    python bench/cpu_threads.py                    # 60 phantoms at 512 px, yolo12n at 256, 4 epochs
     python bench/cpu_threads.py --epochs 1 --n 20  # quicker
 
 Ultralytics' ``select_device`` sets torch's CPU threads to min(8, CPUs - 1) when a trainer
@@ -9,7 +9,8 @@ starts; on a 2-core machine that is one thread. ``utils.pipelines.yolo.train_det
 sets them back (``keep_cpu_threads``). In one run, on one phantom split, this trains the
 detector three times, each from scratch with the same seed: with Ultralytics' count, with the
 process's, and with Ultralytics' again (so a machine shared with other jobs weighs on both
-sides alike), and prints the seconds of each and the ratio.
+sides alike), after one untimed warm-up run of one epoch (the first training in a process also
+builds and caches what the others reuse), and prints the seconds of each and the ratio.
 """
 import argparse
 import os
@@ -29,7 +30,7 @@ def parse_args(argv=None):
     p.add_argument("--n", type=int, default=60, help="phantom films (80%% train, 20%% val)")
     p.add_argument("--size", type=int, default=512, help="phantom film size, px")
     p.add_argument("--imgsz", type=int, default=256, help="YOLO training size")
-    p.add_argument("--epochs", type=int, default=2)
+    p.add_argument("--epochs", type=int, default=4)
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--model", default="yolo12n.yaml")
     return p.parse_args(argv)
@@ -69,7 +70,8 @@ def main(argv=None):
         make_splits(root / "phantoms", root / "split", train=0.8, val=0.2, test=0.0, seed=42, overwrite=True)
         data_yaml = root / "split" / "data.yaml"
         n = torch.get_num_threads()
-        ultra = min(8, max(1, (os.cpu_count() or 1) - 1))
+        from ultralytics.utils import NUM_THREADS as ultra   # the count Ultralytics' select_device sets
+        train_seconds(argparse.Namespace(**{**vars(a), "epochs": 1}), data_yaml, root, "warmup", True)
         runs = [("ultralytics", False), ("process", True), ("ultralytics again", False)]
         secs = {name: train_seconds(a, data_yaml, root, name.replace(" ", "_"), keep) for name, keep in runs}
     print(f"\n{a.model} at {a.imgsz} px, {a.epochs} epoch(s) on {int(a.n * 0.8)} phantoms, batch {a.batch}, "

@@ -21,6 +21,7 @@ import pandas as pd
 
 from datasets.image_io import read_image, to_uint8
 from datasets.layouts import SIDES, get_layout
+from utils.cropping import apply_matrix, box_to_crop_matrix, square_box, warp
 from utils.evaluation import metrics, schema
 from utils.hip_geometry import ce_angle, grade_name, head_lines, hip_frames, hip_lines, tonnis_grade
 
@@ -407,29 +408,26 @@ ImageLookup = Union[Mapping[str, object], Callable[[str], object]]
 HIP_SHEET = "hip_sheet.png"
 
 
-def _hip_square(row: Mapping, lay, side: str, margin: float):
-    """(cx, cy, half) of the square around one hip: ``margin`` times the longer side of its detection
-    box, or without a box (a full-image model) of the box of its predicted points; None when neither."""
+def _hip_box(row: Mapping, lay, side: str):
+    """One hip's detection box (x1, y1, x2, y2), or without one (a full-image model) the box of its
+    predicted points; None when neither (or the points coincide)."""
     box = row_boxes(row).get(side)
     if box is not None:
-        x1, y1, x2, y2 = box[0]
-    else:
-        k = row_keypoints(row, lay, "pred")
-        k = None if k is None else k[list(lay.side_indices[side])]
-        if k is None or not np.all(np.isfinite(k)):
-            return None
-        (x1, y1), (x2, y2) = k.min(0), k.max(0)
-    half = 0.5 * margin * max(x2 - x1, y2 - y1, 1.0)
-    return 0.5 * (x1 + x2), 0.5 * (y1 + y2), half
+        return np.asarray(box[0], dtype=float)
+    k = row_keypoints(row, lay, "pred")
+    k = None if k is None else k[list(lay.side_indices[side])]
+    if k is None or not np.all(np.isfinite(k)) or not np.ptp(k, axis=0).max() > 0:
+        return None
+    return np.concatenate([k.min(0), k.max(0)])
 
 
-def _cell_points(img, m, pts, draw) -> None:
-    """``draw(img, (x, y))`` at each finite point of ``pts`` (N, 2) mapped by the 2x3 matrix ``m``."""
+def _cell_points(img, M, pts, draw) -> None:
+    """``draw(img, (x, y))`` at each finite point of ``pts`` (N, 2) mapped by the crop matrix ``M``."""
     if pts is None:
         return
-    for p in pts:
-        if np.all(np.isfinite(p)):
-            draw(img, _pt(m[:, :2] @ p + m[:, 2]))
+    for q in apply_matrix(M, pts):
+        if np.all(np.isfinite(q)):
+            draw(img, _pt(q))
 
 
 def hip_cell(image, row: Mapping, lay, side: str, cell: int = 256, margin: float = 1.7) -> np.ndarray:
@@ -438,18 +436,15 @@ def hip_cell(image, row: Mapping, lay, side: str, cell: int = 256, margin: float
     that failed the gate; reference: green crosses) and a caption bar: ``"stem L: AI 23.4 IHDI I"``, the
     gate's reasons in the warning colour, or "no detection"."""
     tag = "L" if side == "left" else "R"
-    sq = _hip_square(row, lay, side, margin)
+    box = _hip_box(row, lay, side)
     reasons = row.get(schema.column("qc", side=side))
     reasons = reasons if isinstance(reasons, str) else ""
-    if sq is None:
+    if box is None:
         img = np.full((cell, cell, 3), 40, np.uint8)
         caption, colour = f"{row.get('stem', '')} {tag}: no detection", COLORS["warn"]
     else:
-        cx, cy, half = sq
-        k = cell / (2 * half)
-        m = np.array([[k, 0, cell / 2 - k * cx], [0, k, cell / 2 - k * cy]])
-        img = cv2.warpAffine(_to_bgr(image), m, (cell, cell), flags=cv2.INTER_AREA if k < 1 else cv2.INTER_LINEAR,
-                             borderValue=(40, 40, 40))
+        m = box_to_crop_matrix(square_box(box, (margin - 1) / 2), cell)   # side: margin x the longer side
+        img = warp(_to_bgr(image), m, cell, cv2.INTER_AREA if m[0, 0] < 1 else cv2.INTER_LINEAR)
         r = max(2, int(round(cell / 110)))
         dot = COLORS["warn"] if reasons else COLORS["pred"]
         pred, gt = row_keypoints(row, lay, "pred"), row_keypoints(row, lay, "gt")

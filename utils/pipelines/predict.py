@@ -519,10 +519,10 @@ def finish(writer: PredictionWriter, problems: ProblemLog, records, data, opts: 
     summary["gate"] = summarize_gate([c for q in qc for c in df[q].fillna("").astype(str)])
     log.info("%s", summary["gate"])
     problems.write(out / "skipped.json")
+    lookup = {r.stem: r.image_path for r in records}
     if opts.get("hip_sheet"):
         try:
-            save_hip_sheet(df, {r.stem: r.image_path for r in records}, out / HIP_SHEET, n=opts["hip_sheet"],
-                           layout=layout.name)
+            save_hip_sheet(df, lookup, out / HIP_SHEET, n=opts["hip_sheet"], layout=layout.name)
         except Exception as e:  # a picture must never stop a prediction run
             log.warning("hip sheet failed: %s", e)
     metrics = None
@@ -531,7 +531,7 @@ def finish(writer: PredictionWriter, problems: ProblemLog, records, data, opts: 
         (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
         write_metrics_csv(out / "metrics.csv", metrics)
         if opts["make_plots"]:
-            _plots(df, out, layout, records, opts["worst_n"])
+            _plots(df, out, layout, lookup, opts["worst_n"])
     summary["seconds"] = round(time.time() - opts["t0"], 2)
     summary["metrics"] = metrics
     (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
@@ -619,7 +619,7 @@ def _overlay(path, img, row, kps, rec, boxes, layout, with_gt):
         log.warning("overlay for %s failed: %s", rec.stem, e)
 
 
-def _plots(df, out, layout, records, worst_n):
+def _plots(df, out, layout, lookup, worst_n):
     pdir = out / "plots"
     pdir.mkdir(exist_ok=True)
     try:
@@ -628,7 +628,6 @@ def _plots(df, out, layout, records, worst_n):
         log.warning("plots failed: %s", e)
     if worst_n and "mean_err_px" in df:
         # worst first; images with an undetected side (NaN error) are listed after them
-        lookup = {r.stem: r.image_path for r in records}
         try:
             save_worst_cases(df, lookup, out / "worst_cases", n=worst_n, key="mean_err_px",
                                    layout=layout.name)

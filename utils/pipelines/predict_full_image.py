@@ -30,6 +30,7 @@ from datasets.formats import dataset_layout, load_dataset
 from datasets.full_image import letterbox_input
 from datasets.layouts import SIDES, get_layout
 from models import checkpoint as ckpt_io
+from utils.config import PredictConfig
 from utils.cropping import crop_to_image
 from utils.devices import select_device
 from utils.errors import ProblemLog, UserError
@@ -93,7 +94,7 @@ def full_write_stage(items: List[ImageItem], out: PredictionWriter) -> None:
 
 def run_full_image_prediction(data, output_dir, kp_path=None, device="auto", batch_size=16, overlays=True,
                               max_overlays=None, worst_n=10, strict=False, overwrite=True, progress=True,
-                              make_plots=True, hip_sheet=24) -> dict:
+                              make_plots=True, hip_sheet=PredictConfig.hip_sheet) -> dict:
     """Predict every film of ``data`` with the full-image model ``kp_path`` and, with annotations,
     evaluate. Writes what ``utils.pipelines.predict.run_prediction`` writes; returns its summary."""
     from tqdm import tqdm  # (tqdm's import is slow-ish; only a run needs it)
