@@ -100,6 +100,23 @@ def test_train_writes_checkpoints_logs_and_plot(data_dir, tmp_path, monkeypatch)
     assert out.stdout.split("\n")[-2] == "ihdi12 (2, 6, 2)"
 
 
+def test_training_curves_are_redrawn_at_most_every_plot_every_s_and_after_the_last_epoch(data_dir, tmp_path,
+                                                                                          monkeypatch):
+    drawn = []
+    monkeypatch.setattr(T, "plot_training_curves", lambda history, path, title="": drawn.append(len(history)))
+    monkeypatch.setattr(T, "PLOT_EVERY_S", 1e9)
+    T.train(_cfg(data_dir, tmp_path, epochs=4))
+    assert drawn == [1, 4]  # the first epoch, then only the last
+    drawn.clear()
+    monkeypatch.setattr(T, "PLOT_EVERY_S", 0.0)
+    T.train(_cfg(data_dir, tmp_path, epochs=3, exp_name="every"))
+    assert drawn == [1, 2, 3]
+    drawn.clear()
+    monkeypatch.setattr(T, "PLOT_EVERY_S", 1e9)
+    T.train(_cfg(data_dir, tmp_path, epochs=5, max_steps=4, exp_name="stopped"))  # 2 steps an epoch: stops after 2
+    assert drawn == [1, 2]  # the epochs run when --max_steps stops the loop early are drawn too
+
+
 def test_resume_after_sigterm_matches_an_uninterrupted_run(data_dir, tmp_path, monkeypatch):
     base = dict(deterministic=True, epochs=3)
     full = T.train(_cfg(data_dir, tmp_path, exp_name="full", **base))
