@@ -5,9 +5,11 @@ Example:
   python kfold_predict_hip_crop_keypoints.py --data_root data_kfold --k 5 \
       --kp_left_tpl "weights/exp_fold{fold}_best.pth" --yolo_weights "weights/yolo_fold{fold}.pt" \
       --output_dir results/exp_kfold
-  # with each fold's roof refiner (kfold_train_hip_crop_keypoints.py --stage roof --exp_name roof):
+  # with each fold's refiners (kfold_train_hip_crop_keypoints.py --stage roof --exp_name roof, and
+  # --stage femur --exp_name femur):
   python kfold_predict_hip_crop_keypoints.py --data_root data_kfold --k 5 \
-      --kp_left_tpl "weights/exp_fold{fold}_best.pth" --refine_tpl "weights/roof_fold{fold}_best.pth" \
+      --kp_left_tpl "weights/exp_fold{fold}_best.pth" \
+      --refine_tpl "weights/roof_fold{fold}_best.pth" "weights/femur_fold{fold}_best.pth" \
       --yolo_weights "weights/yolo_fold{fold}.pt" --output_dir results/exp_roof_kfold
   python kfold_predict_hip_crop_keypoints.py --data_root data_kfold --k 5 --pipeline full_image \
       --kp_left_tpl "weights/full_fold{fold}_best.pth" --output_dir results/full_kfold
@@ -30,8 +32,9 @@ def parse_args(argv=None):
     p.add_argument("--kp_left_tpl", help="keypoint checkpoint template with {fold} (full_image: the full-image model)")
     p.add_argument("--kp_right_tpl", help="right-hip checkpoint template with {fold} (optional)")
     p.add_argument("--yolo_weights", dest="yolo_tpl", help="YOLO weights template with {fold}")
-    p.add_argument("--refine_tpl", help="roof refiner template with {fold} (--stage roof checkpoints; "
-                                        "predict_hip_crop_keypoints.py's --refine_path per fold)")
+    p.add_argument("--refine_tpl", nargs="+", metavar="TPL",
+                   help="refiner template(s) with {fold} (--stage roof and/or --stage femur checkpoints; "
+                        "predict_hip_crop_keypoints.py's --refine_path per fold)")
     p.add_argument("--use_gt_box", action="store_true")
     p.add_argument("--test_subdir", help="a subfolder of fold{i} holding its test data (default: fold{i} itself)")
     p.add_argument("--output_dir", default="results/kfold")

@@ -22,6 +22,7 @@ ground-truth boxes (``--use_gt_box``, so that detection does not confound) once 
   averaged (``--kp_left_path a.pth b.pth ...``), with and without flip;
 - ``+refine`` (with ``--refine``): the baseline plus a roof refiner trained with ``--stage roof``
   (same seed and settings, ``--refine_epochs`` long; ``--refine_path``), with and without flip;
+  ``+refine roof+femur``: and a femur refiner too (``--stage femur``, ``--femur_epochs``);
 - ``heatmap head`` (with ``--heatmap``): a model with ``--head_type heatmap`` (sigma
   ``--heatmap_sigma`` input pixels, DARK decoding), otherwise as the baseline.
 
@@ -67,9 +68,10 @@ def build_parser(description: str = __doc__) -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--ensemble_seeds", type=int, default=3, help="ensemble members (the baseline is one)")
     p.add_argument("--device", default="cpu")
-    p.add_argument("--refine", action="store_true", help="also train a roof refiner (--stage roof) and add the "
-                                                          "+refine variants")
-    p.add_argument("--refine_epochs", type=int, default=DEMO["roof"]["epochs"], help="the refiner's epochs")
+    p.add_argument("--refine", action="store_true", help="also train a roof and a femur refiner (--stage roof, "
+                                                          "--stage femur) and add the +refine variants")
+    p.add_argument("--refine_epochs", type=int, default=DEMO["roof"]["epochs"], help="the roof refiner's epochs")
+    p.add_argument("--femur_epochs", type=int, default=DEMO["femur"]["epochs"], help="the femur refiner's epochs")
     p.add_argument("--heatmap", action="store_true", help="also train a heatmap-head model (DARK decoding)")
     p.add_argument("--heatmap_sigma", type=float, default=8.0, help="the heatmap model's target std, input px (8: 2 cells of 4 px)")
     p.add_argument("--quick", action="store_true", help="smoke run: max 2 steps per model")
@@ -102,7 +104,8 @@ def train_model(a, split: Path, root: Path, name: str, seed: int, ai_loss_weight
                max_steps=2 if a.quick else None, hflip=a.hflip)
     if not getattr(a, "no_randomisation", True):
         from utils.pipelines.demo import DOMAIN_RANDOMISATION_KP, DOMAIN_RANDOMISATION_ROOF
-        cfg.update(DOMAIN_RANDOMISATION_ROOF if overrides.get("stage") == "roof" else DOMAIN_RANDOMISATION_KP)
+        refiner = overrides.get("stage") in ("roof", "femur")
+        cfg.update(DOMAIN_RANDOMISATION_ROOF if refiner else DOMAIN_RANDOMISATION_KP)
     cfg.update(overrides)
     t0 = time.time()
     res = train(cfg)
@@ -165,8 +168,12 @@ def main(argv=None):
                 (f"+ensemble ({len(members)} seeds) +flip", members, True, t_members)]
     if a.refine:   # the second stage on the baseline's roof points
         roof, t_roof = train_model(a, split, root, "roof", a.seed, stage="roof", epochs=a.refine_epochs)
+        femur, t_femur = train_model(a, split, root, "femur", a.seed, stage="femur", epochs=a.femur_epochs)
+        t_both = t_base + t_roof + t_femur
         variants += [("+refine", [base], False, t_base + t_roof, roof), ("+refine +flip", [base], True, t_base + t_roof,
-                                                                          roof)]
+                                                                          roof),
+                     ("+refine roof+femur", [base], False, t_both, [roof, femur]),
+                     ("+refine roof+femur +flip", [base], True, t_both, [roof, femur])]
     if a.heatmap:
         hm, t_hm = train_model(a, split, root, "heatmap", a.seed, head_type="heatmap", sigma=a.heatmap_sigma)
         variants += [(f"heatmap head (s={a.heatmap_sigma:g} px, DARK)", [hm], False, t_hm),

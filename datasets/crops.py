@@ -4,7 +4,7 @@
 and prediction both call it, so they cannot drift apart. ``HipCropDataset`` serves
 training and validation crops around the ground-truth boxes (``Augment`` for the random
 affine, ``EpochSampler`` for a reproducible order and draw per epoch). ``roof_crop_dataset``
-serves the roof refiner's crops (``--stage roof``) through the same class.
+serves the refiners' crops (``--stage roof`` and ``--stage femur``) through the same class.
 """
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ import torch
 from torch.utils.data import Dataset, Sampler
 
 from datasets.augment import PhotometricAug
-from datasets.layouts import SIDES, get_layout, layout_for_num_points, roof_indices, roof_layout
+from datasets.layouts import SIDES, get_layout, layout_for_num_points, stage_indices, stage_layout
 from utils.cropping import (crop_points_to_side, mirror_matrix, roof_box, rotation_matrix, side_crop_matrix,
                             side_points_to_crop, square_box, warp)
 from utils.config import IMAGENET_MEAN, IMAGENET_STD
@@ -293,14 +293,14 @@ class HipCropDataset(Dataset):
         }
 
 
-# ====================================================================== roof crops (the refiner)
-def roof_records(records: Sequence, layout) -> list:
-    """The records as the roof refiner trains on them: each side's roof points only (in
-    ``datasets.layouts.roof_layout`` order) and, as the side's box, the box of those points
-    (``utils.cropping.roof_box``). A record without ``layout``'s keypoints is kept as it is
-    (``HipCropDataset`` lists it as a problem)."""
+# ====================================================================== refiner crops (roof, femur)
+def roof_records(records: Sequence, layout, stage: str = "roof") -> list:
+    """The records as a ``stage`` refiner trains on them: each side's points of that stage only
+    (in ``datasets.layouts.stage_layout`` order: the roof, or the proximal femur) and, as the
+    side's box, the box of those points (``utils.cropping.roof_box``). A record without
+    ``layout``'s keypoints is kept as it is (``HipCropDataset`` lists it as a problem)."""
     lay = get_layout(layout)
-    idx = {s: roof_indices(lay, s) for s in SIDES}
+    idx = {s: stage_indices(lay, s, stage) for s in SIDES}
     out = []
     for r in records:
         if r.keypoints is None or len(r.keypoints) != lay.num_points:
@@ -313,14 +313,14 @@ def roof_records(records: Sequence, layout) -> list:
 
 
 def roof_crop_dataset(records: Sequence, layout, input_size: int, margin: float = 0.5,
-                      augment: Optional[Augment] = None, **kw) -> "HipCropDataset":
-    """The roof refiner's crops: a ``HipCropDataset`` of ``roof_records`` (so its square is the
-    roof box plus ``margin`` of its longer side on each side, and its points the roof points of
-    ``roof_layout(layout)``). ``augment``'s ``box_jitter`` stands for the first stage's error
-    (the crop's centre and size), its ``rot`` for the film's rotation. ``kw``: the other
+                      augment: Optional[Augment] = None, stage: str = "roof", **kw) -> "HipCropDataset":
+    """A refiner's crops: a ``HipCropDataset`` of ``roof_records`` (so its square is the box of
+    the ``stage`` points plus ``margin`` of its longer side on each side, and its points those of
+    ``stage_layout(layout, stage)``). ``augment``'s ``box_jitter`` stands for the first stage's
+    error (the crop's centre and size), its ``rot`` for the film's rotation. ``kw``: the other
     ``HipCropDataset`` arguments (side, mirror, hist_eq, seed, problems, threads, ...)."""
-    return HipCropDataset(roof_records(records, layout), input_size, crop_expand=margin, augment=augment,
-                          layout=roof_layout(layout), **kw)
+    return HipCropDataset(roof_records(records, layout, stage), input_size, crop_expand=margin, augment=augment,
+                          layout=stage_layout(layout, stage), **kw)
 
 
 class EpochSampler(Sampler):

@@ -8,9 +8,10 @@ for the IHDI grade) is formed.
 Sides are *image* sides: ``left`` is the hip drawn on the image-left, which on
 an AP film is the patient's right hip.
 
-``roof_layout(layout)`` is a layout's acetabular roof points (lateral edge, mid roof where
-the layout has one, triradiate point) as a layout of their own: the points the roof
-refiner predicts (``--stage roof``, docs/accuracy.md).
+``stage_layout(layout, stage)`` is the points a refiner predicts as a layout of their own
+(docs/accuracy.md): ``roof_layout(layout)``, the acetabular roof (lateral edge, mid roof where
+the layout has one, triradiate point: ``--stage roof``), and the proximal femur (ihdi12's three
+metaphysis points, mtddh8's head centre and H-point: ``--stage femur``).
 """
 from __future__ import annotations
 
@@ -95,63 +96,95 @@ MTDDH8 = KeypointLayout(
 LAYOUTS: Dict[str, KeypointLayout] = {IHDI12.name: IHDI12, MTDDH8.name: MTDDH8}
 
 
-ROOF_SUFFIX = "_roof"
-
-
 def get_layout(layout) -> KeypointLayout:
-    """Return a layout given its name (``"ihdi12"``/``"mtddh8"``, or ``"ihdi12_roof"`` for its
-    ``roof_layout``) or a layout object."""
+    """Return a layout given its name (``"ihdi12"``/``"mtddh8"``, or ``"ihdi12_roof"``, ``"ihdi12_femur"``
+    for a refiner's ``stage_layout``) or a layout object."""
     if isinstance(layout, KeypointLayout):
         return layout
     name = str(layout)
-    if name.endswith(ROOF_SUFFIX) and name[: -len(ROOF_SUFFIX)] in LAYOUTS:
-        return roof_layout(name[: -len(ROOF_SUFFIX)])
+    for stage in REFINE_STAGES:   # a refiner's layout, "<layout>_<stage>"
+        base = name[: -len(stage) - 1]
+        if name == f"{base}_{stage}" and base in LAYOUTS:
+            return stage_layout(base, stage)
     try:
         return LAYOUTS[name]
     except KeyError:
         raise ValueError(f"unknown keypoint layout {layout!r}; known: {', '.join(LAYOUTS)}") from None
 
 
-# ---------------------------------------------------------------- the acetabular roof points
+# ---------------------------------------------------------------- the refiners' point groups
 ROOF_POINT_NAMES = ("lateral_edge", "mid_roof", "triradiate")
+# the proximal femur: ihdi12's metaphysis line, mtddh8's head centre and H-point
+FEMUR_POINT_NAMES = ("metaphysis_lateral", "metaphysis_mid", "metaphysis_medial", "head_centre", "h_point")
+# a refiner's stage -> the names of the points it predicts (those the layout has)
+REFINE_STAGES: Dict[str, Tuple[str, ...]] = {"roof": ROOF_POINT_NAMES, "femur": FEMUR_POINT_NAMES}
+
+
+def _check_stage(stage: str) -> str:
+    if stage not in REFINE_STAGES:
+        raise ValueError(f"unknown refiner stage {stage!r}; known: {', '.join(REFINE_STAGES)}")
+    return stage
+
+
+def stage_positions(layout, side: str, stage: str) -> Tuple[int, ...]:
+    """Positions, within ``side``'s block in its stored order, of the points a ``stage`` refiner
+    predicts (the names in ``REFINE_STAGES[stage]`` that the layout has): roof: ihdi12 (0, 1, 2),
+    mtddh8 (0, 1); femur: ihdi12 (3, 4, 5), mtddh8 (2, 3)."""
+    lay = get_layout(layout)
+    names = REFINE_STAGES[_check_stage(stage)]
+    return tuple(j for j, n in enumerate(lay.side_point_names(_check_side(side))) if n in names)
+
+
+def stage_indices(layout, side: str, stage: str) -> np.ndarray:
+    """Absolute indices of ``side``'s ``stage`` points, in the side's stored order."""
+    lay = get_layout(layout)
+    return lay.side_slice(side)[list(stage_positions(lay, side, stage))]
 
 
 def roof_positions(layout, side: str) -> Tuple[int, ...]:
-    """Positions, within ``side``'s block in its stored order, of the side's roof points (the
-    names in ``ROOF_POINT_NAMES`` that the layout has): ihdi12 (0, 1, 2), mtddh8 (0, 1)."""
-    lay = get_layout(layout)
-    return tuple(j for j, n in enumerate(lay.side_point_names(_check_side(side))) if n in ROOF_POINT_NAMES)
+    """``stage_positions`` of the acetabular roof: lateral edge, mid roof where the layout has one,
+    triradiate point."""
+    return stage_positions(layout, side, "roof")
 
 
 def roof_indices(layout, side: str) -> np.ndarray:
     """Absolute indices of ``side``'s roof points, in the side's stored order."""
-    lay = get_layout(layout)
-    return lay.side_slice(side)[list(roof_positions(lay, side))]
+    return stage_indices(layout, side, "roof")
 
 
-def roof_layout(layout) -> KeypointLayout:
-    """The roof points of ``layout`` as a layout: per side ``roof_positions`` of the side's block,
-    in its stored order (left block first), with the mirror permutation restricted to them. Its
-    points are those of ``roof_indices(layout, "left")`` then ``roof_indices(layout, "right")``."""
+def stage_layout(layout, stage: str) -> KeypointLayout:
+    """The points of a ``stage`` refiner as a layout (named ``<layout>_<stage>``): per side
+    ``stage_positions`` of the side's block, in its stored order (left block first), with the
+    mirror permutation restricted to them. Its points are those of ``stage_indices(layout,
+    "left", stage)`` then ``stage_indices(layout, "right", stage)``. A roof layout keeps the
+    lateral edge and the triradiate point (the AI); a femur layout has neither, and no H-point."""
     lay = get_layout(layout)
-    if lay.name.endswith(ROOF_SUFFIX):
+    suffix = "_" + _check_stage(stage)
+    if lay.name.endswith(suffix):
         return lay
-    left, right = roof_positions(lay, "left"), roof_positions(lay, "right")
+    left, right = stage_positions(lay, "left", stage), stage_positions(lay, "right", stage)
     k = len(left)
-    # mirrored and permuted, a right roof is left-shaped: left position a takes right position perm[a]
+    if k < 2:
+        raise ValueError(f"layout {lay.name} has {k} {stage} point(s) a side; a {stage} refiner needs two or more")
+    # mirrored and permuted, a right block is left-shaped: left position a takes right position perm[a]
     perm = tuple(right.index(lay.mirror_perm[i]) for i in left)
     names = {"left": tuple(lay.side_point_names("left")[j] for j in left),
              "right": tuple(lay.side_point_names("right")[j] for j in right)}
     offset = {"left": 0, "right": k}
 
     def where(name):
-        return {s: offset[s] + names[s].index(name) for s in SIDES}
+        return {s: offset[s] + names[s].index(name) for s in SIDES} if name in names["left"] else {}
 
     return KeypointLayout(
-        name=lay.name + ROOF_SUFFIX, num_points=2 * k,
+        name=lay.name + suffix, num_points=2 * k,
         side_indices={"left": tuple(range(k)), "right": tuple(range(k, 2 * k))}, mirror_perm=perm,
         lateral_edge=where("lateral_edge"), triradiate=where("triradiate"), hpoint={"left": (), "right": ()},
         point_names=names["left"])
+
+
+def roof_layout(layout) -> KeypointLayout:
+    """``stage_layout(layout, "roof")``: the roof refiner's points (``--stage roof``)."""
+    return stage_layout(layout, "roof")
 
 
 def layout_for_num_points(n: int) -> KeypointLayout:

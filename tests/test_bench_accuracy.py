@@ -43,13 +43,16 @@ def test_the_bench_defaults_are_the_demo_budget(monkeypatch, tmp_path):
     assert (a.n, a.size, a.test, a.val) == (demo["n"], demo["size"], demo["split"]["test"], demo["split"]["val"])
     assert all(getattr(a, k) == demo["keypoints"][k] for k in ("model_name", "head_type", "input_size", "epochs",
                                                                 "batch_size", "learning_rate", "sigma"))
-    assert a.refine_epochs == demo["roof"]["epochs"]
+    assert a.refine_epochs == demo["roof"]["epochs"] and a.femur_epochs == demo["femur"]["epochs"]
     seen = []
     monkeypatch.setattr("utils.pipelines.train.train", lambda cfg: seen.append(cfg) or {"paths": {"best": "b.pth"}})
     accuracy.train_model(a, tmp_path, tmp_path, "base", 1)
     accuracy.train_model(a, tmp_path, tmp_path, "roof", 1, stage="roof", epochs=a.refine_epochs)
     accuracy.train_model(accuracy.parse_args(["--no_randomisation"]), tmp_path, tmp_path, "plain", 1)
+    accuracy.train_model(a, tmp_path, tmp_path, "femur", 1, stage="femur", epochs=a.femur_epochs)
     assert all(seen[0][k] == v for k, v in DOMAIN_RANDOMISATION_KP.items())
     assert all(seen[1][k] == v for k, v in DOMAIN_RANDOMISATION_ROOF.items()) and "scale_jitter" not in seen[1]
     assert seen[1]["epochs"] == demo["roof"]["epochs"]
     assert not any(k in seen[2] for k in DOMAIN_RANDOMISATION_KP)
+    assert all(seen[3][k] == v for k, v in DOMAIN_RANDOMISATION_ROOF.items()) and "scale_jitter" not in seen[3]
+    assert seen[3]["stage"] == "femur" and seen[3]["epochs"] == demo["femur"]["epochs"]

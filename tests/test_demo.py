@@ -62,8 +62,8 @@ def test_the_readme_block_gives_the_runs_cpu_time(tmp_path, monkeypatch):
     readme = tmp_path / "README.md"
     readme.write_text(README)
     out = fake_run(tmp_path)
-    steps = {"1/6 generate": 12.6, "2/6 split": 1.2, "3/6 yolo": 280.4, "4/6 kp": 100.0, "5/6 roof": 30.0,
-             "6/6 predict": 8.0}
+    steps = {"1/7 generate": 12.6, "2/7 split": 1.2, "3/7 yolo": 280.4, "4/7 kp": 100.0, "5/7 roof": 30.0,
+             "6/7 femur": 25.0, "7/7 predict": 8.0}
     demo.write_report(out, "cpu", demo.SCALES["cpu"], steps, 432.0, cpu_seconds=1230.0)
     info = json.loads((out / demo.RUN_INFO).read_text())
     assert info["cpu_minutes"] == 20.5
@@ -72,7 +72,7 @@ def test_the_readme_block_gives_the_runs_cpu_time(tmp_path, monkeypatch):
     cores = info["cpus"]
     text = readme.read_text()
     assert f"7.2 min on {cores} CPU cores (20.5 CPU-minutes in all).\n\nStep times (s): phantoms 13, split 1, " \
-           "YOLO 280, keypoints 100, refiner 30, predict 8.\n\n| Metric |" in text
+           "YOLO 280, keypoints 100, roof refiner 30, femur refiner 25, predict 8.\n\n| Metric |" in text
 
 
 def test_child_cpu_seconds_counts_a_finished_child():
@@ -104,10 +104,11 @@ def test_run_demo_writes_only_generated_folders_and_the_readme_only_when_asked(t
     assert refreshed == ([1] if update else [])
     assert [s[0] for s in steps] == ["make_synthetic_dataset.py", "split.py", "train_yolo.py",
                                      "train_hip_crop_keypoints.py", "train_hip_crop_keypoints.py",
-                                     "predict_hip_crop_keypoints.py"]
-    roof, predict = steps[4], steps[5]            # the roof refiner is trained, then used at prediction
-    assert roof[roof.index("--stage") + 1] == "roof"
-    assert predict[predict.index("--refine_path") + 1] == f"weights/{roof[roof.index('--exp_name') + 1]}_best.pth"
+                                     "train_hip_crop_keypoints.py", "predict_hip_crop_keypoints.py"]
+    roof, femur, predict = steps[4], steps[5], steps[6]   # the two refiners are trained, then used at prediction
+    assert roof[roof.index("--stage") + 1] == "roof" and femur[femur.index("--stage") + 1] == "femur"
+    i = predict.index("--refine_path")
+    assert predict[i + 1:i + 3] == [f"weights/{r[r.index('--exp_name') + 1]}_best.pth" for r in (roof, femur)]
     out_flags = ("--out", "--output_dir", "--project", "--log_dir")
     written = [s[i + 1] for s in steps for i, a in enumerate(s[:-1]) if a in out_flags]
     assert len(written) >= 4

@@ -30,7 +30,8 @@ import train_hip_crop_keypoints as train_script
 import utils.pipelines.predict as P
 from datasets.crops import IMAGENET_MEAN, IMAGENET_STD, Augment, crop_to_image_points, roof_crop_dataset, roof_records
 from datasets.formats import load_dataset
-from datasets.layouts import SIDES, get_layout, mirror_side_keypoints, roof_indices, roof_layout, roof_positions
+from datasets.layouts import (SIDES, get_layout, mirror_side_keypoints, roof_indices, roof_layout, roof_positions,
+                              stage_layout)
 from models.checkpoint import load_keypoint_model
 from tests.helpers import train_tiny_keypoints
 from tests.test_predict import KP_SIZE, PerfectModel, _check_exact, _csv, data, data_mtddh8  # noqa: F401 (fixtures)
@@ -143,15 +144,17 @@ def test_training_roof_crops_map_their_targets_back_exactly(data, augment):
 ROOF_SHIFT = {"lateral_edge": (1.0, -0.6), "mid_roof": (0.6, 0.6), "triradiate": (-0.8, 0.5)}
 
 
-def _misplaced(records, layout):
-    """The records with every roof point moved by ``ROOF_SHIFT`` (what an imperfect first stage says)."""
+def _misplaced(records, layout, shifts=None):
+    """The records with every roof point moved by ``ROOF_SHIFT`` (what an imperfect first stage says),
+    or the points named in ``shifts`` by theirs."""
     lay = get_layout(layout)
+    shifts = ROOF_SHIFT if shifts is None else shifts
     out = []
     for r in records:
         kps = np.array(r.keypoints, float)
         for s in SIDES:
             for j, name in zip(lay.side_indices[s], lay.side_point_names(s)):
-                kps[j] += ROOF_SHIFT.get(name, (0.0, 0.0))
+                kps[j] += shifts.get(name, (0.0, 0.0))
         out.append(dataclasses.replace(r, keypoints=kps))
     return out
 
@@ -159,13 +162,14 @@ def _misplaced(records, layout):
 class PerfectRefiner(PerfectModel):
     """A roof refiner that knows the answer: each roof crop is matched to the nearest crop that the
     TRAINING code (``roof_crop_dataset``, no augmentation) cuts around the misplaced roof, and
-    answered with the TRUE roof points in that crop (model order), encoded as ``PerfectModel`` does."""
+    answered with the TRUE roof points in that crop (model order), encoded as ``PerfectModel`` does.
+    ``stage`` "femur": the same for the femur points (misplaced by ``shifts``)."""
 
-    def __init__(self, true_records, layout, side, head_type, flipped=False):
-        lay, roof = get_layout(layout), roof_layout(layout)
-        self.ds = roof_crop_dataset(_misplaced(true_records, lay), lay, KP_SIZE, MARGIN, side=side, mirror=True,
-                                    threads=1)
-        truth = {r.stem: r.keypoints for r in roof_records(true_records, lay)}
+    def __init__(self, true_records, layout, side, head_type, flipped=False, stage="roof", shifts=None):
+        lay, roof = get_layout(layout), stage_layout(layout, stage)
+        self.ds = roof_crop_dataset(_misplaced(true_records, lay, shifts), lay, KP_SIZE, MARGIN, side=side,
+                                    mirror=True, threads=1, stage=stage)
+        truth = {r.stem: r.keypoints for r in roof_records(true_records, lay, stage)}
         self.images = torch.stack([self.ds[i]["image"] for i in range(len(self.ds))])
         self.targets = torch.stack([torch.from_numpy(side_points_to_crop(
             truth[s.stem][roof.side_slice(s.side)], s.matrix, s.mirrored, roof)).float() for s in self.ds.samples])
@@ -183,7 +187,7 @@ class PerfectRefiner(PerfectModel):
         self.served, self.conf = [], {}
         self.match_dist, self.runner_up = 0.0, np.inf
         self.config = dict(model_name="perfect_roof", head_type=head_type, input_size=KP_SIZE, split_ratio=2.0,
-                           sigma=6.0, layout=lay.name, side=side, mirror=True, crop_expand=MARGIN, stage="roof",
+                           sigma=6.0, layout=lay.name, side=side, mirror=True, crop_expand=MARGIN, stage=stage,
                            num_keypoints=roof.points_per_side, hist_eq=True, mean=list(IMAGENET_MEAN),
                            std=list(IMAGENET_STD), hflip=0.5 if flipped else 0.0)
 
@@ -346,7 +350,8 @@ def test_predict_script_with_a_tiny_refiner(data, tiny, tmp_path):
     (["--kp_left_path", "{roof}"], "error: --kp_left_path: {roof} is a roof refiner (trained with --stage roof); "
                                    "give it as --refine_path"),
     (["--kp_left_path", "{hip}", "--refine_path", "{hip}"],
-     "error: --refine_path: {hip} is a first-stage keypoint model, not a roof refiner"),
+     "error: --refine_path: {hip} is a first-stage keypoint model, not a refiner (train one with "
+     "train_hip_crop_keypoints.py --stage roof or --stage femur)"),
 ])
 def test_a_checkpoint_of_the_wrong_stage_exits_2(flags, message, data, tiny, tmp_path, capsys):
     fill = {k: str(v) for k, v in tiny.items()}
@@ -382,11 +387,11 @@ def test_kfold_scripts_pass_the_roof_stage_through(tmp_path, monkeypatch):
                         lambda data, out, **kw: seen["predict"].append((Path(data).name, kw)))
     monkeypatch.setattr("utils.pipelines.kfold_predict.summarize_folds", lambda *a, **k: {})
     kfold_predict_script.main(["--data_root", str(root), "--k", "2", "--kp_left_tpl", "w/kp_fold{fold}_best.pth",
-                               "--refine_tpl", "w/roof_fold{fold}_best.pth", "--use_gt_box", "--flip_test",
-                               "--output_dir", str(tmp_path / "res")])
+                               "--refine_tpl", "w/roof_fold{fold}_best.pth", "w/femur_fold{fold}_best.pth",
+                               "--use_gt_box", "--flip_test", "--output_dir", str(tmp_path / "res")])
     assert [(d, kw["kp_left_path"], kw["refine_path"], kw["flip_test"]) for d, kw in seen["predict"]] == [
-        ("fold1", "w/kp_fold1_best.pth", "w/roof_fold1_best.pth", True),
-        ("fold2", "w/kp_fold2_best.pth", "w/roof_fold2_best.pth", True)]
+        ("fold1", "w/kp_fold1_best.pth", ["w/roof_fold1_best.pth", "w/femur_fold1_best.pth"], True),
+        ("fold2", "w/kp_fold2_best.pth", ["w/roof_fold2_best.pth", "w/femur_fold2_best.pth"], True)]
     seen["predict"].clear()
     kfold_predict_script.main(["--data_root", str(root), "--k", "2", "--kp_left_tpl", "w/kp_fold{fold}_best.pth",
                                "--use_gt_box", "--output_dir", str(tmp_path / "res2")])
@@ -408,7 +413,7 @@ def test_accuracy_bench_refine_variants(tmp_path):
     names = [row["variant"] for row in rows]
     assert names[:8] == ["baseline", "+flip", "decode argmax", "decode argmax_refine", "+AI loss (w=0.1)",
                          "+AI loss (w=0.1) +flip", "+ensemble (2 seeds)", "+ensemble (2 seeds) +flip"]
-    assert names[8:] == ["+refine", "+refine +flip"]
+    assert names[8:] == ["+refine", "+refine +flip", "+refine roof+femur", "+refine roof+femur +flip"]
     assert rows[8]["train_s"] > rows[0]["train_s"] and rows[8]["n_hips"] == rows[0]["n_hips"]
     assert "| +refine |" in (tmp_path / "accuracy.md").read_text()
 

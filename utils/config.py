@@ -40,7 +40,7 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 OPTIMIZERS = ("adamw", "muon")             # utils/pipelines/train_setup.py: make_optimizer
 PIPELINES = ("hip_crop", "full_image")     # the training data: hip crops (two-stage) or whole films
-STAGES = ("hip", "roof")                   # a hip_crop model's points: the whole hip, or the roof refiner's
+STAGES = ("hip", "roof", "femur")          # a hip_crop model's points: the whole hip, or a refiner's
 
 
 def opt(default, help: str = "", type=None, action=None, resume: bool = False, cli: bool = True,
@@ -72,7 +72,7 @@ class Data:
     box_jitter: float = opt(0.0, "random box centre/size jitter, as a fraction of the crop", float)
     hflip: float = opt(0.0, "probability of mirroring a training crop horizontally, its points permuted by the "
                             "layout's mirror permutation, so the model learns both orientations (needed for "
-                            "--flip_test at prediction; docs/accuracy.md); hip crops and --stage roof only: "
+                            "--flip_test at prediction; docs/accuracy.md); hip crops and the refiners only: "
                             "--pipeline full_image refuses it (a flipped film swaps the hips)", float)
     # photometric domain randomisation of training crops (datasets/augment.py); strengths 0-1, 0 = off
     aug_contrast: float = opt(0.0, "random contrast and gamma, strength 0-1", float)
@@ -87,13 +87,16 @@ class Data:
                                     "keypoint of the layout; the single-stage baseline, which ignores side, mirror, "
                                     "crop_expand and box_jitter)", str)
     stage: str = opt("hip", "which points a hip_crop model learns: hip (every point of one hip, on the crop "
-                            "around its box: the first stage) or roof (the roof refiner: lateral edge, mid roof "
-                            "where the layout has one, and triradiate point, on a tighter crop around the roof; "
-                            "predict with --refine_path; docs/accuracy.md). roof uses roof_margin and roof_jitter "
-                            "in place of crop_expand, shift, scale_jitter and box_jitter", str)
-    roof_margin: float = opt(0.5, "stage roof: margin around the box of the roof points on each side, as a fraction "
-                                  "of its longer side", float)
-    roof_jitter: float = opt(0.1, "stage roof: random jitter of the training crop, mimicking the first stage's error: "
+                            "around its box: the first stage), roof (the roof refiner: lateral edge, mid roof "
+                            "where the layout has one, and triradiate point, on a tighter crop around the roof) or "
+                            "femur (the femur refiner: ihdi12's three metaphysis points, mtddh8's head centre and "
+                            "H-point, on a tighter crop around them); predict with --refine_path; docs/accuracy.md. "
+                            "The refiners use roof_margin and roof_jitter in place of crop_expand, shift, "
+                            "scale_jitter and box_jitter", str)
+    roof_margin: float = opt(0.5, "stages roof and femur: margin around the box of the stage's points on each side, "
+                                  "as a fraction of its longer side", float)
+    roof_jitter: float = opt(0.1, "stages roof and femur: random jitter of the training crop, mimicking the first "
+                                  "stage's error: "
                                   "its centre moves by up to this fraction of the crop side per axis and its size by "
                                   "a factor 1 +- this (rotation: --rot)", float)
 
@@ -252,8 +255,10 @@ class TrainConfig:
             if value not in known:
                 raise UserError(f"--{flag}: unknown {flag} {value!r}; choose from {', '.join(known)}")
         d = self.data
-        if d.stage == "roof" and d.pipeline != "hip_crop":
-            raise UserError("--stage roof trains on hip crops: it needs --pipeline hip_crop")
+        if d.stage != "hip" and d.pipeline != "hip_crop":
+            raise UserError(f"--stage {d.stage} trains on hip crops: it needs --pipeline hip_crop")
+        if d.stage == "femur" and m.ai_loss_weight > 0:
+            raise UserError("--ai_loss_weight needs the roof's points: it is for --stage hip or roof, not femur")
         if not 0 <= d.hflip <= 1:
             raise UserError(f"--hflip is a probability in [0, 1], got {d.hflip}")
         if d.hflip > 0 and d.pipeline == "full_image":
@@ -331,10 +336,11 @@ class PredictConfig:
                                         "(calibrated on a validation split: docs/outputs.md)", float)
     flip_test: bool = opt(False, "flip test: also run each crop mirrored and average the two predictions "
                                  "(docs/accuracy.md)", action="bool")
-    refine_path: Optional[str] = opt(None, "roof refiner(s) (train_hip_crop_keypoints.py --stage roof): a tighter "
-                                           "crop around each hip's predicted roof, whose refined lateral edge, mid "
-                                           "roof and triradiate point replace the keypoint model's; one model serves "
-                                           "both sides by mirroring; several paths: an ensemble (docs/accuracy.md)",
+    refine_path: Optional[str] = opt(None, "refiner(s) (train_hip_crop_keypoints.py --stage roof or femur): a "
+                                           "tighter crop around each hip's predicted roof (or femur points), whose "
+                                           "refined points replace the keypoint model's; one model serves both sides "
+                                           "by mirroring; give a roof and a femur refiner to refine both; several of "
+                                           "one stage: an ensemble (docs/accuracy.md)",
                                      str, nargs="+", metavar="PTH")
     decode: Optional[str] = opt(None, "decode the keypoint model's outputs this way instead of as its checkpoint "
                                       "says (SimCC: softargmax, argmax, argmax_refine; heatmap: dark, argmax, "

@@ -47,11 +47,14 @@ SCALES = {
     # the 192 films it had at 240 x 0.8 (docs/accuracy.md)
     "cpu": dict(n=300, size=512, device="auto", split=dict(train=0.65, val=0.15, test=0.2),
                 yolo=dict(model="yolo12n.yaml", epochs=25, imgsz=256, batch=16, **DOMAIN_RANDOMISATION_YOLO),
-                keypoints=dict(model_name="convnext_atto_custom", head_type="simcc_2d", input_size=128, epochs=60,
+                keypoints=dict(model_name="convnext_atto_custom", head_type="simcc_2d", input_size=128, epochs=35,
                                batch_size=32, learning_rate=2e-3, sigma=4.0, **DOMAIN_RANDOMISATION_KP),
                 # the roof refiner (--stage roof): the AI's points again, on a tighter crop (docs/accuracy.md)
                 roof=dict(model_name="convnext_atto_custom", head_type="simcc_2d", input_size=128, epochs=30,
                           batch_size=32, learning_rate=2e-3, sigma=4.0, **DOMAIN_RANDOMISATION_ROOF),
+                # the femur refiner (--stage femur): the three metaphysis points again, on a tighter crop
+                femur=dict(model_name="convnext_atto_custom", head_type="simcc_2d", input_size=128, epochs=25,
+                           batch_size=32, learning_rate=2e-3, sigma=4.0, **DOMAIN_RANDOMISATION_ROOF),
                 # the AI interval's spread, calibrated for these models with the refiner on the validation split
                 # (bench/ai_interval_calibration.py --refine_path ...: coverage 0.956 there; docs/outputs.md)
                 predict=dict(ai_interval_scale=0.5)),
@@ -60,7 +63,9 @@ SCALES = {
                  keypoints=dict(model_name="convnext_small_custom", head_type="simcc_2d", input_size=224,
                                 epochs=100, batch_size=32, learning_rate=1e-4, sigma=6.0, **DOMAIN_RANDOMISATION_KP),
                  roof=dict(model_name="convnext_small_custom", head_type="simcc_2d", input_size=224, epochs=100,
-                           batch_size=32, learning_rate=1e-4, sigma=6.0, **DOMAIN_RANDOMISATION_ROOF)),
+                           batch_size=32, learning_rate=1e-4, sigma=6.0, **DOMAIN_RANDOMISATION_ROOF),
+                 femur=dict(model_name="convnext_small_custom", head_type="simcc_2d", input_size=224, epochs=100,
+                            batch_size=32, learning_rate=1e-4, sigma=6.0, **DOMAIN_RANDOMISATION_ROOF)),
 }
 
 
@@ -69,7 +74,7 @@ def _flags(settings: dict) -> list:
 
 
 DATASET, SPLIT, RESULTS = "dataset/demo", "data/demo", "results/demo"
-YOLO_NAME, KP_NAME, ROOF_NAME = "demo_yolo", "demo_kp", "demo_roof"
+YOLO_NAME, KP_NAME, ROOF_NAME, FEMUR_NAME = "demo_yolo", "demo_kp", "demo_roof", "demo_femur"
 README_BEGIN, README_END = "<!-- demo:begin -->", "<!-- demo:end -->"
 GENERATED = ("dataset", "data", "runs", "weights", "logs", "results")   # all a demo run writes
 RUN_INFO = "demo_run.json"
@@ -89,7 +94,7 @@ def _step(title: str, args, timings: dict) -> None:
 
 
 def run_demo(scale: str = "cpu", update_readme_block: bool = False) -> dict:
-    """Run the six steps and write the report; with ``update_readme_block`` also refresh the
+    """Run the seven steps and write the report; with ``update_readme_block`` also refresh the
     README's demo block (``update_readme``)."""
     if scale not in SCALES:
         raise UserError(f"DEMO_SCALE must be one of {', '.join(SCALES)}, got {scale!r}")
@@ -97,25 +102,28 @@ def run_demo(scale: str = "cpu", update_readme_block: bool = False) -> dict:
     t_start, cpu0 = time.time(), _child_cpu_seconds()
     timings: dict = {}
     print(f"Hip keypoint toolkit demo (scale: {scale}). Synthetic phantom data; research use only.")
-    _step("1/6 generate a synthetic phantom set",
+    _step("1/7 generate a synthetic phantom set",
           ["make_synthetic_dataset.py", "--out", DATASET, "--n", c["n"], "--size", c["size"], "--seed", 0,
            "--overwrite"], timings)
-    _step("2/6 split into train/val/test",
+    _step("2/7 split into train/val/test",
           ["split.py", "--dataset", DATASET, "--out", SPLIT, *_flags(c["split"]),
            "--seed", 42, "--stratify", "--overwrite"], timings)
     y, kp = c["yolo"], c["keypoints"]
-    _step("3/6 train the YOLO hip detector",
+    _step("3/7 train the YOLO hip detector",
           ["train_yolo.py", *_flags(y), "--data", f"{SPLIT}/data.yaml", "--nbs", y["batch"], "--name", YOLO_NAME,
            "--project", "runs/demo", "--device", c["device"], "--exist_ok"], timings)
-    _step("4/6 train the hip-crop keypoint model (one left-side model, right hips mirrored)",
+    _step("4/7 train the hip-crop keypoint model (one left-side model, right hips mirrored)",
           ["train_hip_crop_keypoints.py", "--data_dir", SPLIT, *_flags(kp), "--side", "left", "--mirror",
            "--exp_name", KP_NAME, "--device", c["device"]], timings)
-    _step("5/6 train the roof refiner (a tighter crop around each roof: lateral edge, mid roof, triradiate)",
+    _step("5/7 train the roof refiner (a tighter crop around each roof: lateral edge, mid roof, triradiate)",
           ["train_hip_crop_keypoints.py", "--data_dir", SPLIT, "--stage", "roof", *_flags(c["roof"]),
            "--side", "left", "--mirror", "--exp_name", ROOF_NAME, "--device", c["device"]], timings)
-    _step("6/6 predict and evaluate on the test split",
+    _step("6/7 train the femur refiner (a tighter crop around each metaphysis: lateral, mid, medial)",
+          ["train_hip_crop_keypoints.py", "--data_dir", SPLIT, "--stage", "femur", *_flags(c["femur"]),
+           "--side", "left", "--mirror", "--exp_name", FEMUR_NAME, "--device", c["device"]], timings)
+    _step("7/7 predict and evaluate on the test split",
           ["predict_hip_crop_keypoints.py", "--kp_left_path", f"weights/{KP_NAME}_best.pth",
-           "--refine_path", f"weights/{ROOF_NAME}_best.pth",
+           "--refine_path", f"weights/{ROOF_NAME}_best.pth", f"weights/{FEMUR_NAME}_best.pth",
            "--yolo_weights", f"weights/{YOLO_NAME}.pt", "--data", f"{SPLIT}/test", "--output_dir", RESULTS,
            "--imgsz", y["imgsz"], "--device", c["device"], *_flags(c.get("predict", {}))], timings)
     total = time.time() - t_start
@@ -149,7 +157,7 @@ def write_report(out: Path, scale: str, c: dict, timings: dict, total: float, cp
         "# Demo report: two-stage hip keypoint pipeline on synthetic phantoms", "",
         f"Test split: {n_img} phantom images ({c['size']} px), scale `{scale}`: "
         f"YOLO `{c['yolo']['model']}` at {c['yolo']['imgsz']} px, keypoints `{c['keypoints']['model_name']}` + "
-        f"`{c['keypoints']['head_type']}` at {c['keypoints']['input_size']} px, roof refiner at "
+        f"`{c['keypoints']['head_type']}` at {c['keypoints']['input_size']} px, roof and femur refiners at "
         f"{c['roof']['input_size']} px. Total time {total / 60:.1f} min.", "",
         table, "",
         *_gate_and_interval_lines(out, metrics),
@@ -197,8 +205,8 @@ def _cpu_note(info: dict) -> str:
     return "" if cpu is None else f" ({cpu:.1f} CPU-minutes in all)"
 
 
-# short names of the six steps, for the README's step-time line
-STEP_NAMES = ("phantoms", "split", "YOLO", "keypoints", "refiner", "predict")
+# short names of the seven steps, for the README's step-time line
+STEP_NAMES = ("phantoms", "split", "YOLO", "keypoints", "roof refiner", "femur refiner", "predict")
 
 
 def _steps_line(info: dict) -> str:

@@ -36,14 +36,16 @@ def run_kfold_prediction(data_root, output_dir, k: int = 5, folds: Optional[str]
                          pipeline: str = "hip_crop", refine_tpl: Optional[str] = None, **predict_kwargs) -> Dict:
     """Predict each fold's test split into ``output_dir/fold{i}`` and summarise all folds found.
     ``pipeline`` "full_image": ``kp_left_tpl`` names each fold's full-image checkpoint (no YOLO).
-    ``refine_tpl``: each fold's roof refiner (``refine_path``), two-stage pipeline only."""
+    ``refine_tpl``: each fold's refiner(s) (``refine_path``: a template, or a list of them such as a
+    roof and a femur refiner), two-stage pipeline only."""
 
     out = Path(output_dir)
     if not summarize_only:
         if not Path(data_root).is_dir():
             raise UserError(f"--data_root not found: {data_root}")
-        if refine_tpl and pipeline == "full_image":
-            raise UserError("--refine_tpl refines the two-stage model's roof points: it needs --pipeline hip_crop")
+        refine_tpls = [refine_tpl] if isinstance(refine_tpl, str) else list(refine_tpl or [])
+        if refine_tpls and pipeline == "full_image":
+            raise UserError("--refine_tpl refines the two-stage model's points: it needs --pipeline hip_crop")
         for i in parse_folds(folds, k):
             print(f"\n=== fold {i}/{k} ===")
             if pipeline == "full_image":
@@ -54,7 +56,7 @@ def run_kfold_prediction(data_root, output_dir, k: int = 5, folds: Optional[str]
             run_prediction(fold_test_dir(data_root, i, test_subdir), out / f"fold{i}",
                            kp_left_path=_fill(kp_left_tpl, i), kp_right_path=_fill(kp_right_tpl, i),
                            yolo_weights=_fill(yolo_tpl, i), use_gt_box=use_gt_box,
-                           refine_path=_fill(refine_tpl, i), **predict_kwargs)
+                           refine_path=[_fill(t, i) for t in refine_tpls] or None, **predict_kwargs)
     return summarize_folds(out, k)
 
 

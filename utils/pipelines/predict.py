@@ -9,9 +9,10 @@ stages over a list of ``ImageItem`` records (one per image, carrying what each s
 
 The infer stage is the seam for other backends: it calls ``SideModel.predict(crops) ->
 (coords, conf)`` (crop pixels, ``(N, K, 2)`` and ``(N, K)``) once per distinct model.
-``refine_stage`` (``refine_path``: a roof refiner, trained with ``--stage roof``) cuts a roof
-crop around each side's predicted roof and runs the infer stage again on those crops, with the
-refiner as the side's model; its points replace the roof points.
+``refine_stage`` (``refine_path``: a roof refiner, trained with ``--stage roof``, and/or a femur
+refiner, ``--stage femur``) cuts a tighter crop around each side's predicted roof (or femur
+points) and runs the infer stage again on those crops, with the refiner as the side's model; its
+points replace those points. The roof is refined first, then the femur.
 Keyword defaults are those of ``utils.config.PredictConfig``.
 """
 from __future__ import annotations
@@ -32,7 +33,7 @@ import torch
 
 from datasets.crops import preprocess_crop
 from datasets.formats import HipRecord, dataset_layout, load_dataset, read_record_image
-from datasets.layouts import SIDES, get_layout, roof_layout, roof_positions
+from datasets.layouts import REFINE_STAGES, SIDES, get_layout, stage_layout, stage_positions
 from models import checkpoint as ckpt_io
 from models.codecs import with_decode
 from models.onnx_runtime import load_onnx_keypoint_model   # .onnx files from export_onnx.py
@@ -121,10 +122,11 @@ class SideModel:
 
 
 def model_point_layout(config):
-    """The layout of the points a checkpoint's model predicts: its layout, or that layout's roof
-    points for a roof refiner (``stage`` "roof")."""
+    """The layout of the points a checkpoint's model predicts: its layout, or that layout's
+    ``stage_layout`` for a refiner (``stage`` "roof" or "femur")."""
     lay = get_layout(config.get("layout", "ihdi12"))
-    return roof_layout(lay) if config.get("stage", "hip") == "roof" else lay
+    stage = config.get("stage", "hip")
+    return lay if stage == "hip" else stage_layout(lay, stage)
 
 
 class Ensemble:
@@ -158,14 +160,17 @@ def checkpoint_paths(arg) -> List[str]:
     return [str(p) for p in arg if p]
 
 
+REFINER = "refiner"   # load_keypoint_checkpoint's stage for any refiner (roof or femur)
+
+
 def _flag(side: str, stage: str) -> str:
-    return "--refine_path" if stage == "roof" else f"--kp_{side}_path"
+    return f"--kp_{side}_path" if stage == "hip" else "--refine_path"
 
 
 def load_keypoint_checkpoint(path: str, side: str, device="cpu", model_name=None, stage: str = "hip"):
     """(model, codec, config) of one keypoint checkpoint: the one place a path becomes a model.
-    ``stage``: "hip" for a first-stage model (``--kp_*_path``), "roof" for a roof refiner
-    (``--refine_path``); a checkpoint of the other stage is refused."""
+    ``stage``: "hip" for a first-stage model (``--kp_*_path``); "roof", "femur" or ``REFINER``
+    (either) for a refiner (``--refine_path``); a checkpoint of another stage is refused."""
     flag = _flag(side, stage)
     if not Path(path).is_file():
         raise UserError(f"{flag}: keypoint checkpoint not found: {path}")
@@ -177,11 +182,14 @@ def load_keypoint_checkpoint(path: str, side: str, device="cpu", model_name=None
     if cfg.get("pipeline", "hip_crop") == "full_image":
         raise UserError(f"{flag}: {path} is a full-image model (single-stage); predict with "
                         "predict_full_image_keypoints.py")
-    if cfg.get("stage", "hip") != stage:
-        if stage == "roof":
-            raise UserError(f"--refine_path: {path} is a first-stage keypoint model, not a roof refiner "
-                            "(train one with train_hip_crop_keypoints.py --stage roof)")
-        raise UserError(f"{flag}: {path} is a roof refiner (trained with --stage roof); give it as --refine_path")
+    got = cfg.get("stage", "hip")
+    if got != stage and not (stage == REFINER and got in REFINE_STAGES):
+        if got == "hip":
+            raise UserError(f"--refine_path: {path} is a first-stage keypoint model, not a refiner "
+                            "(train one with train_hip_crop_keypoints.py --stage roof or --stage femur)")
+        if stage == "hip":
+            raise UserError(f"{flag}: {path} is a {got} refiner (trained with --stage {got}); give it as --refine_path")
+        raise UserError(f"{flag}: {path} is a {got} refiner, not a {stage} refiner")
     if model_name and model_name != cfg.get("model_name"):
         raise UserError(f"--model_name {model_name} does not match the checkpoint {path} "
                         f"(it holds {cfg.get('model_name')}); the checkpoint's own settings are used, "
@@ -259,20 +267,26 @@ def load_side_models(kp_left_path=None, kp_right_path=None, device="cpu", model_
     return out
 
 
-def load_refiners(refine_path, layout, device="cpu", flip_test=False) -> Dict[str, SideModel]:
-    """{side: SideModel} of the roof refiner (``--refine_path``; several paths: an ensemble), one
-    model serving both sides (the other side mirrored); {} without a path. Its layout must be
-    the keypoint model's."""
+def load_refiners(refine_path, layout, device="cpu", flip_test=False) -> Dict[str, Dict[str, SideModel]]:
+    """{stage: {side: SideModel}} of the refiners (``--refine_path``), in ``REFINE_STAGES`` order
+    (the roof first, then the femur); {} without a path. Each checkpoint says its stage; several
+    of one stage make an ensemble. One model serves both sides (the other side mirrored). Their
+    layout must be the keypoint model's."""
     paths = checkpoint_paths(refine_path)
-    if not paths:
-        return {}
-    model, codec, cfg, p = load_ensemble(paths, "left", device, stage="roof", flip_test=bool(flip_test))
-    if cfg.get("layout") != layout.name:
-        raise UserError(f"--refine_path: {p} refines layout {cfg.get('layout')}, the keypoint model's is {layout.name}")
-    model_side = cfg.get("side", "left")
-    return {s: SideModel(model, codec, cfg, mirrored=(s != model_side), path=p, flip_test=bool(flip_test))
-            for s in SIDES}
-
+    by_stage: Dict[str, List[str]] = {}
+    for p in paths:
+        _, _, cfg = load_keypoint_checkpoint(p, "left", device, stage=REFINER)
+        by_stage.setdefault(cfg["stage"], []).append(p)
+    out = {}
+    for stage in (st for st in REFINE_STAGES if st in by_stage):
+        model, codec, cfg, p = load_ensemble(by_stage[stage], "left", device, stage=stage, flip_test=bool(flip_test))
+        if cfg.get("layout") != layout.name:
+            raise UserError(f"--refine_path: {p} refines layout {cfg.get('layout')}, the keypoint model's is "
+                            f"{layout.name}")
+        model_side = cfg.get("side", "left")
+        out[stage] = {s: SideModel(model, codec, cfg, mirrored=(s != model_side), path=p, flip_test=bool(flip_test))
+                      for s in SIDES}
+    return out
 
 
 # ---------------------------------------------------------------------- columns
@@ -358,29 +372,35 @@ def infer_stage(items: List[ImageItem], side_models: Dict[str, SideModel], layou
 
 
 def refine_stage(items: List[ImageItem], refiners: Dict[str, SideModel], layout, n_samples: int = 0,
-                 sample_scale: float = 1.0, generator=None) -> None:
-    """The roof refiner's second look. For each side the first stage placed, the roof crop is cut
-    around its roof points (``utils.cropping.roof_box`` plus the refiner's margin, the hip crop's
-    square maths, mirrored for the other side's model), ``infer_stage`` runs the refiner on those
-    crops, and its points, confidences and AI-interval samples replace the roof points' (lateral
-    edge, mid roof where the layout has one, triradiate point); the other points stay."""
-    roof = roof_layout(layout)
+                 sample_scale: float = 1.0, generator=None, stage: str = "roof") -> None:
+    """A refiner's second look (``stage`` "roof" or "femur"). For each side the first stage
+    placed, the refiner's crop is cut around the side's current points of that stage
+    (``utils.cropping.roof_box`` plus the refiner's margin, the hip crop's square maths, mirrored
+    for the other side's model), ``infer_stage`` runs the refiner on those crops, and its points,
+    confidences and AI-interval samples replace those points (the roof: lateral edge, mid roof
+    where the layout has one, triradiate point; the femur: the metaphysis points, or head centre
+    and H-point); the other points stay. ``refine_shift`` keeps, per side, the largest move of a
+    refined point over the side's roof length before the move (the largest over the stages run)."""
+    sub_layout = stage_layout(layout, stage)
+    edge, tri = layout.lateral_edge, layout.triradiate
     second = [ImageItem(it.rec, it.image, it.info) for it in items]
     for it, sub in zip(items, second):
         for s, (pts, _) in it.points.items():
-            box = roof_box(pts[list(roof_positions(layout, s))])
+            box = roof_box(pts[list(stage_positions(layout, s, stage))])
             if np.isfinite(box).all() and max(box[2] - box[0], box[3] - box[1]) > 0:
                 sub.crops[s] = refiners[s].crop(it.image, box)
-    infer_stage(second, refiners, roof, n_samples, sample_scale, generator)
+    infer_stage(second, refiners, sub_layout, n_samples, sample_scale, generator)
     for it, sub in zip(items, second):
-        for s, (roof_pts, roof_conf) in sub.points.items():
-            pos = list(roof_positions(layout, s))
+        for s, (new_pts, new_conf) in sub.points.items():
+            pos = list(stage_positions(layout, s, stage))
             pts, conf = it.points[s]
             pts, conf = np.array(pts, float), np.array(conf, float)
-            shift = roof_pts - pts[pos]
-            it.refine_shift[s] = refine_shift_fraction(pts[pos], roof_pts, roof.local(s, roof.lateral_edge[s]),
-                                                       roof.local(s, roof.triradiate[s]))
-            pts[pos], conf[pos] = roof_pts, roof_conf
+            shift = new_pts - pts[pos]
+            moved = np.array(pts)
+            moved[pos] = new_pts
+            frac = refine_shift_fraction(pts, moved, layout.local(s, edge[s]), layout.local(s, tri[s]))
+            it.refine_shift[s] = max(frac, it.refine_shift.get(s, 0.0))
+            pts[pos], conf[pos] = new_pts, new_conf
             it.points[s] = (pts, conf)
             if s in it.samples:   # the AI interval: the refiner's samples, else the first stage's moved along
                 smp = np.array(it.samples[s], float)
@@ -443,8 +463,9 @@ def run_prediction(data, output_dir, kp_left_path=None, kp_right_path=None, yolo
     with ``gate``: the plausibility gate's one-line summary. Every hip is gated
     (``min_conf``: the detector confidence it needs); a SimCC model's hips get an AI
     interval from ``ai_samples`` sampled keypoint sets (seeded), spread by ``ai_interval_scale``.
-    ``refine_path``: a roof refiner (or several, an ensemble) whose points replace the roof points
-    (``refine_stage``); ``flip_test`` applies to it too.
+    ``refine_path``: refiners (``load_refiners``: a roof and/or a femur refiner, several of one
+    stage an ensemble) whose points replace the first stage's (``refine_stage``); ``flip_test``
+    applies to them too.
     ``decode`` (None: each checkpoint's own) changes how the outputs become points.
     ``hip_sheet``: hip_sheet.png, the hips of the first N films (``save_hip_sheet``; with overlays on).
     """
@@ -464,7 +485,8 @@ def run_prediction(data, output_dir, kp_left_path=None, kp_right_path=None, yolo
                                    flip_test=flip_test, decode=decode)
     layout = get_layout(side_models["left"].config.get("layout", "ihdi12"))
     refiners = load_refiners(refine_path, layout, device=str(dev), flip_test=flip_test)
-    for sm in {id(m): m for m in [*side_models.values(), *refiners.values()]}.values():
+    models = [*side_models.values(), *(m for by_side in refiners.values() for m in by_side.values())]
+    for sm in {id(m): m for m in models}.values():
         sm.to(dev)
     data_layout = dataset_layout(records)
     if data_layout and data_layout != layout.name:
@@ -485,8 +507,8 @@ def run_prediction(data, output_dir, kp_left_path=None, kp_right_path=None, yolo
             detect_stage(items, detector, use_gt_box, problems, batch_size)
             crop_stage(items, side_models)
             infer_stage(items, side_models, layout, int(ai_samples), float(ai_interval_scale), generator)
-            if refiners:
-                refine_stage(items, refiners, layout, int(ai_samples), float(ai_interval_scale), generator)
+            for stage, refiner in refiners.items():   # the roof, then the femur
+                refine_stage(items, refiner, layout, int(ai_samples), float(ai_interval_scale), generator, stage)
             write_stage(items, writer)
             writer.flush()
             bar.update(len(items))
@@ -496,7 +518,8 @@ def run_prediction(data, output_dir, kp_left_path=None, kp_right_path=None, yolo
     return finish(writer, problems, records, data, dict(use_gt_box=use_gt_box, yolo_weights=yolo_weights,
                                                         make_plots=make_plots, worst_n=worst_n, t0=t0,
                                                         hip_sheet=hip_sheet if overlays else 0,
-                                                        refine_model=refiners["left"].path if refiners else None))
+                                                        refine_model=" + ".join(
+                                                            r["left"].path for r in refiners.values()) or None))
 
 
 def finish(writer: PredictionWriter, problems: ProblemLog, records, data, opts: dict) -> dict:

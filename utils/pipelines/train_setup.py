@@ -8,8 +8,8 @@ calls them in order.
   one side (``side``; the other side is mirrored in when ``mirror``). With ``pipeline``
   "full_image", ``datasets.full_image.FullImageDataset`` serves whole films letterboxed to
   input_size instead, and the model predicts every point of the layout. With ``stage`` "roof"
-  (the roof refiner), ``datasets.crops.roof_crop_dataset`` serves tighter crops around each
-  side's roof points (jittered by ``roof_jitter``), and the model predicts those points only.
+  or "femur" (the refiners), ``datasets.crops.roof_crop_dataset`` serves tighter crops around each
+  side's roof (or femur) points (jittered by ``roof_jitter``), and the model predicts those points only.
 - AdamW (weight decay 0.01), or Muon + AdamW (``--optimizer muon``, ``utils.pipelines.optimizers``);
   linear warm-up over the first ``warmup`` fraction of the steps
   then cosine decay to ``min_lr``, stepped per batch (LambdaLR).
@@ -34,7 +34,7 @@ from torch.utils.data import DataLoader
 from datasets.augment import PhotometricAug
 from datasets.crops import Augment, EpochSampler, HipCropDataset, roof_crop_dataset
 from datasets.formats import dataset_layout, load_records
-from datasets.layouts import get_layout, roof_layout
+from datasets.layouts import get_layout, stage_layout
 from datasets.full_image import FullImageDataset
 from models import BACKBONES, HEADS, LOSSES, NECKS, build_codec, build_keypoint_model, get_loss
 from models.losses import with_roof_angle_loss
@@ -84,8 +84,8 @@ def setup_data(r: Run) -> None:
     cfg, main = r.cfg, r.main
     problems = ProblemLog(strict=bool(cfg.data.strict))
     train_dir, val_dir = find_split_dirs(cfg)
-    full, roof = cfg.data.pipeline == "full_image", cfg.data.stage == "roof"
-    boxes = not (full or roof)   # whole films need no hip boxes; roof crops are cut around the roof points
+    full, roof = cfg.data.pipeline == "full_image", cfg.data.stage != "hip"
+    boxes = not (full or roof)   # whole films need no hip boxes; refiner crops are cut around their points
     train_records = load_records(train_dir, require_annotations=True, require_boxes=boxes, problems=problems)
     val_records = load_records(val_dir, require_annotations=True, require_boxes=boxes, problems=problems)
     layout_name = dataset_layout(train_records)
@@ -110,7 +110,7 @@ def setup_data(r: Run) -> None:
         train_set = HipCropDataset(train_records, augment=augment, seed=cfg.system.seed, **crop_args)
         val_set = HipCropDataset(val_records, augment=None, **crop_args)
     log.info("data: %d train %s (%d images), %d val (%d images), layout %s, %d points per sample, "
-             "cached in %.1fs%s", len(train_set), "films" if full else "roof crops" if roof else "crops",
+             "cached in %.1fs%s", len(train_set), "films" if full else f"{cfg.data.stage} crops" if roof else "crops",
              len(train_records), len(val_set),
              len(val_records), r.layout.name, model_num_keypoints(cfg, r.layout), time.time() - t0,
              f"; {problems.summary_line()}, listed in {r.paths['skipped']}" if len(problems) else "")
@@ -136,12 +136,13 @@ def full_image_sets(cfg, layout, train_records, val_records, problems):
 
 
 def roof_sets(cfg, layout, train_records, val_records, problems):
-    """(train, val) roof crops (``--stage roof``): around each side's ground-truth roof points,
-    the training ones jittered in centre and size (``roof_jitter``, standing for the first stage's
-    error) and rotated (``rot``); the validation ones exactly as cut around the true roof."""
+    """(train, val) refiner crops (``--stage roof`` or ``femur``): around each side's ground-truth
+    points of the stage, the training ones jittered in centre and size (``roof_jitter``, standing
+    for the first stage's error) and rotated (``rot``); the validation ones exactly as cut around
+    the true points."""
     d = cfg.data
     args = dict(input_size=cfg.model.input_size, margin=d.roof_margin, side=d.side, mirror=d.mirror,
-                hist_eq=d.hist_eq, problems=problems, threads=min(8, os.cpu_count() or 1))
+                hist_eq=d.hist_eq, problems=problems, threads=min(8, os.cpu_count() or 1), stage=d.stage)
     augment = Augment(rot=d.rot, shift=0.0, scale=0.0, box_jitter=d.roof_jitter, photometric=photometric_aug(d),
                       hflip=d.hflip)
     return (roof_crop_dataset(train_records, layout, augment=augment, seed=cfg.system.seed, **args),
@@ -149,13 +150,13 @@ def roof_sets(cfg, layout, train_records, val_records, problems):
 
 
 def point_layout(cfg, layout):
-    """The layout of the points a sample carries: ``layout``, or its roof points (``stage`` roof)."""
-    return roof_layout(layout) if cfg.data.stage == "roof" else layout
+    """The layout of the points a sample carries: ``layout``, or a refiner's (``stage`` roof, femur)."""
+    return layout if cfg.data.stage == "hip" else stage_layout(layout, cfg.data.stage)
 
 
 def model_num_keypoints(cfg, layout) -> int:
     """Points the model predicts: every point of the layout on a whole film, one side's on a hip crop,
-    one side's roof points on a roof crop."""
+    one side's roof (or femur) points on a refiner's crop."""
     return layout.num_points if cfg.data.pipeline == "full_image" else point_layout(cfg, layout).points_per_side
 
 

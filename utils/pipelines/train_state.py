@@ -27,7 +27,7 @@ from typing import Dict, List, Optional
 import numpy as np
 import torch
 
-from datasets.layouts import roof_layout
+from datasets.layouts import stage_layout
 from models import checkpoint as ckpt_io
 from utils.config import IMAGENET_MEAN, IMAGENET_STD, TrainConfig
 from utils.errors import UserError
@@ -62,7 +62,7 @@ class Run:
     use_scaler: bool = False
     memory_format: torch.memory_format = torch.contiguous_format
     layout: object = None                 # the data's keypoint layout
-    point_layout: object = None           # the points a sample carries: layout, or its roof (stage roof)
+    point_layout: object = None           # the points a sample carries: layout, or a refiner's (stage roof, femur)
     train_loader: object = None
     val_loader: object = None
     train_sampler: object = None
@@ -94,8 +94,8 @@ def default_exp_name(cfg) -> str:
     """The original study's run name pattern. A label only: nothing is ever parsed back out of it."""
     mirror = "_mirror" if cfg["mirror"] else ""
     what = "fullimage" if cfg.get("pipeline", "hip_crop") == "full_image" else f"crop{cfg['side']}{mirror}"
-    if cfg.get("stage", "hip") == "roof":
-        what = f"roof{cfg['side']}{mirror}"
+    if cfg.get("stage", "hip") != "hip":   # a refiner: roofleft_mirror, femurleft_mirror
+        what = f"{cfg['stage']}{cfg['side']}{mirror}"
     options = "".join(f"_{cfg.get(k, d)}" for k, d in (("attention", "none"), ("optimizer", "adamw"))
                       if cfg.get(k, d) != d)   # (only when not the default: older names stay as they were)
     return (f"{cfg['model_name']}_{cfg['head_type']}{options}_sr{cfg['split_ratio']}_sigma{cfg['sigma']}"
@@ -148,16 +148,16 @@ def set_rng_state(state: Dict[str, object]) -> None:
 def checkpoint_config(cfg: TrainConfig, layout, exp_name: str, epoch: int, metrics: Dict[str, float]) -> Dict:
     """The checkpoint's config (docs/INTERNALS.md keys) plus the whole flat training config.
     A full-image model (``pipeline`` "full_image") predicts every point of the layout; a roof
-    refiner (``stage`` "roof") one side's roof points, and its ``crop_expand`` is the margin of
-    its crop around the roof box (``roof_margin``). ``hflip``: the probability of a horizontal
+    refiner (``stage`` "roof" or "femur") one side's points of that stage, and its ``crop_expand``
+    is the margin of its crop around their box (``roof_margin``). ``hflip``: the probability of a horizontal
     flip in training (0: the model has seen one orientation only, so ``--flip_test`` refuses it)."""
-    full, roof = cfg.data.pipeline == "full_image", cfg.data.stage == "roof"
-    n_points = roof_layout(layout).points_per_side if roof else layout.points_per_side
+    full, refiner = cfg.data.pipeline == "full_image", cfg.data.stage != "hip"
+    n_points = stage_layout(layout, cfg.data.stage).points_per_side if refiner else layout.points_per_side
     return dict(
         model_name=cfg.model.model_name, head_type=cfg.model.head_type, input_size=cfg.model.input_size,
         split_ratio=float(cfg.model.split_ratio), sigma=float(cfg.model.sigma), decode=cfg.model.decode,
         layout=layout.name, side=cfg.data.side, mirror=bool(cfg.data.mirror), hflip=float(cfg.data.hflip),
-        crop_expand=float(cfg.data.roof_margin if roof else cfg.data.crop_expand),
+        crop_expand=float(cfg.data.roof_margin if refiner else cfg.data.crop_expand),
         num_keypoints=layout.num_points if full else n_points, hist_eq=bool(cfg.data.hist_eq),
         attention=cfg.model.attention, pipeline=cfg.data.pipeline, stage=cfg.data.stage,
         mean=list(IMAGENET_MEAN), std=list(IMAGENET_STD), epoch=int(epoch),
