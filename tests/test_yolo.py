@@ -364,3 +364,23 @@ def test_training_keeps_the_process_cpu_threads(tiny, tmp_path, monkeypatch):
     finally:
         torch.set_num_threads(n0)
     assert seen == [want]
+
+
+def test_no_val_validates_after_the_last_epoch_only(tiny, tmp_path, monkeypatch):
+    """--no_val: Ultralytics validates once, after the last epoch (then its final check of best.pt),
+    where by default it validates after every epoch."""
+    import utils.pipelines.yolo as Y
+
+    calls = {}
+    original = Y.keep_cpu_threads
+
+    def keep_and_count(yolo):
+        original(yolo)
+        yolo.add_callback("on_val_start", lambda validator: calls.__setitem__(name, calls.get(name, 0) + 1))
+
+    monkeypatch.setattr(Y, "keep_cpu_threads", keep_and_count)
+    for name, extra in (("every", []), ("last", ["--no_val"])):
+        args = ["--data", str(tiny), "--model", "yolo12n.yaml", *FAST, "--epochs", "3", "--project",
+                str(tmp_path / "runs"), "--name", name, "--weights_dir", str(tmp_path / "weights")]
+        train_yolo.main(args + extra)
+    assert calls["every"] - calls["last"] == 2     # epochs 1 and 2 are not validated

@@ -47,7 +47,7 @@ SCALES = {
     # the 192 films it had at 240 x 0.8 (docs/accuracy.md)
     "cpu": dict(n=300, size=512, device="auto", split=dict(train=0.65, val=0.15, test=0.2),
                 yolo=dict(model="yolo12n.yaml", epochs=25, imgsz=256, batch=16, **DOMAIN_RANDOMISATION_YOLO),
-                keypoints=dict(model_name="convnext_atto_custom", head_type="simcc_2d", input_size=128, epochs=35,
+                keypoints=dict(model_name="convnext_atto_custom", head_type="simcc_2d", input_size=128, epochs=30,
                                batch_size=32, learning_rate=2e-3, sigma=4.0, **DOMAIN_RANDOMISATION_KP),
                 # the roof refiner (--stage roof): the AI's points again, on a tighter crop (docs/accuracy.md)
                 roof=dict(model_name="convnext_atto_custom", head_type="simcc_2d", input_size=128, epochs=30,
@@ -70,7 +70,8 @@ SCALES = {
 
 
 def _flags(settings: dict) -> list:
-    return [a for k, v in settings.items() for a in (f"--{k}", v)]
+    """``{"epochs": 25, "no_val": True}`` -> ``["--epochs", 25, "--no_val"]`` (True: a bare switch)."""
+    return [a for k, v in settings.items() for a in ((f"--{k}",) if v is True else (f"--{k}", v))]
 
 
 DATASET, SPLIT, RESULTS = "dataset/demo", "data/demo", "results/demo"

@@ -64,6 +64,9 @@ def add_training_args(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
         extra = " (must stay 0: a horizontal flip swaps LeftHip and RightHip)" if k == "fliplr" else ""
         p.add_argument(f"--{k}", type=float, default=v, help=f"Ultralytics augmentation '{k}'{extra}")
     p.add_argument("--plots", action="store_true", help="let Ultralytics draw its training plots")
+    p.add_argument("--no_val", dest="val", action="store_false",
+                   help="validate only after the last epoch (Ultralytics' val=False), not after every one: the "
+                        "weights copied are then the last epoch's; saves a validation pass per epoch")
     p.add_argument("--weights_dir", default="weights", help="where the best weights are copied as <name>.pt")
     return p
 
@@ -255,8 +258,9 @@ def train_detector(data, model: str = "yolo12n.yaml", epochs: int = 100, imgsz: 
                    project="runs/train", name: Optional[str] = None, pretrained: Optional[str] = None,
                    resume: bool = False, seed: int = 42, patience: int = 100, plots: bool = False,
                    weights_dir="weights", evaluate: bool = True, nbs: int = 64, exist_ok: bool = False,
-                   **augment) -> Dict:
-    """Train the hip detector on one split and copy its best weights to ``<weights_dir>/<name>.pt``.
+                   val: bool = True, **augment) -> Dict:
+    """Train the hip detector on one split and copy its best weights to ``<weights_dir>/<name>.pt``
+    (``val`` False: validated after the last epoch only, so those are the last epoch's weights).
 
     Returns {"weights", "save_dir", "metrics" (see ``summarize_metrics``), "detector" (top-box
     recall per side on the val images, see ``utils.pipelines.detection.evaluate_detector``)}.
@@ -291,7 +295,7 @@ def train_detector(data, model: str = "yolo12n.yaml", epochs: int = 100, imgsz: 
         yolo = build_yolo(model)
         kwargs = dict(data=str(data_file), epochs=epochs, imgsz=imgsz, batch=batch, device=device,
                       workers=workers, project=str(project), name=name, seed=seed, deterministic=True,
-                      patience=patience, amp=amp, plots=plots, nbs=nbs, exist_ok=exist_ok, **aug)
+                      patience=patience, amp=amp, plots=plots, nbs=nbs, exist_ok=exist_ok, val=bool(val), **aug)
         if pretrained:
             kwargs["pretrained"] = str(pretrained)
         log.info("training %s on %s (device %s, amp %s)", model, data, device, amp)
