@@ -20,13 +20,14 @@ def test_accuracy_bench_smoke_run_writes_one_row_per_variant(tmp_path):
     assert [row["variant"] for row in rows] == ["baseline", "+flip", "decode argmax", "decode argmax_refine",
                                                "+AI loss (w=0.1)", "+AI loss (w=0.1) +flip",
                                                "+ensemble (2 seeds)", "+ensemble (2 seeds) +flip",
-                                               "+refine", "+refine +flip",
-                                               "heatmap head (s=8 px, DARK)", "heatmap head (s=8 px, DARK) +flip"]
+                                               "+refine", "+refine +flip", "+refine roof+femur",
+                                               "+refine roof+femur +flip", "heatmap head (s=8 px, DARK)", "heatmap head (s=8 px, DARK) +flip"]
     for row in rows:
         assert row["ai_ci_lo"] <= row["ai_mae"] <= row["ai_ci_hi"] and row["n_hips"] > 0
         assert row["roof_perp_px"] >= 0 and row["train_s"] > 0 and row["predict_s"] > 0
     assert rows[6]["train_s"] > rows[0]["train_s"]            # the ensemble's two models
     assert rows[8]["train_s"] > rows[0]["train_s"]            # the baseline and its refiner
+    assert rows[10]["train_s"] > rows[8]["train_s"]           # and the femur refiner
     assert rows[2]["train_s"] == rows[0]["train_s"]           # a decoder row reuses the baseline's weights
     assert "| baseline |" in (tmp_path / "accuracy.md").read_text()
 
