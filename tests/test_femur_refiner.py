@@ -21,7 +21,8 @@ from datasets.layouts import SIDES, get_layout, mirror_side_keypoints, stage_ind
 from models.checkpoint import load_keypoint_model
 from tests.helpers import train_tiny_keypoints
 from tests.test_predict import KP_SIZE, PerfectModel, _check_exact, _csv, data, data_mtddh8  # noqa: F401 (fixtures)
-from tests.test_roof import MARGIN, ROOF_SHIFT, PerfectRefiner, _install, _misplaced
+from tests.test_roof import (MARGIN, ROOF_SHIFT, PerfectRefiner, StubRefiner, _install, _misplaced, check_exits_2,
+                             first_stage_item)
 
 FEMUR_SHIFT = {"metaphysis_lateral": (0.9, 0.7), "metaphysis_mid": (-0.7, 0.8), "metaphysis_medial": (0.6, -0.9),
                "head_centre": (0.8, -0.7), "h_point": (-0.9, 0.6)}
@@ -106,17 +107,8 @@ def test_roof_and_femur_refiners_together_give_every_point(layout, request, tmp_
 
 
 def test_the_gate_shift_is_the_largest_move_over_both_refiners(monkeypatch):
-    lay = get_layout("ihdi12")
-    kps = np.array([[60, 80], [80, 85], [100, 90], [70, 110], [85, 110], [100, 110],
-                    [200, 90], [220, 85], [240, 80], [200, 110], [215, 110], [230, 110]], float)
-    item = P.ImageItem(rec=None, image=np.zeros((200, 300), np.uint8))
-    item.points = {s: (kps[lay.side_slice(s)].copy(), np.ones(6)) for s in SIDES}
-    roof_len = np.hypot(40, 10)
+    lay, kps, item, roof_len = first_stage_item()
     moves = {"roof": {"left": 0.1, "right": 0.05}, "femur": {"left": 0.02, "right": 0.3}}
-
-    class Refiner:
-        def crop(self, image, box):
-            return np.zeros((3, 8, 8), np.float32), np.eye(3)
 
     for stage in ("roof", "femur"):
         def fake_infer(items, models, layout, *a, **k):   # the refiner: its points moved down
@@ -125,7 +117,7 @@ def test_the_gate_shift_is_the_largest_move_over_both_refiners(monkeypatch):
                     first = kps[stage_indices(lay, s, stage)]
                     it.points[s] = (first + [0.0, moves[stage][s] * roof_len], np.ones(3))
         monkeypatch.setattr(P, "infer_stage", fake_infer)
-        P.refine_stage([item], {s: Refiner() for s in SIDES}, lay, stage=stage)
+        P.refine_stage([item], {s: StubRefiner() for s in SIDES}, lay, stage=stage)
     assert item.refine_shift["left"] == pytest.approx(0.1) and item.refine_shift["right"] == pytest.approx(0.3)
     moved = item.points["right"][0]
     np.testing.assert_allclose(moved[3:] - kps[9:], [[0, 0.3 * roof_len]] * 3)   # the femur block moved
@@ -163,13 +155,7 @@ def test_stage_femur_trains_and_predicts_with_the_roof_refiner(data, tiny, tmp_p
                                     "give it as --refine_path"),
 ])
 def test_a_femur_refiner_as_the_first_stage_exits_2(flags, message, data, tiny, tmp_path, capsys):
-    fill = {k: str(v) for k, v in tiny.items()}
-    with pytest.raises(SystemExit) as e:
-        script.main([f.format(**fill) for f in flags] + ["--data", str(data / "test"), "--output_dir",
-                                                          str(tmp_path / "out"), "--use_gt_box", "--device", "cpu"])
-    assert e.value.code == 2
-    err = capsys.readouterr().err
-    assert err.startswith(message.format(**fill)) and len(err.strip().splitlines()) == 1
+    check_exits_2(flags, message, data, tiny, tmp_path, capsys)
 
 
 def test_stage_femur_refuses_the_ai_loss(data, tmp_path, capsys):

@@ -354,6 +354,12 @@ def test_predict_script_with_a_tiny_refiner(data, tiny, tmp_path):
      "train_hip_crop_keypoints.py --stage roof or --stage femur)"),
 ])
 def test_a_checkpoint_of_the_wrong_stage_exits_2(flags, message, data, tiny, tmp_path, capsys):
+    check_exits_2(flags, message, data, tiny, tmp_path, capsys)
+
+
+def check_exits_2(flags, message, data, tiny, tmp_path, capsys):
+    """predict_hip_crop_keypoints.py with ``flags`` ({name} filled from ``tiny``'s checkpoints) stops
+    with exit 2 and the one line ``message``."""
     fill = {k: str(v) for k, v in tiny.items()}
     with pytest.raises(SystemExit) as e:
         script.main([f.format(**fill) for f in flags] + ["--data", str(data / "test"), "--output_dir",
@@ -418,18 +424,30 @@ def test_accuracy_bench_refine_variants(tmp_path):
     assert "| +refine |" in (tmp_path / "accuracy.md").read_text()
 
 
+def first_stage_item():
+    """(layout, kps, item, roof length): one ihdi12 film as the first stage left it, both roofs 41.2 px long."""
+    lay = get_layout("ihdi12")
+    kps = np.array([[60, 80], [80, 85], [100, 90], [70, 110], [85, 110], [100, 110],
+                    [200, 90], [220, 85], [240, 80], [200, 110], [215, 110], [230, 110]], float)
+    item = P.ImageItem(rec=None, image=np.zeros((200, 300), np.uint8))
+    item.points = {s: (kps[lay.side_slice(s)].copy(), np.ones(6)) for s in SIDES}
+    return lay, kps, item, float(np.hypot(40, 10))
+
+
+class StubRefiner:
+    """A refiner's crop stand-in (``infer_stage`` is replaced in the tests that use it)."""
+
+    def crop(self, image, box):
+        return np.zeros((3, 8, 8), np.float32), np.eye(3)
+
+
 def test_refine_stage_records_how_far_the_refiner_moved_the_roof(monkeypatch):
     """refine_stage stores, per side, the refiner's largest move of a roof point over the first
     stage's roof length; make_row's gate turns a move past MAX_REFINE_SHIFT into stages_disagree
     (and no IHDI grade), and leaves a small one alone."""
     from utils.evaluation.metrics import make_row
     from utils.hip_geometry import MAX_REFINE_SHIFT
-    lay = get_layout("ihdi12")
-    kps = np.array([[60, 80], [80, 85], [100, 90], [70, 110], [85, 110], [100, 110],
-                    [200, 90], [220, 85], [240, 80], [200, 110], [215, 110], [230, 110]], float)
-    item = P.ImageItem(rec=None, image=np.zeros((200, 300), np.uint8))
-    item.points = {s: (kps[lay.side_slice(s)].copy(), np.ones(6)) for s in SIDES}
-    roof_len = np.hypot(40, 10)
+    lay, kps, item, roof_len = first_stage_item()
     moves = {"left": np.array([0.1, 0.0]) * roof_len, "right": np.array([0.0, 0.4]) * roof_len}
 
     def fake_infer(items, models, layout, *a, **k):       # the refiner: the roof points, moved
@@ -438,11 +456,8 @@ def test_refine_stage_records_how_far_the_refiner_moved_the_roof(monkeypatch):
                 first = kps[[j for j in roof_indices(lay, s)]]
                 it.points[s] = (first + moves[s], np.ones(3))
 
-    class Refiner:
-        def crop(self, image, box):
-            return np.zeros((3, 8, 8), np.float32), np.eye(3)
     monkeypatch.setattr(P, "infer_stage", fake_infer)
-    P.refine_stage([item], {s: Refiner() for s in SIDES}, lay)
+    P.refine_stage([item], {s: StubRefiner() for s in SIDES}, lay)
     assert item.refine_shift["left"] == pytest.approx(0.1) and item.refine_shift["right"] == pytest.approx(0.4)
     pred = np.concatenate([item.points["left"][0], item.points["right"][0]])
     row = make_row("x", pred, lay, image_width=300, refine_shift=item.refine_shift)
