@@ -33,6 +33,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Dict, Iterator, Mapping, Optional, Tuple
 
+from datasets.layouts import REFINE_STAGES
 from utils.errors import UserError
 from utils.hip_geometry import DEFAULT_MIN_CONF
 
@@ -40,7 +41,7 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 OPTIMIZERS = ("adamw", "muon")             # utils/pipelines/train_setup.py: make_optimizer
 PIPELINES = ("hip_crop", "full_image")     # the training data: hip crops (two-stage) or whole films
-STAGES = ("hip", "roof", "femur")          # a hip_crop model's points: the whole hip, or a refiner's
+STAGES = ("hip", *REFINE_STAGES)          # a hip_crop model's points: the whole hip, or a refiner's
 
 
 def opt(default, help: str = "", type=None, action=None, resume: bool = False, cli: bool = True,

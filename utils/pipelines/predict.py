@@ -217,11 +217,13 @@ ENSEMBLE_KEYS = ("layout", "side", "head_type", "input_size", "split_ratio")
 
 
 def load_ensemble(paths: List[str], side: str, device="cpu", model_name=None, stage: str = "hip",
-                  flip_test: bool = False):
+                  flip_test: bool = False, loaded=None):
     """(model, codec, config, path) of one checkpoint, or of an ``Ensemble`` of several: these
     must agree on ``ENSEMBLE_KEYS`` and their crop settings (one crop feeds them all). With
-    ``flip_test`` every one of them must have been trained with ``hflip`` > 0 (``check_flip_test``)."""
-    loaded = [load_keypoint_checkpoint(p, side, device, model_name, stage) for p in paths]
+    ``flip_test`` every one of them must have been trained with ``hflip`` > 0 (``check_flip_test``).
+    ``loaded``: the paths' (model, codec, config), already read by ``load_keypoint_checkpoint``."""
+    if loaded is None:
+        loaded = [load_keypoint_checkpoint(p, side, device, model_name, stage) for p in paths]
     if flip_test:
         for p, (_, _, c) in zip(paths, loaded):
             check_flip_test(p, c, _flag(side, stage))
@@ -272,14 +274,15 @@ def load_refiners(refine_path, layout, device="cpu", flip_test=False) -> Dict[st
     (the roof first, then the femur); {} without a path. Each checkpoint says its stage; several
     of one stage make an ensemble. One model serves both sides (the other side mirrored). Their
     layout must be the keypoint model's."""
-    paths = checkpoint_paths(refine_path)
-    by_stage: Dict[str, List[str]] = {}
-    for p in paths:
-        _, _, cfg = load_keypoint_checkpoint(p, "left", device, stage=REFINER)
-        by_stage.setdefault(cfg["stage"], []).append(p)
+    by_stage: Dict[str, List[tuple]] = {}   # stage -> [(path, (model, codec, config))]
+    for p in checkpoint_paths(refine_path):
+        got = load_keypoint_checkpoint(p, "left", device, stage=REFINER)
+        by_stage.setdefault(got[2]["stage"], []).append((p, got))
     out = {}
     for stage in (st for st in REFINE_STAGES if st in by_stage):
-        model, codec, cfg, p = load_ensemble(by_stage[stage], "left", device, stage=stage, flip_test=bool(flip_test))
+        paths, loaded = zip(*by_stage[stage])
+        model, codec, cfg, p = load_ensemble(list(paths), "left", device, stage=stage, flip_test=bool(flip_test),
+                                             loaded=list(loaded))
         if cfg.get("layout") != layout.name:
             raise UserError(f"--refine_path: {p} refines layout {cfg.get('layout')}, the keypoint model's is "
                             f"{layout.name}")

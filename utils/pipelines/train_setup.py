@@ -84,8 +84,8 @@ def setup_data(r: Run) -> None:
     cfg, main = r.cfg, r.main
     problems = ProblemLog(strict=bool(cfg.data.strict))
     train_dir, val_dir = find_split_dirs(cfg)
-    full, roof = cfg.data.pipeline == "full_image", cfg.data.stage != "hip"
-    boxes = not (full or roof)   # whole films need no hip boxes; refiner crops are cut around their points
+    full, refiner = cfg.data.pipeline == "full_image", cfg.data.stage != "hip"
+    boxes = not (full or refiner)   # whole films need no hip boxes; refiner crops are cut around their points
     train_records = load_records(train_dir, require_annotations=True, require_boxes=boxes, problems=problems)
     val_records = load_records(val_dir, require_annotations=True, require_boxes=boxes, problems=problems)
     layout_name = dataset_layout(train_records)
@@ -100,7 +100,7 @@ def setup_data(r: Run) -> None:
     t0 = time.time()
     if full:
         train_set, val_set = full_image_sets(cfg, r.layout, train_records, val_records, problems)
-    elif roof:
+    elif refiner:
         train_set, val_set = roof_sets(cfg, r.layout, train_records, val_records, problems)
     else:
         crop_args = dict(input_size=cfg.model.input_size, side=d.side, mirror=d.mirror, crop_expand=d.crop_expand,
@@ -110,7 +110,7 @@ def setup_data(r: Run) -> None:
         train_set = HipCropDataset(train_records, augment=augment, seed=cfg.system.seed, **crop_args)
         val_set = HipCropDataset(val_records, augment=None, **crop_args)
     log.info("data: %d train %s (%d images), %d val (%d images), layout %s, %d points per sample, "
-             "cached in %.1fs%s", len(train_set), "films" if full else f"{cfg.data.stage} crops" if roof else "crops",
+             "cached in %.1fs%s", len(train_set), "films" if full else f"{cfg.data.stage} crops" if refiner else "crops",
              len(train_records), len(val_set),
              len(val_records), r.layout.name, model_num_keypoints(cfg, r.layout), time.time() - t0,
              f"; {problems.summary_line()}, listed in {r.paths['skipped']}" if len(problems) else "")
