@@ -103,9 +103,9 @@ def train_model(a, split: Path, root: Path, name: str, seed: int, ai_loss_weight
                log_dir=str(root / "logs"), exp_name=name, progress=False, tensorboard=False,
                max_steps=2 if a.quick else None, hflip=a.hflip)
     if not getattr(a, "no_randomisation", True):
+        from datasets.layouts import REFINE_STAGES
         from utils.pipelines.demo import DOMAIN_RANDOMISATION_KP, DOMAIN_RANDOMISATION_ROOF
-        refiner = overrides.get("stage") in ("roof", "femur")
-        cfg.update(DOMAIN_RANDOMISATION_ROOF if refiner else DOMAIN_RANDOMISATION_KP)
+        cfg.update(DOMAIN_RANDOMISATION_ROOF if overrides.get("stage") in REFINE_STAGES else DOMAIN_RANDOMISATION_KP)
     cfg.update(overrides)
     t0 = time.time()
     res = train(cfg)

@@ -40,6 +40,12 @@ DOMAIN_RANDOMISATION_YOLO = dict(hsv_v=0.6)
 # hip crop's scale and box jitter
 DOMAIN_RANDOMISATION_ROOF = {k: v for k, v in DOMAIN_RANDOMISATION_KP.items() if k.startswith("aug_")}
 
+# The two refiners' settings per scale (--stage roof and --stage femur differ in their epochs only).
+_REFINER_CPU = dict(model_name="convnext_atto_custom", head_type="simcc_2d", input_size=128, batch_size=32,
+                    learning_rate=2e-3, sigma=4.0, **DOMAIN_RANDOMISATION_ROOF)
+_REFINER_FULL = dict(model_name="convnext_small_custom", head_type="simcc_2d", input_size=224, batch_size=32,
+                     learning_rate=1e-4, sigma=6.0, **DOMAIN_RANDOMISATION_ROOF)
+
 # Per scale: the phantom set, then the flags of train_yolo.py and of train_hip_crop_keypoints.py by
 # their own names (the keypoint ones are fields of utils.config.TrainConfig).
 SCALES = {
@@ -50,11 +56,9 @@ SCALES = {
                 keypoints=dict(model_name="convnext_atto_custom", head_type="simcc_2d", input_size=128, epochs=30,
                                batch_size=32, learning_rate=2e-3, sigma=4.0, **DOMAIN_RANDOMISATION_KP),
                 # the roof refiner (--stage roof): the AI's points again, on a tighter crop (docs/accuracy.md)
-                roof=dict(model_name="convnext_atto_custom", head_type="simcc_2d", input_size=128, epochs=30,
-                          batch_size=32, learning_rate=2e-3, sigma=4.0, **DOMAIN_RANDOMISATION_ROOF),
+                roof=dict(_REFINER_CPU, epochs=30),
                 # the femur refiner (--stage femur): the three metaphysis points again, on a tighter crop
-                femur=dict(model_name="convnext_atto_custom", head_type="simcc_2d", input_size=128, epochs=25,
-                           batch_size=32, learning_rate=2e-3, sigma=4.0, **DOMAIN_RANDOMISATION_ROOF),
+                femur=dict(_REFINER_CPU, epochs=25),
                 # the AI interval's spread, calibrated for these models with the refiner on the validation split
                 # (bench/ai_interval_calibration.py --refine_path ...: coverage 0.956 there; docs/outputs.md)
                 predict=dict(ai_interval_scale=0.5)),
@@ -62,16 +66,12 @@ SCALES = {
                  yolo=dict(model="yolo12s.yaml", epochs=100, imgsz=640, batch=16, **DOMAIN_RANDOMISATION_YOLO),
                  keypoints=dict(model_name="convnext_small_custom", head_type="simcc_2d", input_size=224,
                                 epochs=100, batch_size=32, learning_rate=1e-4, sigma=6.0, **DOMAIN_RANDOMISATION_KP),
-                 roof=dict(model_name="convnext_small_custom", head_type="simcc_2d", input_size=224, epochs=100,
-                           batch_size=32, learning_rate=1e-4, sigma=6.0, **DOMAIN_RANDOMISATION_ROOF),
-                 femur=dict(model_name="convnext_small_custom", head_type="simcc_2d", input_size=224, epochs=100,
-                            batch_size=32, learning_rate=1e-4, sigma=6.0, **DOMAIN_RANDOMISATION_ROOF)),
+                 roof=dict(_REFINER_FULL, epochs=100), femur=dict(_REFINER_FULL, epochs=100)),
 }
 
 
 def _flags(settings: dict) -> list:
-    """``{"epochs": 25, "no_val": True}`` -> ``["--epochs", 25, "--no_val"]`` (True: a bare switch)."""
-    return [a for k, v in settings.items() for a in ((f"--{k}",) if v is True else (f"--{k}", v))]
+    return [a for k, v in settings.items() for a in (f"--{k}", v)]
 
 
 DATASET, SPLIT, RESULTS = "dataset/demo", "data/demo", "results/demo"
