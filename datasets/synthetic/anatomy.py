@@ -31,6 +31,17 @@ AI_RANGE = (4.0, 50.0)
 WALL_DEG = (45.0, 96.0)
 MIN_EDGE_TURN_DEG = 30.0
 WALL_LEN = (0.08, 0.12)
+# depth of the roof curve (fraction of the roof length; halved for grades III-IV)
+ROOF_SAG = (0.0, 0.16)
+# triradiate point: the inferomedial corner of the ilium. Medial to it the ilium's inferior border
+# runs on for LEDGE_LEN (D), LEDGE_DEG up from the medial H-line direction, before it rises along the
+# pelvic brim, so that the corner may turn by little more than the AI, as on real films; below it the
+# Y-cartilage gap (GAP, D, less in older children) and the ischium and pubis, moved laterally by
+# LOWER_DP (D), so that neither the gap's shape nor the bone below it says where the corner is
+GAP = (0.025, 0.08)
+LEDGE_LEN = (0.0, 0.07)
+LEDGE_DEG = (-5.0, 25.0)
+LOWER_DP = (-0.04, 0.04)
 # a grade-IV metaphysis (both corners) lies at least this far (D) below the roof line (the line
 # triradiate -> lateral edge), so that it does not project over the roof and its lateral edge
 GRADE4_BELOW_ROOF = 0.03
@@ -60,6 +71,9 @@ class HipAnatomy:
     head_dq: float = -0.09
     shaft_w: float = 0.26   # width of the femoral diaphysis
     troch: float = 1.0      # size factor of the greater trochanter bulge
+    ledge_len: float = 0.0  # the ilium's inferior border medial to the triradiate point, before it rises
+    ledge_deg: float = 0.0  # ... its direction (degrees up from the medial H-line direction)
+    lower_dp: float = 0.0   # lateral offset of the ischium and pubis below the gap
 
 
 @dataclass(frozen=True)
@@ -176,11 +190,12 @@ def _sample_hip(rng, grade: int, maturity: float, layout_name: str, st: PhantomS
         nucleus = (0.025 + 0.055 * maturity) * _uniform(rng, 0.8, 1.15) * (0.75 if grade >= 3 else 1.0)
     return HipAnatomy(
         grade=grade, ai_deg=ai, roof_len=roof_len,
-        roof_sag=_uniform(rng, 0.0, 0.10) * (0.5 if grade >= 3 else 1.0),
+        roof_sag=_uniform(rng, *ROOF_SAG) * (0.5 if grade >= 3 else 1.0),
         hx=hx, hy=hy, meta_width=width, meta_tilt_deg=tilt,
         shaft_deg=_uniform(rng, -11.0, -2.0) + (3.0 if grade >= 3 else 0.0),
         head_ratio=_uniform(rng, 0.42, 0.55), nucleus=nucleus,
-        gap=_uniform(rng, 0.03, 0.055) - 0.015 * maturity,
+        gap=_uniform(rng, *GAP) - 0.015 * maturity,
+        ledge_len=_uniform(rng, *LEDGE_LEN), ledge_deg=_uniform(rng, *LEDGE_DEG), lower_dp=_uniform(rng, *LOWER_DP),
         wing=_uniform(rng, 0.96, 1.04),
         wall_deg=_uniform(rng, *WALL_DEG), wall_len=_uniform(rng, *WALL_LEN),
         head_dp=head_dp, head_dq=head_dq,

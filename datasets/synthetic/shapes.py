@@ -131,13 +131,16 @@ def _ilium(h: HipAnatomy, E, T, roof, wing_w: float, wing_h: float):
                         [0.64 * ww, -0.6 * wh], [0.7 * ww, -0.8 * wh]])
     crest = np.array([[0.62 * ww, -1.0 * wh], [0.4 * ww, -1.1 * wh], [0.12 * ww, -1.06 * wh],
                       [-0.2, -0.95 * wh]])
-    medial = np.array([[-0.28, -0.8 * wh], [-0.27, -0.6 * wh], [-0.2, -0.42], [-0.1, -0.22], [-0.04, -0.08],
-                       [-0.004, -0.02], T])      # sacroiliac border, then the pelvic brim to T
+    b = np.radians(h.ledge_deg)
+    L = T + h.ledge_len * np.array([-np.cos(b), -np.sin(b)])   # end of the inferior border medial to T
+    medial = np.array([[-0.28, -0.8 * wh], [-0.27, -0.6 * wh], [-0.2, -0.42], [-0.1 + L[0], -0.22],
+                       [-0.04 + L[0], -0.08 + L[1]], [-0.004 + L[0], -0.02 + L[1]], L, T])
+    # sacroiliac border, the pelvic brim, then the inferior border to T
     chain = chaikin(np.concatenate([lateral, crest, medial]), iters=2)
     ilium = np.concatenate([chain, roof[1:-1]])
     body = chaikin(np.array([E, W1 - [0.006, 0.0], W2 + [0.05, -0.1], [0.35 * ww, -0.42 * wh],
-                             [0.0, -0.55 * wh], [-0.22, -0.5 * wh], [-0.14, -0.28], [-0.04, -0.09],
-                             [-0.002, -0.02], T]), 2)
+                             [0.0, -0.55 * wh], [-0.22, -0.5 * wh], [-0.14 + L[0], -0.28], [-0.04 + L[0], -0.09 + L[1]],
+                             [-0.002 + L[0], -0.02 + L[1]], L, T]), 2)
     return ilium, np.concatenate([body, roof[1:-1]])
 
 
@@ -148,15 +151,15 @@ def _ischium_pubis(h: HipAnatomy, k: float):
     isch = np.array([[-0.06, g + 0.004], [0.02, g], [0.085, g + 0.012], [0.1, 0.12], [0.095, 0.28],
                      [0.07, 0.42], [0.02, 0.48], [-0.04, 0.45], [-0.06, 0.32], [-0.075, 0.16],
                      [-0.07, g + 0.03]])
-    isch = chaikin(isch * [1, k] + [0, g * (1 - k)], 2, closed=True)
+    isch = chaikin(isch * [1, k] + [h.lower_dp, g * (1 - k)], 2, closed=True)
     pub = np.array([[-0.07, g + 0.012], [-0.2, g + 0.03], [-0.34, 0.065], [-0.44, 0.09], [-0.48, 0.18],
                     [-0.46, 0.3], [-0.37, 0.4], [-0.22, 0.46], [-0.1, 0.47], [-0.07, 0.42],
                     [-0.06, 0.2]])
-    pub = chaikin(pub * [1, k] + [0, g * (1 - k)], 2, closed=True)
-    foramen = ellipse((-0.225, 0.25 * k + g * (1 - k)), 0.15, 0.185 * k, -25, 32)
+    pub = chaikin(pub * [1, k] + [h.lower_dp, g * (1 - k)], 2, closed=True)
+    foramen = ellipse((-0.225 + h.lower_dp, 0.25 * k + g * (1 - k)), 0.15, 0.185 * k, -25, 32)
     tilt = np.radians(-14.0)                 # the superior ramus runs down medially to the symphysis
     rot = np.array([[np.cos(tilt), np.sin(tilt)], [-np.sin(tilt), np.cos(tilt)]])
-    pivot = np.array([-0.06, g])
+    pivot = np.array([-0.06 + h.lower_dp, g])
     return isch, (pub - pivot) @ rot + pivot, (foramen - pivot) @ rot + pivot
 
 
