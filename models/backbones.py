@@ -86,6 +86,17 @@ _SPECS = (
                  "HRNet-W18-small, highest-resolution branch", tiny=True, size_multiple=32),
     BackboneSpec("inceptionnext_atto_custom", "inception_next_atto", (3,), 32,
                  "InceptionNeXt-Atto, stage-4 features", tiny=True),
+    # ConvNeXt V2 (GRN in every block; the official weights are CC BY-NC 4.0: README, "Licences")
+    BackboneSpec("convnextv2_nano_custom", "convnextv2_nano", (3,), 32,
+                 "ConvNeXt V2-Nano, stage-4 features"),
+    BackboneSpec("convnextv2_tiny_custom", "convnextv2_tiny", (3,), 32,
+                 "ConvNeXt V2-Tiny, stage-4 features"),
+    BackboneSpec("convnextv2_tiny_ms", "convnextv2_tiny", (0, 1, 2, 3), 4,
+                 "ConvNeXt V2-Tiny + FPN over stages 1-4, fused at stride 4", fpn_channels=256),
+    BackboneSpec("convnextv2_atto_custom", "convnextv2_atto", (3,), 32,
+                 "ConvNeXt V2-Atto, stage-4 features", tiny=True),
+    BackboneSpec("convnextv2_atto_ms", "convnextv2_atto", (0, 1, 2, 3), 4,
+                 "ConvNeXt V2-Atto + FPN over stages 1-4, fused at stride 4", fpn_channels=256, tiny=True),
 )
 
 for _spec in _SPECS:
