@@ -58,7 +58,7 @@ from typing import Dict
 
 import torch
 
-from models import BACKBONES, HEADS, LOSSES
+from models import BACKBONES, HEADS, LOSSES, optional_backbones_help
 from utils.config import TrainConfig, add_arguments
 from utils.devices import select_amp, select_device
 from utils.errors import UserError  # noqa: F401  (re-exported for callers)
@@ -250,7 +250,7 @@ def add_train_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     the known ones (argparse would print its usage block first)."""
     return add_arguments(
         parser, TrainConfig,
-        helps={"model_name": "backbone: " + ", ".join(BACKBONES.names()),
+        helps={"model_name": "backbone: " + ", ".join(BACKBONES.names()) + optional_backbones_help(),
                "head_type": "keypoint head; " + HEADS.help(),
                "loss": "loss (default: the head's codec's own); " + LOSSES.help()})
 

@@ -37,7 +37,7 @@ from datasets.crops import Augment, EpochSampler, HipCropDataset, roof_crop_data
 from datasets.formats import dataset_layout, load_records
 from datasets.layouts import get_layout, stage_layout
 from datasets.full_image import FullImageDataset
-from models import BACKBONES, HEADS, LOSSES, NECKS, build_codec, build_keypoint_model, get_loss
+from models import BACKBONES, HEADS, LOSSES, NECKS, build_codec, build_keypoint_model, get_loss, unavailable_reason
 from models.losses import with_roof_angle_loss
 from utils.devices import autocast
 from utils.errors import ProblemLog, UserError
@@ -59,6 +59,9 @@ def configure_backends(device: torch.device, deterministic: bool) -> None:
 
 def check_model_names(cfg) -> None:
     """Unknown backbone / head / loss / attention neck: an error before any data is read."""
+    why = unavailable_reason(cfg.model.model_name)
+    if why is not None:   # an optional backbone whose package is absent (models/mamba_vision.py)
+        raise UserError(f"--model_name: backbone {cfg.model.model_name!r} is not available: {why}")
     for flag, name, reg in (("model_name", cfg.model.model_name, BACKBONES), ("head_type", cfg.model.head_type, HEADS),
                             ("loss", cfg.model.loss, LOSSES), ("attention", cfg.model.attention, NECKS)):
         if name is not None and name not in reg:
