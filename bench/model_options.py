@@ -97,7 +97,13 @@ def main(argv=None):
     logging.getLogger("hipkp").setLevel(logging.WARNING)   # (the table is the output)
     from datasets.splits import make_splits
     from datasets.synthetic import generate_dataset
+    from models import unavailable_reason
+    from utils.errors import UserError
 
+    for name in a.rows:   # an optional backbone whose package is absent: before any data is made
+        why = unavailable_reason(ROWS[name][3])
+        if why is not None:
+            raise UserError(f"row {name!r}: backbone {ROWS[name][3]} is not available: {why}")
     work = Path(a.work_dir) if a.work_dir else Path(tempfile.mkdtemp(prefix="model_options_"))
     generate_dataset(work / "phantoms", a.n, seed=a.seed, size=a.size, progress=False, overwrite=True)
     make_splits(work / "phantoms", work / "data", train=0.6, val=0.2, test=0.2, seed=a.seed, overwrite=True)
