@@ -6,6 +6,9 @@ with mixed precision against float32.
     python bench/gpu_check.py data --out DIR        # phantom films split into DIR/{train,val,test}
     python bench/gpu_check.py train --data DIR --out DIR2 [--steps 50]
                                                     # AMP vs fp32: images/s and peak GPU memory
+    python bench/gpu_check.py mamba --data DIR --out DIR2 [--steps 10]
+                                                    # MambaVision-T (optional package) trains a few
+                                                    # steps with --amp auto; exit 3 when it is absent
 
 ``--cpu-smoke`` (any command): tiny sizes on the CPU, to check the logic on a machine without a
 GPU; the figures then mean nothing.
@@ -26,8 +29,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 SIZES = {
     "images": (320, 12), "film": (512, 256),
     "model_name": ("convnext_small_custom", "convnext_atto_custom"), "head_type": ("simcc_2d", "simcc_2d"),
-    "input_size": (224, 64), "batch_size": (32, 4), "steps": (50, 3),
+    "input_size": (224, 64), "batch_size": (32, 4), "steps": (50, 3), "mamba_steps": (10, 2),
 }
+MAMBA = "mambavision_t_custom"
+SKIPPED = 3   # exit code of ``mamba`` where the package does not import (gpu_check.sh reports a SKIP)
 
 
 def size(key, smoke):
@@ -90,7 +95,8 @@ def _train_once(data, out, amp, args, device, extra):
                head_type=size("head_type", args.cpu_smoke), input_size=size("input_size", args.cpu_smoke),
                batch_size=size("batch_size", args.cpu_smoke), epochs=1000, max_steps=steps, val_every=1000,
                learning_rate=1e-4, amp=amp, device=str(device), out=str(out), log_dir=str(out / "logs"),
-               exp_name=f"gpu_check_{amp}", progress=False, tensorboard=False, **extra)
+               exp_name=f"gpu_check_{amp}", progress=False, tensorboard=False)
+    cfg.update(extra)
     res = train(cfg)
     peak = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else math.nan
     times = res["step_seconds"]
@@ -132,23 +138,50 @@ def cmd_train(args) -> int:
     return 0
 
 
+def cmd_mamba(args) -> int:
+    """MambaVision-T + simcc_2d for a few steps with --amp auto, on the package's fused CUDA kernels."""
+    import torch
+    from models import unavailable_reason
+
+    why = unavailable_reason(MAMBA)
+    if why is not None:
+        print(f"skipped: {MAMBA}: {why}")
+        return SKIPPED
+    device = torch.device("cpu" if args.cpu_smoke else "cuda")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        print("CUDA is not available (use --cpu-smoke to check the logic on the CPU)")
+        return 1
+    steps = args.steps or size("mamba_steps", args.cpu_smoke)
+    args.steps = steps
+    print(f"{MAMBA} + simcc_2d at {size('input_size', args.cpu_smoke)}, batch {size('batch_size', args.cpu_smoke)}, "
+          f"{steps} steps on {device}, --amp auto", flush=True)
+    r = _train_once(args.data, Path(args.out), "auto", args, device, {"model_name": MAMBA, "exp_name": "gpu_check_mamba"})
+    print(f"{r['steps']} steps: {r['images_per_s']:.1f} images/s, median step {r['median_step_s'] * 1000:.1f} ms, "
+          f"peak {r['peak_gib']:.2f} GiB, train loss {r['train_loss']:.4f}, val px {r['val_px_error']:.2f}")
+    if not (r["steps"] == steps and math.isfinite(r["train_loss"]) and math.isfinite(r["val_px_error"])):
+        print("FAILED: MambaVision did not train to a finite loss and error")
+        return 1
+    return 0
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("command", choices=("env", "data", "train"))
+    p.add_argument("command", choices=("env", "data", "train", "mamba"))
     p.add_argument("--cpu-smoke", dest="cpu_smoke", action="store_true", help="tiny sizes on the CPU")
     p.add_argument("--out", help="data: output folder; train: checkpoints and logs")
     p.add_argument("--data", help="train: a split folder (with train/ and val/)")
-    p.add_argument("--steps", type=int, default=None, help="train: steps per run (default 50; smoke 3)")
+    p.add_argument("--steps", type=int, default=None, help="train: steps per run (default 50; smoke 3); "
+                                                           "mamba: steps (default 10; smoke 2)")
     p.add_argument("--channels_last", action="store_true", help="train: channels-last memory format")
     p.add_argument("--json", help="train: also write the figures to this JSON file")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s: %(message)s")
     os.environ.setdefault("MPLBACKEND", "Agg")
-    if args.command in ("data", "train") and not args.out:
+    if args.command in ("data", "train", "mamba") and not args.out:
         p.error(f"{args.command} needs --out")
-    if args.command == "train" and not args.data:
-        p.error("train needs --data")
-    return {"env": cmd_env, "data": cmd_data, "train": cmd_train}[args.command](args)
+    if args.command in ("train", "mamba") and not args.data:
+        p.error(f"{args.command} needs --data")
+    return {"env": cmd_env, "data": cmd_data, "train": cmd_train, "mamba": cmd_mamba}[args.command](args)
 
 
 if __name__ == "__main__":

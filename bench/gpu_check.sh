@@ -10,6 +10,8 @@
 #   2. phantom data: films split into train/val/test in a temporary folder
 #   3. keypoint training, convnext_small_custom + simcc_2d at 224, 50 steps of batch 32, with
 #      --amp auto (bf16 where native, else fp16) and with --amp off: images/s and peak memory
+#      3b. MambaVision-T (the optional mambavision package), 10 steps with --amp auto, where the
+#      package imports (a SKIP otherwise, with the reason)
 #   4. with 2 or more GPUs: the keypoint trainer under torchrun (DDP, NCCL) on 2 GPUs
 #   5. a short YOLO training (yolo12n.yaml, 3 epochs) on the phantom split; with 2+ GPUs
 #      also one epoch with --device 0,1 (Ultralytics' own DDP)
@@ -100,6 +102,21 @@ SPLIT="$TMP/data/split"
 part "keypoint training: AMP vs fp32" 300 \
   "$PY" bench/gpu_check.py train --data "$SPLIT" --out "$TMP/kp" --json "$TMP/kp.json" ${SMOKE_FLAG[@]+"${SMOKE_FLAG[@]}"}
 KP_CKPT="$TMP/kp/gpu_check_auto_best.pth"
+
+# ---------------------------------------------------------------- 3b. MambaVision (optional package)
+echo
+echo "=== MambaVision-T training (optional mambavision package) ==="
+t0=$SECONDS
+timeout --kill-after=15 300 "$PY" bench/gpu_check.py mamba --data "$SPLIT" --out "$TMP/mamba" ${SMOKE_FLAG[@]+"${SMOKE_FLAG[@]}"}
+rc=$?
+if [ $rc -eq 0 ]; then
+  RESULTS+=("PASS  MambaVision-T training ($((SECONDS - t0))s)")
+elif [ $rc -eq 3 ]; then
+  RESULTS+=("SKIP  MambaVision-T training (the mambavision package does not import here)")
+else
+  RESULTS+=("FAIL  MambaVision-T training (exit $rc, $((SECONDS - t0))s)")
+  FAILED=1
+fi
 
 # ---------------------------------------------------------------- 4. DDP on 2 GPUs
 if [ "$NGPU" -ge 2 ]; then

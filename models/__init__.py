@@ -10,7 +10,8 @@
 Backbones, heads, codecs, losses and attention necks are each one registry (``models.registry``).
 """
 from . import losses  # noqa: F401  (registers the losses)
-from .backbones import build_backbone, list_backbones
+from . import mamba_vision  # noqa: F401  (registers MambaVision where its optional package imports)
+from .backbones import build_backbone, list_backbones, optional_backbones_help, unavailable_reason
 from .checkpoint import load_keypoint_model, read_checkpoint, save_checkpoint
 from .codecs import HeatmapCodec, RegressionCodec, SimCCCodec, build_codec
 from .factory import KeypointModel, build_keypoint_model, build_model
@@ -23,6 +24,6 @@ __all__ = [
     "BACKBONES", "CODECS", "HEADS", "LOSSES", "NECKS", "SIMCC_HEADS", "HeatmapCodec", "KeypointModel",
     "RegressionCodec", "SimCCCodec", "build_backbone", "build_codec", "build_neck", "build_keypoint_model",
     "build_model", "default_loss_for", "get_loss",
-    "list_backbones", "load_keypoint_model", "read_checkpoint", "register_backbone", "register_codec",
+    "list_backbones", "load_keypoint_model", "optional_backbones_help", "unavailable_reason", "read_checkpoint", "register_backbone", "register_codec",
     "register_head", "register_loss", "register_neck", "save_checkpoint",
 ]

@@ -59,6 +59,9 @@ class BackboneSpec:
     tiny: bool = False  # small enough for CPU tests and the demo
     size_multiple: int = 1  # input sizes must be multiples of this
 
+    def build(self, pretrained: Pretrained = None, **timm_kwargs) -> nn.Module:
+        return TimmBackbone(self, pretrained=pretrained, **timm_kwargs)
+
 
 _SPECS = (
     BackboneSpec("convnext_small_custom", "convnext_small", (3,), 32,
@@ -86,6 +89,17 @@ _SPECS = (
                  "HRNet-W18-small, highest-resolution branch", tiny=True, size_multiple=32),
     BackboneSpec("inceptionnext_atto_custom", "inception_next_atto", (3,), 32,
                  "InceptionNeXt-Atto, stage-4 features", tiny=True),
+    # ConvNeXt V2 (GRN in every block; the official weights are CC BY-NC 4.0: README, "Licences")
+    BackboneSpec("convnextv2_nano_custom", "convnextv2_nano", (3,), 32,
+                 "ConvNeXt V2-Nano, stage-4 features"),
+    BackboneSpec("convnextv2_tiny_custom", "convnextv2_tiny", (3,), 32,
+                 "ConvNeXt V2-Tiny, stage-4 features"),
+    BackboneSpec("convnextv2_tiny_ms", "convnextv2_tiny", (0, 1, 2, 3), 4,
+                 "ConvNeXt V2-Tiny + FPN over stages 1-4, fused at stride 4", fpn_channels=256),
+    BackboneSpec("convnextv2_atto_custom", "convnextv2_atto", (3,), 32,
+                 "ConvNeXt V2-Atto, stage-4 features", tiny=True),
+    BackboneSpec("convnextv2_atto_ms", "convnextv2_atto", (0, 1, 2, 3), 4,
+                 "ConvNeXt V2-Atto + FPN over stages 1-4, fused at stride 4", fpn_channels=256, tiny=True),
 )
 
 for _spec in _SPECS:
@@ -97,7 +111,24 @@ def list_backbones(tiny: Optional[bool] = None) -> List[str]:
     return sorted(n for n, s in BACKBONES.items() if tiny is None or s.tiny == tiny)
 
 
+# Optional backbones whose package is absent or does not import: name -> why (models/mamba_vision.py).
+UNAVAILABLE: Dict[str, str] = {}
+
+
+def unavailable_reason(name: str) -> Optional[str]:
+    """Why the optional backbone ``name`` is not registered here, or None (registered, or unknown)."""
+    return UNAVAILABLE.get(name) if name not in BACKBONES else None
+
+
+def optional_backbones_help() -> str:
+    """``"; NAME (optional: PACKAGE not installed; pip install ...)"`` per unavailable backbone (--help)."""
+    return "".join(f"; {n} (optional: {why})" for n, why in UNAVAILABLE.items())
+
+
 def get_backbone_spec(name: str) -> BackboneSpec:
+    why = unavailable_reason(name)
+    if why is not None:
+        raise ValueError(f"backbone {name!r} is not available: {why}")
     return BACKBONES.get(name)
 
 
@@ -246,7 +277,7 @@ def load_body_weights(body: nn.Module, path) -> Dict[str, List[str]]:
     return report
 
 
-def build_backbone(name: str, pretrained: Pretrained = None, **timm_kwargs) -> TimmBackbone:
+def build_backbone(name: str, pretrained: Pretrained = None, **timm_kwargs) -> nn.Module:
     """Backbone ``name`` (see ``list_backbones()``); extra kwargs go to ``timm.create_model``
     and override the registry defaults (e.g. ``drop_path_rate``)."""
-    return TimmBackbone(get_backbone_spec(name), pretrained=pretrained, **timm_kwargs)
+    return get_backbone_spec(name).build(pretrained=pretrained, **timm_kwargs)

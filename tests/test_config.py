@@ -17,8 +17,7 @@ def _parser():
 def test_argparse_defaults_are_the_dataclass_defaults_and_flags_kept():
     args = vars(_parser().parse_args([]))
     defaults = TrainConfig.defaults()
-    cli = {k: v for k, v in defaults.items() if k != "tensorboard"}      # tensorboard has no flag
-    assert args == cli
+    assert args == defaults
     flags = {a for act in _parser()._actions for a in act.option_strings}
     for f in ("--data_dir", "--train_dir", "--val_dir", "--side", "--mirror", "--no-mirror", "--crop_expand",
               "--hist_eq", "--no-hist_eq", "--rot", "--shift", "--scale_jitter", "--box_jitter", "--strict",
@@ -26,7 +25,8 @@ def test_argparse_defaults_are_the_dataclass_defaults_and_flags_kept():
               "--epochs", "--batch_size", "--learning_rate", "--weight_decay", "--grad_clip", "--warmup",
               "--min_lr", "--max_steps", "--val_every", "--device", "--amp", "--channels_last", "--compile",
               "--sync_bn", "--workers", "--seed", "--deterministic", "--out", "--log_dir", "--exp_name",
-              "--resume", "--progress", "--no-progress", "--loss"):
+              "--resume", "--progress", "--no-progress", "--loss", "--tensorboard", "--no-tensorboard",
+              "--no_tensorboard", "--tb_name", "--tb_image_every"):
         assert f in flags, f
     assert defaults["learning_rate"] == 1e-4 and defaults["input_size"] == 224 and defaults["crop_expand"] == 0.10
 
@@ -36,9 +36,11 @@ def test_parsed_flags_round_trip_through_a_checkpoint():
     from datasets.layouts import get_layout
     from utils.pipelines.train_state import checkpoint_config
     a = _parser().parse_args(["--epochs", "3", "--no-mirror", "--input_size", "64", "--model_name",
-                              "convnext_atto_custom", "--loss", "simcc_kl", "--compile"])
+                              "convnext_atto_custom", "--loss", "simcc_kl", "--compile", "--no_tensorboard",
+                              "--tb_image_every", "3"])
     cfg = TrainConfig.from_flat(a)
     assert cfg.optim.epochs == cfg["epochs"] == 3 and cfg.data.mirror is False and cfg.system.compile
+    assert cfg.output.tensorboard is False and cfg.output.tb_image_every == 3
     conf = checkpoint_config(cfg, get_layout("ihdi12"), "x", 1, {"val_px_error": 2.0})
     model = build_model("convnext_atto_custom", "simcc_2d", 6, 64)
     import tempfile, pathlib
@@ -69,7 +71,7 @@ def test_resume_takes_the_checkpoint_settings_except_the_changeable_ones():
     assert len(warned) == 1 and "model_name" in warned[0]
     assert set(TrainConfig.resume_may_change()) == {
         "data_dir", "train_dir", "val_dir", "strict", "epochs", "max_steps", "val_every", "device", "amp",
-        "compile", "workers", "out", "log_dir", "resume", "progress", "tensorboard"}
+        "compile", "workers", "out", "log_dir", "resume", "progress", "tensorboard", "tb_name", "tb_image_every"}
 
 
 def test_old_checkpoint_without_crop_keys_uses_the_training_defaults():

@@ -12,6 +12,7 @@ from datasets.splits import make_kfold
 from datasets.synthetic import generate_dataset
 from utils.errors import UserError
 from utils.pipelines.kfold_train import run_kfold_training, write_fold_lists
+from utils.pipelines.train_setup import tensorboard_installed
 
 ROOT = Path(__file__).resolve().parents[1]
 K = 2
@@ -78,6 +79,15 @@ def test_folds_as_separate_jobs_equal_one_run(kfold_data):
         cfg = json.loads((w / f"cv_fold{fold}_config.json").read_text())
         assert cfg["fold"] == fold and cfg["model_name"] == "convnext_atto_custom"
     assert Path(separate["paths"]["curves"]).stat().st_size > 0
+    # TensorBoard (on by default where it is installed): one run per fold under logs/tb/<exp_name>
+    if tensorboard_installed():
+        from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+        tb = kfold_data / "all" / "logs" / "tb" / "cv"
+        assert sorted(p.name for p in tb.iterdir()) == ["fold1", "fold2"]
+        for fold in ("fold1", "fold2"):
+            ea = EventAccumulator(str(tb / fold))
+            ea.Reload()
+            assert [e.step for e in ea.Scalars("val/px_error")] == [1], fold
     # finished folds are skipped, not retrained
     log = kfold_data / "jobs" / "logs" / "cv_fold1_training_log.csv"
     before = log.stat().st_mtime_ns

@@ -14,7 +14,7 @@ import torch
 import torch.nn as nn
 
 from models import HEADS, build_model, list_backbones, load_keypoint_model, save_checkpoint
-from models.backbones import BACKBONES, build_backbone
+from models.backbones import BACKBONES, UNAVAILABLE, build_backbone, unavailable_reason
 from models.checkpoint import clean_state_dict, read_checkpoint
 from models.heads import deconv_layers, heatmap_size
 
@@ -339,3 +339,40 @@ def test_full_size_deconv_head_at_a_real_input_size_stays_reasonable(name):
     with torch.no_grad():
         out = model(torch.zeros(1, 3, 256, 256))
     _check_outputs(out, "simcc_2d_deconv", 1, K, 512)
+
+
+# ---------------------------------------------------------------- MambaVision (optional package)
+
+MAMBA = "mambavision_t_custom"
+MAMBA_MISSING = unavailable_reason(MAMBA)
+
+
+def test_mambavision_is_registered_only_where_it_imports_and_help_says_its_status():
+    from utils.pipelines.train import add_train_args
+    import argparse
+    helptext = " ".join(add_train_args(argparse.ArgumentParser()).format_help().split())
+    if MAMBA_MISSING is None:
+        assert MAMBA in BACKBONES and MAMBA not in UNAVAILABLE and f"{MAMBA} (optional" not in helptext
+        return
+    assert MAMBA not in BACKBONES and MAMBA not in list_backbones()
+    assert "mambavision not installed" in MAMBA_MISSING or "does not import" in MAMBA_MISSING
+    assert f"{MAMBA} (optional: {MAMBA_MISSING})" in helptext
+    assert "requirements-mamba.txt" in helptext or "does not import" in MAMBA_MISSING
+    with pytest.raises(ValueError, match="not available") as err:
+        build_model(MAMBA, "simcc_2d", K, SIZE)
+    assert MAMBA_MISSING in str(err.value) and "\n" not in str(err.value)
+
+
+@pytest.mark.skipif(MAMBA_MISSING is not None, reason=f"{MAMBA}: {MAMBA_MISSING}")
+@pytest.mark.parametrize("head", HEADS)
+def test_mambavision_trains_a_step_with_every_head(head):
+    device = "cuda" if torch.cuda.is_available() else "cpu"   # on CPU: mamba_ssm's reference scan
+    torch.manual_seed(0)
+    model = build_model(MAMBA, head, K, SIZE).to(device).train()
+    assert model.backbone.stride == 32 and model.backbone.out_channels == 640
+    out = model(torch.randn(2, 3, SIZE, SIZE, device=device))
+    sum(v.float().square().mean() for v in out.values()).backward()
+    _check_outputs({k: v.cpu() for k, v in out.items()}, head, 2, K, 128)
+    no_grad = [n for n, p in model.named_parameters() if p.grad is None]
+    assert not no_grad, no_grad[:5]
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters())

@@ -163,7 +163,14 @@ class Output:
                                 metavar="PATH|auto", resume=True)
     progress: bool = opt(True, "progress: a tqdm bar in a terminal, plain lines in a log file (one per epoch)",
                          action="bool", resume=True)
-    tensorboard: bool = opt(True, "TensorBoard logs when it is installed", cli=False, resume=True)
+    tensorboard: Optional[bool] = opt(None, "TensorBoard event files in {log_dir}/tb/{tb_name}: losses, validation "
+                                            "px/NME, learning rate, epoch time and an image of validation "
+                                            "predictions (default: on when the tensorboard package is installed; "
+                                            "--tensorboard without it is an error)", action="bool", resume=True)
+    tb_name: Optional[str] = opt(None, "TensorBoard run folder under {log_dir}/tb (default: the run name; k-fold: "
+                                       "<exp_name>/fold<k>, so the folds overlay)", str, resume=True)
+    tb_image_every: int = opt(5, "TensorBoard: an image of validation predictions every N epochs and after the last "
+                                 "(0: none)", int, resume=True)
 
 
 SECTIONS = {"data": Data, "model": Model, "optim": Optim, "system": System, "output": Output}
@@ -245,6 +252,8 @@ class TrainConfig:
         o, m = self.optim, self.model
         if o.epochs < 1 or o.batch_size < 1 or m.input_size < 16 or o.val_every < 1:
             raise UserError("epochs, batch_size and val_every must be >= 1 and input_size >= 16")
+        if self.output.tb_image_every < 0:
+            raise UserError(f"--tb_image_every must be >= 0, got {self.output.tb_image_every}")
         if o.learning_rate <= 0 or m.sigma <= 0 or m.split_ratio <= 0:
             raise UserError("learning_rate, sigma and split_ratio must be positive")
         if o.max_steps is not None and o.max_steps < 1:
@@ -381,6 +390,19 @@ class Preprocess:
 
 
 # ============================================================================ argparse
+class _BooleanFlag(argparse.BooleanOptionalAction):
+    """``--x`` / ``--no-x``, and ``--no_x`` too (the original study's scripts spell their
+    negative flags with an underscore, e.g. ``--no_val``)."""
+
+    def __init__(self, option_strings, dest, **kwargs):
+        super().__init__(option_strings, dest, **kwargs)
+        self.option_strings += ["--no_" + o[2:] for o in option_strings if o.startswith("--")]
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        if option_string in self.option_strings:
+            setattr(namespace, self.dest, not option_string.startswith(("--no-", "--no_")))
+
+
 def add_arguments(parser: argparse.ArgumentParser, cls, choices: Optional[Mapping[str, Tuple[str, ...]]] = None,
                   helps: Optional[Mapping[str, str]] = None) -> argparse.ArgumentParser:
     """The flags of config class ``cls`` (TrainConfig: one group per section). ``choices``
@@ -396,7 +418,7 @@ def add_arguments(parser: argparse.ArgumentParser, cls, choices: Optional[Mappin
             flag = meta["flag"] or f"--{f.name}"
             kw = dict(help=helps.get(f.name, meta["help"]), dest=f.name)
             if meta["action"] == "bool":
-                kw.update(action=argparse.BooleanOptionalAction, default=default)
+                kw.update(action=_BooleanFlag, default=default)
             elif meta["action"] in ("store_true", "store_false"):
                 kw.update(action=meta["action"])
             else:

@@ -470,6 +470,36 @@ def hip_cell(image, row: Mapping, lay, side: str, cell: int = 256, margin: float
     return img
 
 
+def crop_sheet(crops: np.ndarray, pred: np.ndarray, gt: Optional[np.ndarray] = None, cols: int = 4,
+               cell: int = 192) -> np.ndarray:
+    """Model inputs side by side with their points (BGR): ``crops`` (N, S, S) 8-bit gray, ``pred`` and
+    ``gt`` (N, P, 2) in the crops' pixels; each crop scaled to ``cell`` px, predicted points as red
+    dots, reference points as green crosses, and the crop's mean error (crop px) in its corner. The
+    training run's TensorBoard image of validation predictions."""
+    cells = []
+    for i, crop in enumerate(crops):
+        k = cell / crop.shape[0]
+        img = cv2.resize(_to_bgr(crop), (cell, cell), interpolation=cv2.INTER_LINEAR)
+        r = max(2, int(round(cell / 80)))
+        if gt is not None:
+            for q in gt[i]:
+                if np.all(np.isfinite(q)):
+                    cv2.drawMarker(img, _pt((q + 0.5) * k - 0.5), COLORS["gt"], cv2.MARKER_CROSS, 3 * r, 1,
+                                   cv2.LINE_AA)
+        for q in pred[i]:
+            if np.all(np.isfinite(q)):
+                cv2.circle(img, _pt((q + 0.5) * k - 0.5), r, COLORS["pred"], -1, cv2.LINE_AA)
+        if gt is not None:
+            err = float(np.nanmean(np.linalg.norm(pred[i] - gt[i], axis=-1)))
+            cv2.putText(img, f"{err:.1f} px", (3, 12), FONT, 0.35, COLORS["text"], 1, cv2.LINE_AA)
+        cells.append(img)
+    if not cells:
+        return np.zeros((cell, cell, 3), np.uint8)
+    cols = max(1, min(cols, len(cells)))
+    cells += [np.zeros_like(cells[0])] * (-len(cells) % cols)
+    return np.vstack([np.hstack(cells[i:i + cols]) for i in range(0, len(cells), cols)])
+
+
 def save_hip_sheet(df: pd.DataFrame, images_lookup: ImageLookup, out_png, n: int = 24, cell: int = 256,
                    margin: float = 1.7, cols: int = 4, layout=None) -> Optional[Path]:
     """A contact sheet of the hips of the first ``n`` films (by stem): each hip cut square around its

@@ -19,7 +19,7 @@ then read them), the per-fold config/result files and the summary.
 
 Outputs per fold (``exp = {exp_name}_fold{i}``): ``{out}/{exp}_best.pth`` / ``_last.pth``,
 ``{out}/{exp}_config.json`` (the fully resolved configuration), ``{out}/{exp}_result.json``;
-logs from ``train``. Summary: ``{log_dir}/{exp_name}_kfold_summary.csv`` / ``.txt`` and
+logs from ``train``, TensorBoard's in ``{log_dir}/tb/{exp_name}/fold{i}`` (one run per fold). Summary: ``{log_dir}/{exp_name}_kfold_summary.csv`` / ``.txt`` and
 ``{log_dir}/{exp_name}_kfold_curves.png``.
 """
 from __future__ import annotations
@@ -134,7 +134,9 @@ def run_kfold_training(cfg: Dict, data_root, k: int = 5, mode: str = "outer_inne
                 continue
             with main_process_first():  # rank 0 writes the lists, the others read them
                 lists = write_fold_lists(data_root, i, k, mode, inner_val_ratio, inner_seed)
-            fold_cfg = dict(cfg, train_dir=lists["train"], val_dir=lists["val"], exp_name=exp)
+            # TensorBoard: {log_dir}/tb/{exp_name}/fold{i}, so `tensorboard --logdir logs/tb` overlays the folds
+            fold_cfg = dict(cfg, train_dir=lists["train"], val_dir=lists["val"], exp_name=exp,
+                            tb_name=f"{cfg.get('tb_name') or base}/fold{i}")
             if overwrite:
                 fold_cfg["resume"] = None
             if main:

@@ -22,8 +22,11 @@ one epoch, validation), ``train_state`` (the ``Run``, checkpoints, resume, signa
 - Checkpoints ``{out}/{exp}_best.pth`` and ``{out}/{exp}_last.pth`` (atomic, loadable with
   ``weights_only=True``); ``last`` also holds the optimizer, scheduler, scaler, RNG states,
   epoch, best metric and history, so ``resume`` continues where the run stopped.
-- Logs ``{log_dir}/{exp}_training_log.csv`` and ``{log_dir}/{exp}_training_plot.png``
-  (TensorBoard too when it is installed).
+- Logs ``{log_dir}/{exp}_training_log.csv`` and ``{log_dir}/{exp}_training_plot.png``, and
+  with ``tensorboard`` (default: when the package is installed) TensorBoard events in
+  ``{log_dir}/tb/{tb_name or exp}``: the loss of every step, and per epoch the train and val
+  losses, val px error and NME, learning rate and epoch time, and every ``tb_image_every``
+  epochs an image of validation predictions. All of it is written in the loop below.
 - Ctrl-C / SIGTERM: the current step finishes, ``last`` is saved, ``Interrupted`` is raised
   (exit code 130 / 143 in the script). A second Ctrl-C aborts at once.
 - A non-finite loss stops training before it is back-propagated (``NonFiniteLoss``);
@@ -55,7 +58,7 @@ from typing import Dict
 
 import torch
 
-from models import BACKBONES, HEADS, LOSSES
+from models import BACKBONES, HEADS, LOSSES, optional_backbones_help
 from utils.config import TrainConfig, add_arguments
 from utils.devices import select_amp, select_device
 from utils.errors import UserError  # noqa: F401  (re-exported for callers)
@@ -63,14 +66,16 @@ from utils.evaluation.plots import plot_training_curves
 from utils.fileio import check_dir_args
 from utils.pipelines import distributed
 from utils.pipelines.distributed import barrier, init_distributed
-from utils.pipelines.train_setup import (TensorBoard, check_model_names, compile_model, configure_backends,  # noqa: F401
-                                         find_split_dirs, make_optimizer, setup_data, setup_model, setup_optimizer,
-                                         warmup_cosine, wrap_for_training)
+from utils.pipelines.train_setup import (check_model_names, check_tensorboard, compile_model,  # noqa: F401
+                                         configure_backends, find_split_dirs, make_optimizer, open_tensorboard,
+                                         setup_data, setup_model, setup_optimizer, tb_scalars, warmup_cosine,
+                                         wrap_for_training)
 from utils.pipelines.train_state import (LOG_COLUMNS, Interrupted, Run, StopRequest, best_metrics_of,  # noqa: F401
                                          checkpoint_config, default_exp_name, open_resume, resolve_resume, restore,
                                          run_paths, save_best, save_last, seed_everything, shutdown_workers,
                                          stop_signal, write_log_csv)
-from utils.pipelines.train_step import NO_VALIDATION, NonFiniteLoss, train_epoch, validate  # noqa: F401
+from utils.pipelines.train_step import (NO_VALIDATION, NonFiniteLoss, train_epoch, validate,  # noqa: F401
+                                        validation_image)
 
 log = logging.getLogger("hipkp")
 
@@ -129,6 +134,7 @@ def train(cfg) -> Dict[str, object]:
     on Ctrl-C / SIGTERM."""
     # ---------------------------------------------------------------- setup
     cfg = resolve_config(cfg)
+    check_tensorboard(cfg)  # --tensorboard without the package: before any folder is made
     # under torchrun: join the process group (once per process) and take GPU LOCAL_RANK; else a no-op
     device = init_distributed(select_device(cfg.system.device))
     r = open_run(cfg, device)
@@ -145,10 +151,10 @@ def train(cfg) -> Dict[str, object]:
     setup_optimizer(r)
     restore(r)  # from the resumed checkpoint, if any
     wrap_for_training(r)
-    tb = TensorBoard(r)
+    r.tb = open_tensorboard(r)  # None when off, not installed, or not the main process
 
     # ---------------------------------------------------------------- epochs
-    epochs, val_every = cfg.optim.epochs, cfg.optim.val_every
+    epochs, val_every, image_every = cfg.optim.epochs, cfg.optim.val_every, cfg.output.tb_image_every
     r.model.train()
     stop = StopRequest()
     curves = CurvePlot(r)
@@ -171,7 +177,9 @@ def train(cfg) -> Dict[str, object]:
                     raise Interrupted(signum, str(r.paths["last"]))
 
                 # -------------------------------------------------------- validate
-                if epoch % val_every == 0 or epoch == epochs or r.reached_max_steps():
+                final = epoch == epochs or r.reached_max_steps()
+                validated = epoch % val_every == 0 or final
+                if validated:
                     metrics = validate(r.model, r.val_loader, r.codec, device, r.point_layout, r.amp_dtype,
                                        cfg.system.channels_last, loss_fn=r.loss_fn)
                 else:
@@ -195,7 +203,14 @@ def train(cfg) -> Dict[str, object]:
                     save_last(r, epoch)
                     write_log_csv(r.history, r.paths["log"])
                     curves.update(final=epoch == epochs)
-                    tb.log(row, epoch)
+                    if r.tb is not None:  # TensorBoard: the row's numbers by epoch, now and then the predictions
+                        tb_scalars(r.tb, epoch, {"loss/train": train_loss, "loss/val": metrics["val_loss"],
+                                                 "val/px_error": metrics["val_px_error"],
+                                                 "val/nme": metrics["val_nme"], "lr": lr_used,
+                                                 "time/epoch_s": row["time"]})
+                        if validated and image_every and (epoch % image_every == 0 or final):
+                            r.tb.add_image("val/predictions", validation_image(r), epoch, dataformats="HWC")
+                        r.tb.flush()
     except (RuntimeError, OSError) as e:
         if stop.signum is None:
             raise
@@ -205,7 +220,8 @@ def train(cfg) -> Dict[str, object]:
         save_last(r, r.epoch_done)
         raise Interrupted(stop.signum, str(r.paths["last"])) from None
     finally:
-        tb.close()
+        if r.tb is not None:
+            r.tb.close()
         shutdown_workers(r.train_loader, r.val_loader)
         curves.update(final=True)  # the epochs since the last redraw (a stop, --max_steps)
 
@@ -234,7 +250,7 @@ def add_train_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     the known ones (argparse would print its usage block first)."""
     return add_arguments(
         parser, TrainConfig,
-        helps={"model_name": "backbone: " + ", ".join(BACKBONES.names()),
+        helps={"model_name": "backbone: " + ", ".join(BACKBONES.names()) + optional_backbones_help(),
                "head_type": "keypoint head; " + HEADS.help(),
                "loss": "loss (default: the head's codec's own); " + LOSSES.help()})
 

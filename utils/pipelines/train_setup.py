@@ -21,6 +21,7 @@ calls them in order.
 """
 from __future__ import annotations
 
+import importlib.util
 import logging
 import math
 import os
@@ -36,7 +37,7 @@ from datasets.crops import Augment, EpochSampler, HipCropDataset, roof_crop_data
 from datasets.formats import dataset_layout, load_records
 from datasets.layouts import get_layout, stage_layout
 from datasets.full_image import FullImageDataset
-from models import BACKBONES, HEADS, LOSSES, NECKS, build_codec, build_keypoint_model, get_loss
+from models import BACKBONES, HEADS, LOSSES, NECKS, build_codec, build_keypoint_model, get_loss, unavailable_reason
 from models.losses import with_roof_angle_loss
 from utils.devices import autocast
 from utils.errors import ProblemLog, UserError
@@ -58,6 +59,9 @@ def configure_backends(device: torch.device, deterministic: bool) -> None:
 
 def check_model_names(cfg) -> None:
     """Unknown backbone / head / loss / attention neck: an error before any data is read."""
+    why = unavailable_reason(cfg.model.model_name)
+    if why is not None:   # an optional backbone whose package is absent (models/mamba_vision.py)
+        raise UserError(f"--model_name: backbone {cfg.model.model_name!r} is not available: {why}")
     for flag, name, reg in (("model_name", cfg.model.model_name, BACKBONES), ("head_type", cfg.model.head_type, HEADS),
                             ("loss", cfg.model.loss, LOSSES), ("attention", cfg.model.attention, NECKS)):
         if name is not None and name not in reg:
@@ -295,24 +299,43 @@ def wrap_for_training(r: Run) -> None:
             r.train_model, device_ids=[r.device.index] if r.device.type == "cuda" else None)
 
 
-class TensorBoard:
-    """Scalars per epoch to ``{log_dir}/tensorboard/{exp}`` when TensorBoard is installed, else nothing."""
+def tensorboard_installed() -> bool:
+    return importlib.util.find_spec("tensorboard") is not None
 
-    def __init__(self, r: Run):
-        self.writer = None
-        if r.main and r.cfg.output.tensorboard:
-            try:
-                from torch.utils.tensorboard import SummaryWriter  # optional dependency
-                self.writer = SummaryWriter(str(Path(r.cfg.output.log_dir) / "tensorboard" / r.exp_name))
-            except ImportError:
-                log.debug("tensorboard is not installed; skipping it")
 
-    def log(self, row, epoch: int) -> None:
-        if self.writer is not None:
-            for k, v in row.items():
-                if k != "epoch" and isinstance(v, float) and math.isfinite(v):
-                    self.writer.add_scalar(k, v, epoch)
+def check_tensorboard(cfg) -> None:
+    """``--tensorboard`` asked for explicitly without the package: an error before any data is read."""
+    if cfg.output.tensorboard and not tensorboard_installed():
+        raise UserError("--tensorboard: the tensorboard package is not installed (pip install tensorboard), "
+                        "or pass --no_tensorboard")
 
-    def close(self) -> None:
-        if self.writer is not None:
-            self.writer.close()
+
+def tensorboard_dir(cfg, exp_name: str) -> Path:
+    """``{log_dir}/tb/{tb_name or exp_name}``: point ``tensorboard --logdir {log_dir}/tb`` at the parent."""
+    return Path(cfg.output.log_dir) / "tb" / (cfg.output.tb_name or exp_name)
+
+
+def open_tensorboard(r: Run):
+    """A ``SummaryWriter`` on ``tensorboard_dir`` (main process; ``tensorboard`` True, or None with the
+    package installed), else None. A resumed run appends to the same folder."""
+    want = r.cfg.output.tensorboard
+    if not r.main or want is False or (want is None and not tensorboard_installed()):
+        return None
+    try:
+        from torch.utils.tensorboard import SummaryWriter  # optional dependency: only when it is wanted
+    except ImportError as e:   # installed but broken (e.g. a protobuf it cannot use)
+        if want:
+            raise UserError(f"--tensorboard: tensorboard does not import ({one_line(e)})") from None
+        log.warning("tensorboard is installed but does not import (%s); no TensorBoard logs", one_line(e))
+        return None
+    path = tensorboard_dir(r.cfg, r.exp_name)
+    log.info("TensorBoard: %s (view: tensorboard --logdir %s)", path, Path(r.cfg.output.log_dir) / "tb")
+    return SummaryWriter(str(path))
+
+
+def tb_scalars(writer, step: int, values) -> None:
+    """``writer.add_scalar(tag, value, step)`` for each finite value of ``{tag: value}`` (an epoch
+    without validation has NaN validation metrics: they are left out, not drawn as gaps)."""
+    for tag, value in values.items():
+        if value is not None and math.isfinite(float(value)):
+            writer.add_scalar(tag, float(value), step)

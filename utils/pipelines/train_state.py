@@ -73,6 +73,7 @@ class Run:
     optimizer: Optional[torch.optim.Optimizer] = None
     scheduler: object = None
     scaler: object = None
+    tb: object = None                     # TensorBoard SummaryWriter (main process, when on), else None
     start_epoch: int = 1
     global_step: int = 0
     epoch_done: int = 0

@@ -9,6 +9,8 @@
 - ``validate(model, loader, codec, device, layout, ...)``: validation loss, mean keypoint
   error in ORIGINAL-image pixels (predictions mapped back through the inverse crop matrix)
   and NME (that error / the crop's side in original pixels), exact over all DDP ranks.
+- ``validation_image(r)``: the first validation crops with their predicted and true points,
+  one picture (TensorBoard's image of validation predictions).
 """
 from __future__ import annotations
 
@@ -21,8 +23,10 @@ import torch
 
 from datasets.crops import crop_to_image_points
 from models import get_loss
+from utils.config import IMAGENET_MEAN, IMAGENET_STD
 from utils.devices import autocast
 from utils.errors import UserError
+from utils.evaluation.overlays import crop_sheet
 from utils.progress import progress_bar
 from utils.pipelines.distributed import all_reduce_sum
 from utils.pipelines.train_state import Run, StopRequest, stop_signal
@@ -95,6 +99,8 @@ def train_epoch(r: Run, epoch: int, stop: StopRequest) -> Tuple[float, float]:
             r.step_seconds.append(now - t_step)
         t_step = now
         bar.set_postfix(loss=f"{loss_sum / loss_n:.4f}", lr=f"{lr_used:.2e}")
+        if r.tb is not None:   # TensorBoard: the loss of every step (the epoch means are logged in train())
+            r.tb.add_scalar("loss/train_step", step_loss / step_n, r.global_step)
         if stop_signal(stop) is not None or r.reached_max_steps():
             break
     bar.close()
@@ -134,3 +140,27 @@ def validate(model, loader, codec, device, layout, autocast_dtype=None, channels
     model.train()
     loss_sum, n_samples, err_sum, n_points, nme_sum = all_reduce_sum([loss_sum, n_samples, err_sum, n_points, nme_sum])
     return {"val_loss": loss_sum / n_samples, "val_px_error": err_sum / n_points, "val_nme": nme_sum / n_samples}
+
+
+@torch.no_grad()
+def validation_image(r: Run, n: int = 8) -> np.ndarray:
+    """The first ``n`` validation inputs with the model's points (red) and the true ones (green),
+    as one RGB image (H, W, 3) uint8 (``overlays.crop_sheet``). Main process only: the plain model
+    on this rank's validation batches, so no other rank takes part."""
+    model, mf = r.model, r.memory_format
+    model.eval()
+    crops, preds, gts = [], [], []
+    for batch in r.val_loader:
+        x = batch["image"][: n - len(crops)]
+        with autocast(r.device, r.amp_dtype):
+            out = model(x.to(r.device, memory_format=mf))
+        pred, _ = r.codec.decode({k: v.float() for k, v in out.items()})
+        gray = x[:, 0].numpy() * IMAGENET_STD[0] + IMAGENET_MEAN[0]     # preprocess_crop, undone (one channel)
+        crops += list(np.clip(np.round(gray * 255), 0, 255).astype(np.uint8))
+        preds += list(pred.cpu().numpy())
+        gts += list(batch["keypoints"][: len(x)].numpy())
+        if len(crops) >= n:
+            break
+    model.train()
+    sheet = crop_sheet(np.asarray(crops), np.asarray(preds), np.asarray(gts))
+    return np.ascontiguousarray(sheet[:, :, ::-1])   # BGR -> RGB
