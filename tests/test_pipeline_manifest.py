@@ -206,3 +206,55 @@ def test_review_prefill_gives_the_pipelines_points(trained, reference, tmp_path)
         np.testing.assert_allclose(got, want, atol=0.01, err_msg=stem)
         for s in ("left", "right"):       # the plausibility gate's verdict comes with the pre-fill
             assert r.json()["qc"][s] == [q for q in str(df.loc[stem, f"qc_{s}"] or "").split(";") if q and q != "nan"]
+
+
+def test_export_onnx_pipeline_writes_a_manifest_of_the_onnx_set(trained, reference, tmp_path):
+    import export_onnx
+    from utils.pipelines.detection import YoloDetector
+    out = tmp_path / "onnx"
+    res = export_onnx.main(["--pipeline", str(trained["manifest"]), "--out", str(out)])
+    assert set(res) == {"kp_left", "refiner_1", "yolo", "pipeline"}
+    m = json.loads((out / "tiny_pipeline.json").read_text())
+    assert (m["detector"], m["kp_left"], m["refiners"]) == ("tiny_yolo.onnx", ["tiny_kp_best_kp_left.onnx"],
+                                                            ["tiny_roof_best_refiner.onnx"])
+    assert m["settings"] == json.loads(trained["manifest"].read_text())["settings"]
+    assert YoloDetector(out / "tiny_yolo.onnx").imgsz == YOLO_SIZE      # exported at, and read back as, 64
+    _, pts = _predict(["--pipeline", str(out / "tiny_pipeline.json"), "--data", str(trained["test"])], tmp_path / "p")
+    assert np.array_equal(np.isfinite(pts), np.isfinite(reference[1]))
+    np.testing.assert_allclose(pts, reference[1], atol=0.05)            # ONNX Runtime against torch
+
+
+def _bench(name):
+    import importlib.util
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", Path(__file__).resolve().parents[1] / "bench" / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_calibration_bench_takes_the_pipeline_but_chooses_the_scale(trained, monkeypatch):
+    seen = {}
+
+    def fake(val, test, **kw):
+        seen.update(kw)
+        return {"val": [], "scale": 1.0, "test_raw": {}, "test_calibrated": {}}
+
+    monkeypatch.setattr("utils.pipelines.calibration.calibrate_ai_interval", fake)
+    monkeypatch.setattr("utils.pipelines.calibration.calibration_markdown", lambda r: "")
+    _bench("ai_interval_calibration").main(["--pipeline", str(trained["manifest"]), "--val", "v", "--test", "t",
+                                            "--ai_samples", "7", "--device", "cpu"])
+    assert "ai_interval_scale" not in seen                        # the setting the bench chooses
+    assert seen["ai_samples"] == 7 and seen["device"] == "cpu"    # given
+    assert seen["conf"] == 0.001 and seen["refine_path"] == [str(trained["roof"])] and seen["imgsz"] is None
+
+
+def test_latency_bench_times_the_pipelines_models(trained):
+    import subprocess
+    import sys
+    root = Path(__file__).resolve().parents[1]     # a subprocess: the bench wraps the prediction module's functions
+    r = subprocess.run([sys.executable, "bench/predict_latency.py", "--pipeline", str(trained["manifest"]), "--images",
+                        "2", "--size", "160", "--batch_size", "2", "--repeats", "1", "--device", "cpu"],
+                       cwd=root, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert f"pipeline: convnext_atto@{KP_SIZE} + tiny_yolo@{YOLO_SIZE}" in r.stdout
+    assert "onnx/eager speedup (pipeline configuration)" in r.stdout

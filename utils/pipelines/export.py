@@ -31,6 +31,8 @@ import numpy as np
 from models.onnx_export import DEFAULT_OPSET, export_checkpoint_onnx
 from utils.errors import UserError
 from utils.pipelines.detection import DEFAULT_IMGSZ, keep_torch_threads, trained_imgsz
+from utils.pipelines.manifest import write_pipeline
+from utils.pipelines.predict import checkpoint_paths
 from utils.pipelines.yolo_env import yolo_class
 
 log = logging.getLogger("hipkp")
@@ -140,8 +142,6 @@ def export_models(out_dir, kp_left_path=None, kp_right_path=None, yolo_weights=N
     them: the pipeline manifest of the exported set, with ``settings`` (a source manifest's), so
     that ``--pipeline`` runs the ONNX set. Returns {"kp_left" | "kp_left_2" | ... | "refiner_1" |
     ... | "yolo" | "pipeline": {"path", "source", ...}}."""
-    from utils.pipelines.manifest import write_pipeline
-    from utils.pipelines.predict import checkpoint_paths
     members = {k: checkpoint_paths(v) for k, v in (("kp_left_path", kp_left_path), ("kp_right_path", kp_right_path),
                                                     ("refine_path", refine_path))}
     if not (any(members.values()) or yolo_weights):

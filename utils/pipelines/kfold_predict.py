@@ -57,7 +57,10 @@ def run_kfold_prediction(data_root, output_dir, k: int = 5, folds: Optional[str]
         if pipeline_tpl and "{fold}" not in str(pipeline_tpl):
             raise UserError(f"--pipeline {pipeline_tpl!r}: a per-fold manifest template needs {{fold}}, e.g. "
                             "weights/cv_fold{fold}_pipeline.json (or give hip_crop or full_image)")
-        for i in parse_folds(folds, k):
+        fold_list = parse_folds(folds, k)
+        # every fold's manifest read (and checked) before the first fold runs
+        manifests = {i: load_pipeline(_fill(pipeline_tpl, i)) for i in fold_list} if pipeline_tpl else {}
+        for i in fold_list:
             print(f"\n=== fold {i}/{k} ===")
             if pipeline == "full_image":
                 keep = inspect.signature(run_full_image_prediction).parameters   # its settings, not YOLO's
@@ -72,8 +75,7 @@ def run_kfold_prediction(data_root, output_dir, k: int = 5, folds: Optional[str]
                 models = {key: v for key, v in models.items() if v is not None}
                 if not use_gt_box:   # not asked for: the manifest says (a manifest without a detector)
                     given.pop("use_gt_box")
-            kw = prediction_options(load_pipeline(_fill(pipeline_tpl, i)) if pipeline_tpl else None,
-                                    {**models, **given})
+            kw = prediction_options(manifests.get(i), {**models, **given})
             run_prediction(fold_test_dir(data_root, i, test_subdir), out / f"fold{i}", **kw)
     return summarize_folds(out, k)
 
