@@ -158,7 +158,7 @@ def export_models(out_dir, kp_left_path=None, kp_right_path=None, yolo_weights=N
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        raise UserError(f"--out {out} cannot be created ({e.strerror})") from None
+        raise UserError(f"--out {out}: cannot create the folder ({e.strerror})") from None
     result, exported = {}, {k: [] for k in members}
     labels = {"kp_left_path": "kp_left", "kp_right_path": "kp_right"}
     for key, paths in members.items():
