@@ -23,7 +23,8 @@ the YOLO network on OpenVINO's runtime (when the ``openvino`` package is install
 forward only, for reference.
 
 Models are untrained (built from their names / YAML, offline): weights do not change the
-time. An untrained detector finds no box at the usual threshold: its forward is timed as
+time. ``--pipeline FILE`` times a trained pipeline instead: its manifest's first keypoint model
+and its detector, at the manifest's size or the detector's training size. An untrained detector finds no box at the usual threshold: its forward is timed as
 usual, and the crop stage then uses fixed boxes (the image's left and right thirds).
 
 All (configuration, backend) pairs run once as warm-up and then ``--repeats`` times,
@@ -164,6 +165,26 @@ class BenchDetector:
         return out
 
 
+def pipeline_config(path) -> dict:
+    """A configuration from a pipeline manifest: its first keypoint model and its ``.pt`` detector,
+    at the manifest's ``imgsz`` or the detector's training size."""
+    from utils.pipelines.detection import DEFAULT_IMGSZ, trained_imgsz
+    from utils.pipelines.manifest import load_pipeline
+    from utils.pipelines.predict import load_keypoint_checkpoint
+    from utils.pipelines.yolo_env import yolo_class
+
+    m = load_pipeline(path)
+    kp = (m.models["kp_left_path"] or m.models["kp_right_path"])[0]
+    yolo = m.models["yolo_weights"]
+    if not yolo or not yolo.lower().endswith(".pt") or not kp.lower().endswith(".pth"):
+        raise UserError(f"--pipeline {path}: this bench times a .pth keypoint model and a .pt detector (it exports "
+                        "them to ONNX itself)")
+    _, _, cfg = load_keypoint_checkpoint(kp, "left")
+    imgsz = m.settings["imgsz"] or trained_imgsz(yolo_class()(yolo, task="detect"), yolo) or DEFAULT_IMGSZ
+    return dict(model_name=cfg.get("model_name", "?"), head_type=cfg.get("head_type"), input_size=cfg["input_size"],
+                yolo_yaml=Path(yolo).name, imgsz=int(imgsz), kp=kp, yolo=yolo)
+
+
 def _ms(seconds_per_image, w=8):
     return f"{1000 * seconds_per_image:{w}.1f}"
 
@@ -172,14 +193,15 @@ def _ms(seconds_per_image, w=8):
 class Case:
     """The loaded models of one configuration and backend, and how to time them."""
 
-    def __init__(self, a, name, backend, kp_path, yolo_path, img_dir, images, out_dir, P, dev, load_side_models):
+    def __init__(self, a, name, backend, kp_path, yolo_path, img_dir, images, out_dir, P, dev, load_side_models,
+                 imgsz):
         import torch
 
         from utils.pipelines.detection import YoloDetector, as_bgr
 
         self.a, self.name, self.backend, self.P, self.dev = a, name, backend, P, dev
         self.kp_path, self.yolo_path, self.img_dir, self.out_dir = kp_path, yolo_path, img_dir, out_dir
-        self.imgsz = CONFIGS[name]["imgsz"]
+        self.imgsz = imgsz
         self.clock = Clock()
         self.side_models = load_side_models(str(kp_path), device=str(dev))   # .onnx -> ONNX Runtime
         self.cfg = self.side_models["left"].config
@@ -314,8 +336,13 @@ def run(a):
         raise UserError("--images, --batch_size and --repeats must be at least 1")
     names = [c.strip() for c in a.configs.split(",") if c.strip()]
     unknown = [c for c in names if c not in CONFIGS]
-    if unknown or not names:
+    if a.pipeline:
+        configs = {"pipeline": pipeline_config(a.pipeline)}
+        names = list(configs)
+    elif unknown or not names:
         raise UserError(f"--configs: unknown {unknown or names}; known: {', '.join(CONFIGS)}")
+    else:
+        configs = {n: CONFIGS[n] for n in names}
     if a.threads:
         torch.set_num_threads(a.threads)
     threads = torch.get_num_threads()
@@ -327,15 +354,18 @@ def run(a):
     images = [read_image(p)[0] for p in sorted(img_dir.iterdir())]
     dev = P.select_device(a.device)
 
-    # models: untrained, saved as .pth / .pt and exported to .onnx
+    # models: untrained, saved as .pth / .pt (or a manifest's trained ones) and exported to .onnx
     cases, checks = {}, {}
     t_setup = time.perf_counter()
     for name in names:
-        c = CONFIGS[name]
+        c = configs[name]
         d = root / name
         d.mkdir()
-        kp_pth = make_kp_checkpoint(d / "kp.pth", c["model_name"], c["head_type"], c["input_size"])
-        yolo_pt = make_yolo_weights(d / "hip_yolo.pt", c["yolo_yaml"])
+        if "kp" in c:
+            kp_pth, yolo_pt = c["kp"], c["yolo"]
+        else:
+            kp_pth = make_kp_checkpoint(d / "kp.pth", c["model_name"], c["head_type"], c["input_size"])
+            yolo_pt = make_yolo_weights(d / "hip_yolo.pt", c["yolo_yaml"])
         kp_onnx, _ = export_checkpoint_onnx(kp_pth, d / "kp.onnx", verify=False)
         yolo_onnx = export_yolo_onnx(yolo_pt, d / "hip_yolo.onnx", imgsz=c["imgsz"], dynamic=not a.yolo_static,
                                      verify=False)["path"]
@@ -363,7 +393,8 @@ def run(a):
             setattr(P, fname, stage(getattr(P, fname), "read"))
     P.build_row = stage(P.build_row, "rows")
     load = P.load_side_models                  # each Case swaps in its loaded models before its runs
-    loaded = {k: Case(a, k[0], k[1], *v[:2], img_dir, images, v[2], P, dev, load) for k, v in cases.items()}
+    loaded = {k: Case(a, k[0], k[1], *v[:2], img_dir, images, v[2], P, dev, load, configs[k[0]]["imgsz"])
+              for k, v in cases.items()}
 
     for rep in range(a.repeats + 1):          # repeat 0 is the warm-up
         for case in loaded.values():
@@ -392,15 +423,16 @@ def run(a):
           f"{a.repeats} repeats (+1 warm-up), set-up {t_setup:.0f} s")
     print(f"load average (1 min) before {load_before[0]:.2f}, after {load_after[0]:.2f}: other jobs share these "
           f"CPUs; compare figures within this run only")
-    print("models untrained (weights do not change the time); an untrained detector finds no box, so the crops use "
+    print((f"models of {a.pipeline} (the first keypoint model; refiners not timed)" if a.pipeline else
+           "models untrained (weights do not change the time)") + "; a detector that finds no box has the crops use "
           "fixed boxes; YOLO ONNX export " + ("static (batch 1, imgsz^2)" if a.yolo_static else "dynamic"))
     hdr = (f"\n{'ms per image':<34}{'backend':>8}{'YOLO':>8}{'kp':>8}{'raw sum':>9}{'pipeline':>9}"
            f"{'median':>8}{'overhead':>10}{'in-run':>8}")
     print(hdr)
     res = {}
     for name in names:
-        c = CONFIGS[name]
-        label = f"{name}: {c['model_name'].replace('_custom', '')}@{c['input_size']} + {c['yolo_yaml'][:-5]}@{c['imgsz']}"
+        c = configs[name]
+        label = f"{name}: {c['model_name'].replace('_custom', '')}@{c['input_size']} + {Path(c['yolo_yaml']).stem}@{c['imgsz']}"
         for b in BACKENDS:
             s = loaded[name, b].summary()
             res[name, b] = s
@@ -424,7 +456,7 @@ def run(a):
               f"(largest output {scale:.0f})")
     if a.openvino:
         for name in names:
-            ov = _openvino_yolo(checks[name]["yolo_onnx"], CONFIGS[name]["imgsz"], a.batch_size, a.repeats)
+            ov = _openvino_yolo(checks[name]["yolo_onnx"], configs[name]["imgsz"], a.batch_size, a.repeats)
             if ov is None:
                 print("  openvino: not installed")
                 break
@@ -440,6 +472,9 @@ def run(a):
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--configs", default="demo,seed", help="comma-separated: demo, seed (the seed one is printed last)")
+    p.add_argument("--pipeline", metavar="FILE",
+                   help="time this pipeline manifest's trained models (its first keypoint model and its detector "
+                        "at its size) instead of the untrained --configs")
     p.add_argument("--images", type=int, default=8, help="phantom films per run")
     p.add_argument("--size", type=int, default=512, help="phantom film size, pixels")
     p.add_argument("--conf", type=float, default=0.25, help="YOLO confidence threshold")

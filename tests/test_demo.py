@@ -97,24 +97,30 @@ def test_update_readme_refuses_without_a_run_or_a_block(tmp_path):
 @pytest.mark.parametrize("update", [False, True])
 def test_run_demo_writes_only_generated_folders_and_the_readme_only_when_asked(tmp_path, monkeypatch, update):
     steps, refreshed = [], []
-    monkeypatch.setattr(demo, "_step", lambda title, args, timings: steps.append([str(a) for a in args]))
+    monkeypatch.setattr(demo, "_step", lambda title, args, timings: steps.extend(      # a step: one command or several
+        [str(a) for a in cmd] for cmd in (args if isinstance(args[0], list) else [args])))
     monkeypatch.setattr(demo, "write_report", lambda out, *a, **k: Path(out) / "report.md")
     monkeypatch.setattr(demo, "update_readme", lambda *a, **k: refreshed.append(1) or Path("README.md"))
     demo.run_demo("cpu", update_readme_block=update)
     assert refreshed == ([1] if update else [])
     assert [s[0] for s in steps] == ["make_synthetic_dataset.py", "split.py", "train_yolo.py",
                                      "train_hip_crop_keypoints.py", "train_hip_crop_keypoints.py",
-                                     "train_hip_crop_keypoints.py", "predict_hip_crop_keypoints.py"]
-    roof, femur, predict = steps[4], steps[5], steps[6]   # the two refiners are trained, then used at prediction
+                                     "train_hip_crop_keypoints.py", "predict_hip_crop_keypoints.py",
+                                     "predict_hip_crop_keypoints.py"]
+    roof, femur, write, predict = steps[4], steps[5], steps[6], steps[7]   # the refiners go into the manifest
     assert roof[roof.index("--stage") + 1] == "roof" and femur[femur.index("--stage") + 1] == "femur"
-    i = predict.index("--refine_path")
-    assert predict[i + 1:i + 3] == [f"weights/{r[r.index('--exp_name') + 1]}_best.pth" for r in (roof, femur)]
+    i = write.index("--refine_path")
+    assert write[i + 1:i + 3] == [f"weights/{r[r.index('--exp_name') + 1]}_best.pth" for r in (roof, femur)]
+    manifest = write[write.index("--write_pipeline") + 1]
+    assert manifest == "weights/demo_pipeline.json" and "--data" not in write
+    assert predict[predict.index("--pipeline") + 1] == manifest and "--refine_path" not in predict
+    assert "--imgsz" not in write + predict                      # the detector's own size
     out_flags = ("--out", "--output_dir", "--project", "--log_dir")
     written = [s[i + 1] for s in steps for i, a in enumerate(s[:-1]) if a in out_flags]
     assert len(written) >= 4
     # train_hip_crop_keypoints.py's --out/--log_dir defaults (weights/, logs/) are generated folders too
     from utils.config import TrainConfig
-    written += [TrainConfig().output.out, TrainConfig().output.log_dir]
+    written += [TrainConfig().output.out, TrainConfig().output.log_dir, manifest]
     assert all(Path(w).parts[0] in demo.GENERATED for w in written), written
 
 

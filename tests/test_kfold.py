@@ -134,3 +134,42 @@ def test_kfold_train_errors(tmp_path):
                         "--summarize_only", "--out", str(tmp_path / "w"), "--log_dir", str(tmp_path / "l")],
                        cwd=ROOT, capture_output=True, text=True)
     assert r.returncode == 2 and "no finished folds" in r.stderr
+
+
+def test_a_finished_fold_is_skipped_only_with_the_same_settings(tmp_path, monkeypatch, capsys):
+    """A finished fold with other settings is refused with one line naming them (never skipped
+    silently); the same settings skip it; --overwrite retrains it; run-only settings may differ."""
+    import kfold_train_hip_crop_keypoints as script
+    root = tmp_path / "data_kfold"
+    for i in (1, 2):
+        (root / f"fold{i}" / "images").mkdir(parents=True)
+    trained = []
+
+    def fake_train(cfg):
+        trained.append(cfg["exp_name"])
+        return {"best_metrics": {}, "epochs_run": 1, "paths": {}}
+
+    monkeypatch.setattr("utils.pipelines.kfold_train.train", fake_train)
+    monkeypatch.setattr("utils.pipelines.kfold_train.summarize_kfold", lambda *a, **k: {})
+    base = ["--data_root", str(root), "--k", "2", "--mode", "val_as_test", "--exp_name", "cv", "--out",
+            str(tmp_path / "w"), "--log_dir", str(tmp_path / "l"), "--input_size", "64", "--head_type", "simcc_2d"]
+    script.main([*base, "--device", "cpu"])
+    assert trained == ["cv_fold1", "cv_fold2"]
+    script.main([*base, "--device", "auto", "--workers", "0", "--no-progress"])      # run-only settings: skipped
+    assert trained == ["cv_fold1", "cv_fold2"]
+    assert "fold 1: already finished with the same settings" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as e:                               # another size and head: refused
+        script.main([*base[:-4], "--input_size", "96", "--head_type", "heatmap", "--device", "cpu"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert e.value.code == 2 and len(err) == 1 and trained == ["cv_fold1", "cv_fold2"]
+    assert "fold 1 finished with other settings" in err[0]
+    assert "input_size 64 -> 96" in err[0] and "head_type 'simcc_2d' -> 'heatmap'" in err[0] and "--overwrite" in err[0]
+    with pytest.raises(SystemExit):                                     # the k-fold settings count too
+        script.main([*base, "--mode", "outer_inner", "--device", "cpu"])
+    assert "mode 'val_as_test' -> 'outer_inner'" in capsys.readouterr().err
+    script.main([*base[:-4], "--input_size", "96", "--folds", "2", "--overwrite", "--device", "cpu"])
+    assert trained == ["cv_fold1", "cv_fold2", "cv_fold2"]              # --overwrite retrains it
+    (tmp_path / "w" / "cv_fold1_config.json").unlink()                 # settings unknown: not skipped either
+    with pytest.raises(SystemExit):
+        script.main([*base, "--folds", "1", "--device", "cpu"])
+    assert "its settings were not saved" in capsys.readouterr().err

@@ -384,3 +384,49 @@ def test_no_val_validates_after_the_last_epoch_only(tiny, tmp_path, monkeypatch)
                 str(tmp_path / "runs"), "--name", name, "--weights_dir", str(tmp_path / "weights")]
         train_yolo.main(args + extra)
     assert calls["every"] - calls["last"] == 2     # epochs 1 and 2 are not validated
+
+
+# ---------------------------------------------------------------- the recall guard
+def _fake_result(left, right):
+    return {"weights": "w.pt", "save_dir": "runs/x", "metrics": {},
+            "detector": {"left": {"recall": left, "mean_iou": 0.1, "missing": 0, "n": 4},
+                         "right": {"recall": right, "mean_iou": 0.1, "missing": 0, "n": 4}}}
+
+
+def test_a_detector_that_finds_too_few_hips_is_warned_about_and_fails_under_strict(tiny, tmp_path, monkeypatch,
+                                                                                   capsys, caplog):
+    results = {}
+    monkeypatch.setattr("utils.pipelines.yolo.train_detector", lambda data, **kw: results["next"])
+    argv = ["--data", str(tiny), *FAST, "--project", str(tmp_path / "runs"), "--weights_dir", str(tmp_path / "w")]
+    results["next"] = _fake_result(0.25, 1.0)
+    with caplog.at_level("WARNING", logger="hipkp"):
+        assert train_yolo.main(argv) is results["next"]            # a warning, exit 0
+    msg = " ".join(r.getMessage() for r in caplog.records)
+    assert "top-1 recall left 0.25 on the validation images" in msg and "right 1.00" not in msg
+    assert "--epochs" in msg and "more films" in msg and "--imgsz" in msg
+    with pytest.raises(SystemExit) as e:                           # --strict: exit 2, that line
+        train_yolo.main([*argv, "--strict"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert e.value.code == 2 and err[-1].startswith("error: the detector finds too few hips") and "--imgsz" in err[-1]
+    results["next"] = _fake_result(0.5, 0.75)                       # both sides at 0.5 or more: no guard
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="hipkp"):
+        train_yolo.main([*argv, "--strict"])
+    assert not [r for r in caplog.records if "too few hips" in r.getMessage()]
+
+
+def test_kfold_detectors_are_guarded_per_fold(tiny, tmp_path, monkeypatch, capsys):
+    for fold in (1, 2):
+        (tmp_path / f"data_fold{fold}.yaml").write_text(yaml.safe_dump(
+            {"path": str(tiny.parent), "train": "train/images", "val": "val/images",
+             "names": {0: "LeftHip", 1: "RightHip"}}))
+    recall = {"kf_fold1": 0.9, "kf_fold2": 0.0}
+    monkeypatch.setattr("utils.pipelines.yolo.train_detector",
+                        lambda data, name=None, **kw: dict(_fake_result(recall[name], 0.9), weights=f"{name}.pt"))
+    with pytest.raises(SystemExit) as e:
+        kfold_train_yolo.main(["--data_tpl", str(tmp_path / "data_fold{fold}.yaml"), "--k", "2", *FAST, "--name", "kf",
+                               "--log_dir", str(tmp_path / "logs"), "--strict"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert e.value.code == 2 and "fold 2's detector finds too few hips: top-1 recall left 0.00" in err[-1]
+    assert "fold 1's" not in err[-1]
+    assert (tmp_path / "logs" / "kf_kfold_yolo.csv").is_file()      # the table is written before the guard

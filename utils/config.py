@@ -9,10 +9,13 @@ Each field carries its help text and CLI details in ``metadata``:
 ``help``; ``type`` (int/float/str, for argparse and for coercing dict input); ``action``
 ("store_true", "store_false", "bool" for ``--x/--no-x``); ``flag`` (when the flag's name is not
 ``--<field>``); ``choices``; ``metavar``; ``resume`` (True: may differ from the checkpoint on
-``--resume``; every other field is taken from the checkpoint); ``cli`` (False: no flag).
+``--resume``; every other field is taken from the checkpoint); ``cli`` (False: no flag);
+``manifest`` (True: a prediction setting a pipeline manifest records, utils/pipelines/manifest.py).
 
-- ``add_arguments(parser, cls, choices=...)`` builds the argparse flags from a config class,
-  one group per section (the CLI flag names are the field names, as they always were).
+- ``add_arguments(parser, cls, choices=..., exclude=...)`` builds the argparse flags from a config
+  class, one group per section (the CLI flag names are the field names, as they always were);
+  ``given_flags(parser, argv)`` says which of them a command line actually gave (the ones that
+  override a pipeline manifest's values).
 - ``TrainConfig.from_flat(mapping)``: a config from flat keys (``{"epochs": 3, ...}``, an
   argparse Namespace or a checkpoint's ``train`` dict), unknown keys an error, types
   coerced and ranges checked. ``cfg.to_flat()`` is the plain dict saved in checkpoints
@@ -45,10 +48,11 @@ STAGES = ("hip", *REFINE_STAGES)          # a hip_crop model's points: the whole
 
 
 def opt(default, help: str = "", type=None, action=None, resume: bool = False, cli: bool = True,
-        choices=None, metavar=None, flag=None, nargs=None):
-    """A config field: its default and how it appears on the command line."""
+        choices=None, metavar=None, flag=None, nargs=None, manifest: bool = False):
+    """A config field: its default and how it appears on the command line (``manifest``: a
+    prediction setting that a pipeline manifest records, ``PredictConfig.manifest_settings``)."""
     meta = dict(help=help, type=type, action=action, resume=resume, cli=cli, choices=choices,
-                metavar=metavar, flag=flag, nargs=nargs)
+                metavar=metavar, flag=flag, nargs=nargs, manifest=manifest)
     if isinstance(default, (list, tuple)):
         return field(default_factory=lambda: tuple(default), metadata=meta)
     return field(default=default, metadata=meta)
@@ -329,8 +333,11 @@ class PredictConfig:
                            action="store_true")
     device: str = opt("auto", "auto, cpu, cuda, cuda:1 or a GPU index", str)
     batch_size: int = opt(16, "images per batch (YOLO and keypoint model)", int)
-    imgsz: int = opt(640, "YOLO inference size", int)
-    conf: float = opt(0.25, "YOLO confidence threshold", float)
+    imgsz: Optional[int] = opt(None, "YOLO inference size (default: the size the detector was trained at, read "
+                                     "from the .pt's training arguments or the .onnx metadata; 640 where the "
+                                     "file does not say); a size that differs from the training size is warned "
+                                     "about", int, manifest=True)
+    conf: float = opt(0.25, "YOLO confidence threshold", float, manifest=True)
     model_name: Optional[str] = opt(None, "accepted for compatibility; checked against the checkpoint", str)
     overlays: bool = opt(True, "do not draw per-image overlays", action="store_false", flag="--no_overlays")
     max_overlays: Optional[int] = opt(None, "draw at most this many overlays", int)
@@ -339,13 +346,14 @@ class PredictConfig:
                              "with the predicted points (0: none)", int)
     strict: bool = opt(False, "stop at the first unusable item instead of skipping it", action="store_true")
     min_conf: float = opt(DEFAULT_MIN_CONF, "plausibility gate: a hip whose detection confidence is below this is ungradable "
-                                "(grade 0, reason in qc_left/qc_right)", float)
+                                "(grade 0, reason in qc_left/qc_right)", float, manifest=True)
     ai_samples: int = opt(200, "keypoint sets sampled from a SimCC model's distributions for the AI's 95%% "
-                               "interval (0: no interval)", int)
+                               "interval (0: no interval)", int, manifest=True)
     ai_interval_scale: float = opt(0.75, "spread of those samples around the decoded point, times this "
-                                        "(calibrated on a validation split: docs/outputs.md)", float)
+                                        "(calibrated on a validation split: docs/outputs.md)", float,
+                                  manifest=True)
     flip_test: bool = opt(False, "flip test: also run each crop mirrored and average the two predictions "
-                                 "(docs/accuracy.md)", action="bool")
+                                 "(docs/accuracy.md)", action="bool", manifest=True)
     refine_path: Optional[str] = opt(None, "refiner(s) (train_hip_crop_keypoints.py --stage roof or femur): a "
                                            "tighter crop around each hip's predicted roof (or femur points), whose "
                                            "refined points replace the keypoint model's; one model serves both sides "
@@ -354,7 +362,17 @@ class PredictConfig:
                                      str, nargs="+", metavar="PTH")
     decode: Optional[str] = opt(None, "decode the keypoint model's outputs this way instead of as its checkpoint "
                                       "says (SimCC: softargmax, argmax, argmax_refine; heatmap: dark, argmax, "
-                                      "softargmax)", str)
+                                      "softargmax)", str, manifest=True)
+
+    @classmethod
+    def manifest_settings(cls) -> Tuple[str, ...]:
+        """The settings a pipeline manifest records beside its models (``manifest=True`` fields)."""
+        return tuple(f.name for f in dataclasses.fields(cls) if f.metadata["manifest"])
+
+    @classmethod
+    def model_paths(cls) -> Tuple[str, ...]:
+        """The fields that name model files (a manifest's members)."""
+        return ("kp_left_path", "kp_right_path", "refine_path", "yolo_weights")
 
 
 @dataclass
@@ -404,15 +422,18 @@ class _BooleanFlag(argparse.BooleanOptionalAction):
 
 
 def add_arguments(parser: argparse.ArgumentParser, cls, choices: Optional[Mapping[str, Tuple[str, ...]]] = None,
-                  helps: Optional[Mapping[str, str]] = None) -> argparse.ArgumentParser:
+                  helps: Optional[Mapping[str, str]] = None, exclude=(), group=None) -> argparse.ArgumentParser:
     """The flags of config class ``cls`` (TrainConfig: one group per section). ``choices``
-    and ``helps`` add what a leaf cannot know (the registry's names)."""
-    choices, helps = dict(choices or {}), dict(helps or {})
+    and ``helps`` add what a leaf cannot know (the registry's names); ``exclude``: fields
+    that get no flag here (a caller that declares them its own way); ``group``: the title of
+    an argument group for them (one-section classes)."""
+    choices, helps, exclude = dict(choices or {}), dict(helps or {}), set(exclude)
     for section, sec_cls in _section_classes(cls):
-        group = parser.add_argument_group(SECTION_TITLES[section]) if section else parser
+        title = SECTION_TITLES[section] if section else group
+        group_ = parser.add_argument_group(title) if title else parser
         for f in dataclasses.fields(sec_cls):
             meta = f.metadata
-            if not meta.get("cli", True):
+            if not meta.get("cli", True) or f.name in exclude:
                 continue
             default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
             flag = meta["flag"] or f"--{f.name}"
@@ -429,5 +450,18 @@ def add_arguments(parser: argparse.ArgumentParser, cls, choices: Optional[Mappin
                     kw["nargs"] = meta["nargs"]
                 if f.name in choices or meta["choices"]:
                     kw["choices"] = tuple(choices.get(f.name, meta["choices"]))
-            group.add_argument(flag, **kw)
+            group_.add_argument(flag, **kw)
     return parser
+
+
+def given_flags(parser: argparse.ArgumentParser, argv=None) -> set:
+    """The destinations that the command line ``argv`` (None: ``sys.argv[1:]``) sets, whatever
+    their values: ``parser`` again with every default suppressed."""
+    import copy
+
+    quiet = copy.deepcopy(parser)
+    for a in quiet._actions:
+        a.default = argparse.SUPPRESS
+    quiet._defaults = {}
+    given, _ = quiet.parse_known_args(argv)
+    return set(vars(given))

@@ -1,7 +1,8 @@
 """The main job: the whole two-stage study on a synthetic phantom, end to end.
 
 Runs the project's own scripts one after the other (each step prints the command it
-runs, so a newcomer can copy them), then writes ``results/demo/report.md`` and
+runs, so a newcomer can copy them); the last step writes the trained pipeline's manifest,
+``weights/demo_pipeline.json``, and predicts the test split through it. Then it writes ``results/demo/report.md`` and
 ``results/demo/demo_run.json`` (scale, minutes, cores). A run writes only the generated
 folders ``GENERATED`` (dataset/, data/, runs/, weights/, logs/, results/): the tracked
 README.md and docs/ are left alone. ``update_readme`` (``demo.py --update_readme``,
@@ -76,22 +77,25 @@ def _flags(settings: dict) -> list:
 
 DATASET, SPLIT, RESULTS = "dataset/demo", "data/demo", "results/demo"
 YOLO_NAME, KP_NAME, ROOF_NAME, FEMUR_NAME = "demo_yolo", "demo_kp", "demo_roof", "demo_femur"
+PIPELINE = "weights/demo_pipeline.json"   # the four models and the chosen settings (utils/pipelines/manifest.py)
 README_BEGIN, README_END = "<!-- demo:begin -->", "<!-- demo:end -->"
 GENERATED = ("dataset", "data", "runs", "weights", "logs", "results")   # all a demo run writes
 RUN_INFO = "demo_run.json"
 
 
 def _step(title: str, args, timings: dict) -> None:
-    cmd = [sys.executable] + [str(a) for a in args]
-    shown = "python " + " ".join(shlex.quote(str(a)) for a in args)
+    """Run one step: a script's command line, or a list of them (run one after the other)."""
+    commands = args if args and isinstance(args[0], list) else [args]
     bold, plain = ("\033[1m", "\033[0m") if interactive(sys.stdout) else ("", "")   # no escapes in a log file
-    print(f"\n{bold}== {title}{plain}\n$ {shown}", flush=True)
+    print(f"\n{bold}== {title}{plain}", flush=True)
     t0 = time.time()
-    r = subprocess.run(cmd, cwd=ROOT)
+    for args in commands:
+        print("$ python " + " ".join(shlex.quote(str(a)) for a in args), flush=True)
+        r = subprocess.run([sys.executable] + [str(a) for a in args], cwd=ROOT)
+        if r.returncode != 0:
+            print(f"\ndemo stopped: step '{title}' failed with exit code {r.returncode}", file=sys.stderr)
+            sys.exit(r.returncode)
     timings[title] = time.time() - t0
-    if r.returncode != 0:
-        print(f"\ndemo stopped: step '{title}' failed with exit code {r.returncode}", file=sys.stderr)
-        sys.exit(r.returncode)
 
 
 def run_demo(scale: str = "cpu", update_readme_block: bool = False) -> dict:
@@ -122,11 +126,12 @@ def run_demo(scale: str = "cpu", update_readme_block: bool = False) -> dict:
     _step("6/7 train the femur refiner (a tighter crop around each metaphysis: lateral, mid, medial)",
           ["train_hip_crop_keypoints.py", "--data_dir", SPLIT, "--stage", "femur", *_flags(c["femur"]),
            "--side", "left", "--mirror", "--exp_name", FEMUR_NAME, "--device", c["device"]], timings)
-    _step("7/7 predict and evaluate on the test split",
-          ["predict_hip_crop_keypoints.py", "--kp_left_path", f"weights/{KP_NAME}_best.pth",
-           "--refine_path", f"weights/{ROOF_NAME}_best.pth", f"weights/{FEMUR_NAME}_best.pth",
-           "--yolo_weights", f"weights/{YOLO_NAME}.pt", "--data", f"{SPLIT}/test", "--output_dir", RESULTS,
-           "--imgsz", y["imgsz"], "--device", c["device"], *_flags(c.get("predict", {}))], timings)
+    _step("7/7 write the pipeline manifest, then predict and evaluate on the test split with it",
+          [["predict_hip_crop_keypoints.py", "--kp_left_path", f"weights/{KP_NAME}_best.pth",
+            "--refine_path", f"weights/{ROOF_NAME}_best.pth", f"weights/{FEMUR_NAME}_best.pth",
+            "--yolo_weights", f"weights/{YOLO_NAME}.pt", *_flags(c.get("predict", {})), "--write_pipeline", PIPELINE],
+           ["predict_hip_crop_keypoints.py", "--pipeline", PIPELINE, "--data", f"{SPLIT}/test", "--output_dir", RESULTS,
+            "--device", c["device"]]], timings)
     total = time.time() - t_start
     report = write_report(Path(ROOT / RESULTS), scale, c, timings, total, cpu_seconds=_child_cpu_seconds() - cpu0)
     print(f"\nDemo finished in {total / 60:.1f} min. Report: {report}")

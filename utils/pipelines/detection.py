@@ -6,9 +6,15 @@ the model did not find is ``None``; the caller reports it (nothing is dropped si
 
 Sides are image sides (docs/CONVENTIONS.md, "Coordinates and sides"): class ``LeftHip`` is the hip on the image-left.
 The class ids come from the model's own ``names``, not from a hard-coded order.
+
+The input size is the detector's own: ``trained_imgsz(model, path)`` reads the size it was
+trained at (a ``.pt``'s training arguments, an ``.onnx``'s export metadata), and
+``YoloDetector(imgsz=None)`` runs at it. A given size that differs is used, with one warning.
 """
 from __future__ import annotations
 
+import ast
+import logging
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +29,9 @@ from datasets.layouts import SIDES
 from utils.errors import ItemError, ProblemLog, UserError
 from utils.evaluation.metrics import box_iou  # noqa: F401  (also re-exported: detection.box_iou)
 from utils.pipelines.yolo_env import yolo_class
+
+log = logging.getLogger("hipkp")
+DEFAULT_IMGSZ = 640    # a detector file that does not say its size (Ultralytics' own default)
 
 
 @dataclass(frozen=True)
@@ -88,11 +97,44 @@ def keep_torch_threads():
             torch.set_num_threads(n)
 
 
+def _square_size(value) -> Optional[int]:
+    """An Ultralytics ``imgsz`` (an int, ``[h, w]``, or their text) as one int: the longer side."""
+    if isinstance(value, str):
+        try:
+            value = ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            return None
+    if isinstance(value, (list, tuple)) and value:
+        value = max(value)
+    try:
+        return int(value) if value else None
+    except (TypeError, ValueError):
+        return None
+
+
+def trained_imgsz(model, path) -> Optional[int]:
+    """The input size detector ``model`` (an Ultralytics ``YOLO`` loaded from ``path``) was
+    trained at: ``train_args.imgsz`` of a ``.pt``; the ``imgsz`` export metadata of an ``.onnx``
+    (export_onnx.py exports at the training size). None when the file does not say."""
+    if str(path).lower().endswith(".onnx"):
+        try:
+            import onnx   # (only an exported detector needs it)
+            meta = {m.key: m.value for m in onnx.load(str(path), load_external_data=False).metadata_props}
+        except Exception:
+            return None
+        return _square_size(meta.get("imgsz"))
+    ckpt = getattr(model, "ckpt", None) or {}
+    args = ckpt.get("train_args") if isinstance(ckpt, dict) else None
+    return _square_size((args or {}).get("imgsz"))
+
+
 class YoloDetector:
     """A YOLO hip detector loaded once from a local weights file (``.pt``, or an ``.onnx``
-    exported by export_onnx.py, which Ultralytics runs with ONNX Runtime)."""
+    exported by export_onnx.py, which Ultralytics runs with ONNX Runtime). ``imgsz`` None:
+    the size the detector was trained at (``trained_imgsz``; ``DEFAULT_IMGSZ`` where the
+    file does not say); a given size that differs from it is used, with one warning."""
 
-    def __init__(self, weights, device: str = "cpu", imgsz: int = 640, conf: float = 0.25):
+    def __init__(self, weights, device: str = "cpu", imgsz: Optional[int] = None, conf: float = 0.25):
         path = Path(weights)
         if not path.is_file():
             raise UserError(f"detector weights not found: {path} (train one with train_yolo.py; "
@@ -107,7 +149,12 @@ class YoloDetector:
             raise UserError(f"{path} is a {self.model.task!r} model, not a detection model")
         self.weights = path
         self.device = str(device)
-        self.imgsz = int(imgsz)
+        self.trained_imgsz = trained_imgsz(self.model, path)
+        self.imgsz = int(imgsz) if imgsz else (self.trained_imgsz or DEFAULT_IMGSZ)
+        if imgsz and self.trained_imgsz and self.imgsz != self.trained_imgsz:
+            log.warning("--imgsz %d: the detector %s was trained at %d; a detector run at another size finds "
+                        "fewer hips (leave --imgsz out to use its own size)", self.imgsz, path.name,
+                        self.trained_imgsz)
         self.conf = float(conf)
         with keep_torch_threads():  # an exported model's .names sets up Ultralytics' predictor (select_device)
             self.class_ids = side_class_ids(self.model.names)

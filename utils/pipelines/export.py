@@ -1,12 +1,16 @@
 """ONNX export of the prediction models: keypoint checkpoints and the YOLO hip detector.
 
-``export_models(out_dir, kp_left_path=..., kp_right_path=..., yolo_weights=...)`` is the one
-call behind export_onnx.py. It writes, into ``out_dir``:
+``export_models(out_dir, kp_left_path=..., kp_right_path=..., refine_path=..., yolo_weights=...)``
+is the one call behind export_onnx.py. It writes, into ``out_dir``:
 
-- ``<stem>_kp_left.onnx`` / ``<stem>_kp_right.onnx``: each keypoint checkpoint, with its config
-  in the ONNX metadata (``models.onnx_export``), so the file alone is enough to predict;
+- ``<stem>_kp_left.onnx`` / ``<stem>_kp_right.onnx`` (each member of an ensemble) and
+  ``<stem>_refiner.onnx`` (each refiner): each keypoint checkpoint, with its config in the ONNX
+  metadata (``models.onnx_export``), so the file alone is enough to predict;
 - ``<stem>_yolo.onnx`` (``<stem>.onnx`` when the stem already holds ``_yolo``): the detector, through Ultralytics' own exporter (its class names, task
-  and image size travel in the file's metadata, which ``YOLO(path, task="detect")`` reads).
+  and image size travel in the file's metadata, which ``YOLO(path, task="detect")`` reads); it is
+  exported at its training size unless told otherwise;
+- ``pipeline.json`` (or the source manifest's name): the pipeline manifest of the exported set,
+  so that ``--pipeline`` runs it (utils/pipelines/manifest.py).
 
 ``predict_hip_crop_keypoints.py`` takes these files for ``--kp_left_path``,
 ``--kp_right_path`` and ``--yolo_weights`` and picks the backend from the ``.onnx`` extension.
@@ -20,13 +24,15 @@ import shutil
 import tempfile
 import warnings
 from pathlib import Path
-from typing import Dict, Optional
+from typing import Dict, List, Optional
 
 import numpy as np
 
 from models.onnx_export import DEFAULT_OPSET, export_checkpoint_onnx
 from utils.errors import UserError
-from utils.pipelines.detection import keep_torch_threads
+from utils.pipelines.detection import DEFAULT_IMGSZ, keep_torch_threads, trained_imgsz
+from utils.pipelines.manifest import write_pipeline
+from utils.pipelines.predict import checkpoint_paths
 from utils.pipelines.yolo_env import yolo_class
 
 log = logging.getLogger("hipkp")
@@ -42,9 +48,11 @@ def yolo_onnx_name(weights) -> str:
     return f"{stem}.onnx" if "_yolo" in stem.lower() else f"{stem}_yolo.onnx"
 
 
-def export_yolo_onnx(weights, out_path, imgsz: int = 640, dynamic: bool = True, opset: Optional[int] = None,
-                     verify: bool = True) -> Dict[str, object]:
-    """Export a YOLO ``.pt`` detector to ``out_path`` with Ultralytics' ``YOLO.export(format="onnx")``.
+def export_yolo_onnx(weights, out_path, imgsz: Optional[int] = None, dynamic: bool = True,
+                     opset: Optional[int] = None, verify: bool = True) -> Dict[str, object]:
+    """Export a YOLO ``.pt`` detector to ``out_path`` with Ultralytics' ``YOLO.export(format="onnx")``,
+    at ``imgsz`` (None: the size it was trained at, ``detection.trained_imgsz``; the size goes into
+    the file's metadata, which prediction reads as the detector's own size).
 
     ``dynamic``: batch, height and width stay dynamic, so Ultralytics letterboxes the images
     exactly as it does for the ``.pt`` model (minimal padding); a static file is fixed at
@@ -69,6 +77,11 @@ def export_yolo_onnx(weights, out_path, imgsz: int = 640, dynamic: bool = True, 
             raise UserError(f"cannot load detector weights {weights}: {type(e).__name__}: {e}") from None
         if getattr(model, "task", "detect") != "detect":
             raise UserError(f"{weights} is a {model.task!r} model, not a detection model")
+        trained = trained_imgsz(model, weights)
+        if imgsz and trained and int(imgsz) != trained:
+            log.warning("--imgsz %d: the detector %s was trained at %d; exporting at %d", int(imgsz), weights.name,
+                        trained, int(imgsz))
+        imgsz = int(imgsz or trained or DEFAULT_IMGSZ)
         kwargs = dict(format="onnx", imgsz=int(imgsz), dynamic=bool(dynamic), simplify=False, device="cpu",
                       batch=1, verbose=False)
         if opset:
@@ -101,36 +114,72 @@ def _compare_yolo(model, onnx_path: Path, imgsz: int) -> float:
     return float(np.abs(ref.numpy() - got).max())
 
 
-def export_models(out_dir, kp_left_path=None, kp_right_path=None, yolo_weights=None, imgsz: int = 640,
-                  opset: Optional[int] = None, yolo_dynamic: bool = True, verify: bool = True) -> Dict[str, dict]:
-    """Export the given models into ``out_dir``. Returns {"kp_left" | "kp_right" | "yolo": {"path", ...}}."""
-    if not (kp_left_path or kp_right_path or yolo_weights):
-        raise UserError("nothing to export: give --kp_left_path, --kp_right_path and/or --yolo_weights")
+def _onnx_names(members: Dict[str, List[str]]) -> Dict[str, List[str]]:
+    """The file name of each member's export; two members that would share one are refused."""
+    names = {"kp_left_path": [kp_onnx_name(p, "left") for p in members["kp_left_path"]],
+             "kp_right_path": [kp_onnx_name(p, "right") for p in members["kp_right_path"]],
+             "refine_path": [refiner_onnx_name(p) for p in members["refine_path"]]}
+    seen: Dict[str, str] = {}
+    for key, files in names.items():
+        for src, name in zip(members[key], files):
+            if name in seen and seen[name] != str(src):
+                raise UserError(f"{src} and {seen[name]} would both be exported as {name}: give them different "
+                                "file names")
+            seen[name] = str(src)
+    return names
+
+
+def refiner_onnx_name(ckpt_path) -> str:
+    return f"{Path(ckpt_path).stem}_refiner.onnx"
+
+
+def export_models(out_dir, kp_left_path=None, kp_right_path=None, yolo_weights=None, imgsz: Optional[int] = None,
+                  opset: Optional[int] = None, yolo_dynamic: bool = True, verify: bool = True, refine_path=None,
+                  manifest: Optional[str] = None, settings: Optional[dict] = None) -> Dict[str, dict]:
+    """Export the given models into ``out_dir``: every keypoint model of each side (several:
+    an ensemble), every refiner and the detector (at ``imgsz``; None: its training size). With
+    a keypoint model, ``manifest`` (a file name, default ``pipeline.json``) is written beside
+    them: the pipeline manifest of the exported set, with ``settings`` (a source manifest's), so
+    that ``--pipeline`` runs the ONNX set. Returns {"kp_left" | "kp_left_2" | ... | "refiner_1" |
+    ... | "yolo" | "pipeline": {"path", "source", ...}}."""
+    members = {k: checkpoint_paths(v) for k, v in (("kp_left_path", kp_left_path), ("kp_right_path", kp_right_path),
+                                                    ("refine_path", refine_path))}
+    if not (any(members.values()) or yolo_weights):
+        raise UserError("nothing to export: give --pipeline, --kp_left_path, --kp_right_path, --refine_path and/or "
+                        "--yolo_weights")
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out} is a file, not a folder")
-    for flag, p in (("--kp_left_path", kp_left_path), ("--kp_right_path", kp_right_path),
-                    ("--yolo_weights", yolo_weights)):
-        if p and not Path(p).is_file():
-            raise UserError(f"{flag}: file not found: {p}")
+    for key, paths in (*members.items(), ("yolo_weights", checkpoint_paths(yolo_weights))):
+        for p in paths:
+            if not Path(p).is_file():
+                raise UserError(f"--{key}: file not found: {p}")
+    names = _onnx_names(members)
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise UserError(f"--out {out}: cannot create the folder ({e.strerror})") from None
-    result = {}
-    for side, p in (("left", kp_left_path), ("right", kp_right_path)):
-        if not p:
-            continue
-        try:
-            path, diffs = export_checkpoint_onnx(p, out / kp_onnx_name(p, side), opset=opset or DEFAULT_OPSET,
-                                                 verify=verify)
-        except ValueError as e:
-            raise UserError(str(e)) from None
-        result[f"kp_{side}"] = {"path": path, "source": str(p), **diffs}
-        log.info("keypoint model %s -> %s", p, path)
+    result, exported = {}, {k: [] for k in members}
+    labels = {"kp_left_path": "kp_left", "kp_right_path": "kp_right"}
+    for key, paths in members.items():
+        for i, (p, name) in enumerate(zip(paths, names[key])):
+            try:
+                path, diffs = export_checkpoint_onnx(p, out / name, opset=opset or DEFAULT_OPSET, verify=verify)
+            except ValueError as e:
+                raise UserError(str(e)) from None
+            label = f"refiner_{i + 1}" if key == "refine_path" else labels[key] + (f"_{i + 1}" if i else "")
+            result[label] = {"path": path, "source": str(p), **diffs}
+            exported[key].append(str(path))
+            log.info("keypoint model %s -> %s", p, path)
+    yolo_out = None
     if yolo_weights:
         r = export_yolo_onnx(yolo_weights, out / yolo_onnx_name(yolo_weights), imgsz=imgsz, dynamic=yolo_dynamic,
                              opset=opset, verify=verify)
         result["yolo"] = {**r, "source": str(yolo_weights)}
+        yolo_out = str(r["path"])
         log.info("detector %s -> %s", yolo_weights, r["path"])
+    if exported["kp_left_path"] or exported["kp_right_path"]:
+        path = write_pipeline(out / (manifest or "pipeline.json"), yolo_weights=yolo_out,
+                              **{k: v or None for k, v in exported.items()}, **(settings or {}))
+        result["pipeline"] = {"path": path, "source": "the exported models"}
     return result

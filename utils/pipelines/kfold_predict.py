@@ -1,18 +1,23 @@
 """K-fold evaluation: run ``utils.pipelines.predict.run_prediction`` on each fold's test split, then
-write the paper table (mean ± SD across folds) and pooled out-of-fold metrics and plots."""
+write the paper table (mean ± SD across folds) and pooled out-of-fold metrics and plots. Each
+fold's models come from path templates with ``{fold}``, or from a per-fold pipeline manifest
+(``utils.pipelines.manifest``)."""
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 from pathlib import Path
 from typing import Dict, Optional, Sequence
 
+from utils.config import PredictConfig
 from utils.errors import UserError
 from utils.pipelines.folds import fill_template as _fill, parse_folds
 from utils.evaluation.agreement import paired_ai_error_test
 from utils.evaluation.metrics import evaluate_predictions, read_predictions, to_jsonable, write_metrics_csv
 from utils.evaluation.plots import plot_all
 from utils.evaluation.tables import compare_experiments, write_comparison, write_kfold_summary
+from utils.pipelines.manifest import load_pipeline, prediction_options
 from utils.pipelines.predict import run_prediction
 from utils.pipelines.predict_full_image import run_full_image_prediction
 
@@ -31,13 +36,16 @@ def fold_test_dir(data_root, fold: int, test_subdir: Optional[str] = None) -> Pa
 
 def run_kfold_prediction(data_root, output_dir, k: int = 5, folds: Optional[str] = None,
                          kp_left_tpl: Optional[str] = None, kp_right_tpl: Optional[str] = None,
-                         yolo_tpl: Optional[str] = None, use_gt_box: bool = False,
+                         yolo_tpl: Optional[str] = None, use_gt_box: bool = PredictConfig.use_gt_box,
                          test_subdir: Optional[str] = None, summarize_only: bool = False,
-                         pipeline: str = "hip_crop", refine_tpl: Optional[str] = None, **predict_kwargs) -> Dict:
+                         pipeline: str = "hip_crop", refine_tpl: Optional[str] = None,
+                         pipeline_tpl: Optional[str] = None, **predict_kwargs) -> Dict:
     """Predict each fold's test split into ``output_dir/fold{i}`` and summarise all folds found.
     ``pipeline`` "full_image": ``kp_left_tpl`` names each fold's full-image checkpoint (no YOLO).
     ``refine_tpl``: each fold's refiner(s) (``refine_path``: a template, or a list of them such as a
-    roof and a femur refiner), two-stage pipeline only."""
+    roof and a femur refiner), two-stage pipeline only. ``pipeline_tpl``: each fold's pipeline
+    manifest (a template with {fold}); the templates given and ``predict_kwargs`` override its
+    models and settings."""
 
     out = Path(output_dir)
     if not summarize_only:
@@ -46,17 +54,29 @@ def run_kfold_prediction(data_root, output_dir, k: int = 5, folds: Optional[str]
         refine_tpls = [refine_tpl] if isinstance(refine_tpl, str) else list(refine_tpl or [])
         if refine_tpls and pipeline == "full_image":
             raise UserError("--refine_tpl refines the two-stage model's points: it needs --pipeline hip_crop")
-        for i in parse_folds(folds, k):
+        if pipeline_tpl and "{fold}" not in str(pipeline_tpl):
+            raise UserError(f"--pipeline {pipeline_tpl!r}: a per-fold manifest template needs {{fold}}, e.g. "
+                            "weights/cv_fold{fold}_pipeline.json (or give hip_crop or full_image)")
+        fold_list = parse_folds(folds, k)
+        # every fold's manifest read (and checked) before the first fold runs
+        manifests = {i: load_pipeline(_fill(pipeline_tpl, i)) for i in fold_list} if pipeline_tpl else {}
+        for i in fold_list:
             print(f"\n=== fold {i}/{k} ===")
             if pipeline == "full_image":
-                kw = {key: v for key, v in predict_kwargs.items() if key not in ("imgsz", "conf")}
+                keep = inspect.signature(run_full_image_prediction).parameters   # its settings, not YOLO's
+                kw = {key: v for key, v in predict_kwargs.items() if key in keep}
                 run_full_image_prediction(fold_test_dir(data_root, i, test_subdir), out / f"fold{i}",
                                           kp_path=_fill(kp_left_tpl, i), **kw)
                 continue
-            run_prediction(fold_test_dir(data_root, i, test_subdir), out / f"fold{i}",
-                           kp_left_path=_fill(kp_left_tpl, i), kp_right_path=_fill(kp_right_tpl, i),
-                           yolo_weights=_fill(yolo_tpl, i), use_gt_box=use_gt_box,
-                           refine_path=[_fill(t, i) for t in refine_tpls] or None, **predict_kwargs)
+            models = {"kp_left_path": _fill(kp_left_tpl, i), "kp_right_path": _fill(kp_right_tpl, i),
+                      "yolo_weights": _fill(yolo_tpl, i), "refine_path": [_fill(t, i) for t in refine_tpls] or None}
+            given = dict(predict_kwargs, use_gt_box=use_gt_box)
+            if pipeline_tpl:   # the manifest's models, except those given as templates
+                models = {key: v for key, v in models.items() if v is not None}
+                if not use_gt_box:   # not asked for: the manifest says (a manifest without a detector)
+                    given.pop("use_gt_box")
+            kw = prediction_options(manifests.get(i), {**models, **given})
+            run_prediction(fold_test_dir(data_root, i, test_subdir), out / f"fold{i}", **kw)
     return summarize_folds(out, k)
 
 

@@ -10,8 +10,10 @@ Modes
 
 The inner split is written once per fold as image lists (``{data_root}/inner/fold{i}_train.txt``
 and ``_val.txt``): nothing is copied, it is reproducible and can be inspected. A fold whose
-result file exists is skipped unless ``overwrite``; ``summarize_only`` just collects results,
-so folds can run as separate jobs and be summarised afterwards.
+result file exists is skipped unless ``overwrite``, but only when its saved configuration has
+the requested settings (``fold_settings``); a finished fold with other settings is refused with
+one line naming them. ``summarize_only`` just collects results, so folds can run as separate
+jobs and be summarised afterwards.
 
 Under torchrun every process runs this function: the process group is joined once, before the
 first fold, and each fold's ``train`` uses it. Rank 0 writes the fold lists first (the others
@@ -33,6 +35,7 @@ from typing import Dict, List, Optional
 
 import numpy as np
 
+from utils.config import TrainConfig
 from utils.errors import UserError
 from utils.evaluation.plots import plot_kfold_curves
 from datasets.formats import list_images, load_image_list
@@ -111,10 +114,44 @@ def write_fold_lists(data_root, fold: int, k: int, mode: str = "outer_inner", in
     return {"train": str(train_txt), "val": str(val_txt), "test": str(test_dir)}
 
 
+# Settings a finished fold may have been trained with differently and still count as the same run:
+# where the data lists live, the machine, and how the run reported itself.
+RUN_ONLY = ("data_dir", "train_dir", "val_dir", "strict", "device", "amp", "compile", "workers", "out", "log_dir",
+            "resume", "progress", "tensorboard")
+FOLD_SETTINGS = ("k", "mode", "inner_val_ratio", "inner_seed")
+
+
+def fold_settings(cfg, **kfold) -> Dict[str, object]:
+    """What decides a fold's model: every training setting except ``RUN_ONLY``, and the k-fold
+    settings ``FOLD_SETTINGS`` (from a requested config, or a finished fold's saved one)."""
+    flat = TrainConfig.from_flat(cfg, strict=False).to_flat()
+    out = {key: v for key, v in flat.items() if key not in RUN_ONLY and key != "exp_name"}
+    out.update({key: kfold.get(key, dict(cfg).get(key)) for key in FOLD_SETTINGS})
+    return out
+
+
+def check_finished_fold(config_path: Path, requested: Dict[str, object], fold: int) -> None:
+    """Refuse to skip a finished fold that was trained with other settings than ``requested``
+    (``fold_settings``): one line naming each difference."""
+    if not config_path.is_file():
+        raise UserError(f"fold {fold} finished, but its settings were not saved ({config_path} is missing): "
+                        "use --overwrite to retrain it, or another --exp_name")
+    try:
+        saved = fold_settings(json.loads(config_path.read_text()))
+    except (ValueError, UserError) as e:
+        raise UserError(f"fold {fold}: unreadable saved settings {config_path} ({e})") from None
+    diff = [f"{key} {saved[key]!r} -> {requested[key]!r}" for key in requested if saved.get(key) != requested[key]]
+    if diff:
+        raise UserError(f"fold {fold} finished with other settings ({'; '.join(diff)}; saved in {config_path}): "
+                        "use another --exp_name, or --overwrite to retrain it")
+
+
 def run_kfold_training(cfg: Dict, data_root, k: int = 5, mode: str = "outer_inner", folds: Optional[str] = None,
                        inner_val_ratio: float = 0.1, inner_seed: int = 42, summarize_only: bool = False,
                        overwrite: bool = False) -> Dict:
-    """Train the requested folds (skipping finished ones) and write the summary of all finished folds."""
+    """Train the requested folds and write the summary of all finished folds. A finished fold is
+    skipped when its saved settings are the requested ones (``fold_settings``), and refused with
+    one line naming the differences otherwise (``overwrite``: retrained)."""
 
     cfg = resolve_config(cfg)
     if not summarize_only:
@@ -125,12 +162,18 @@ def run_kfold_training(cfg: Dict, data_root, k: int = 5, mode: str = "outer_inne
     if not summarize_only:
         if not Path(data_root).is_dir():
             raise UserError(f"--data_root not found: {data_root} (run kfold_split.py first)")
-        for i in parse_folds(folds, k):
+        requested = fold_settings(cfg, k=k, mode=mode, inner_val_ratio=inner_val_ratio, inner_seed=inner_seed)
+        fold_list = parse_folds(folds, k)
+        for i in fold_list:   # every finished fold checked before any fold trains
+            if (out / f"{base}_fold{i}_result.json").exists() and not overwrite:
+                check_finished_fold(out / f"{base}_fold{i}_config.json", requested, i)
+        for i in fold_list:
             exp = f"{base}_fold{i}"
             result_path = out / f"{exp}_result.json"
             if result_path.exists() and not overwrite:
                 if main:
-                    print(f"fold {i}: already finished ({result_path}); skipping (use --overwrite to retrain)")
+                    print(f"fold {i}: already finished with the same settings ({result_path}); skipping "
+                          "(use --overwrite to retrain)")
                 continue
             with main_process_first():  # rank 0 writes the lists, the others read them
                 lists = write_fold_lists(data_root, i, k, mode, inner_val_ratio, inner_seed)

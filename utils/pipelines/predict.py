@@ -452,12 +452,16 @@ class PredictionWriter:
 
 
 # ---------------------------------------------------------------------- the run
-def run_prediction(data, output_dir, kp_left_path=None, kp_right_path=None, yolo_weights=None,
-                   use_gt_box=False, device="auto", batch_size=16, model_name=None, imgsz=640, conf=0.25,
-                   overlays=True, max_overlays=None, worst_n=10, strict=False, overwrite=True,
-                   progress=True, make_plots=True, min_conf=PredictConfig.min_conf, ai_samples=PredictConfig.ai_samples,
-                   ai_interval_scale=PredictConfig.ai_interval_scale, flip_test=False, refine_path=None,
-                   decode=PredictConfig.decode, hip_sheet=PredictConfig.hip_sheet) -> dict:
+_D = PredictConfig       # every keyword default of run_prediction is PredictConfig's
+
+
+def run_prediction(data, output_dir, kp_left_path=_D.kp_left_path, kp_right_path=_D.kp_right_path,
+                   yolo_weights=_D.yolo_weights, use_gt_box=_D.use_gt_box, device=_D.device,
+                   batch_size=_D.batch_size, model_name=_D.model_name, imgsz=_D.imgsz, conf=_D.conf,
+                   overlays=_D.overlays, max_overlays=_D.max_overlays, worst_n=_D.worst_n, strict=_D.strict,
+                   overwrite=True, progress=True, make_plots=True, min_conf=_D.min_conf, ai_samples=_D.ai_samples,
+                   ai_interval_scale=_D.ai_interval_scale, flip_test=_D.flip_test, refine_path=_D.refine_path,
+                   decode=_D.decode, hip_sheet=_D.hip_sheet) -> dict:
     """Predict every image of ``data`` and, when it has annotations, evaluate.
 
     Writes into ``output_dir``: predictions.csv (one row per readable image; rows for
@@ -471,6 +475,9 @@ def run_prediction(data, output_dir, kp_left_path=None, kp_right_path=None, yolo
     applies to them too.
     ``decode`` (None: each checkpoint's own) changes how the outputs become points.
     ``hip_sheet``: hip_sheet.png, the hips of the first N films (``save_hip_sheet``; with overlays on).
+    ``imgsz`` None: the detector's own training size (``detection.YoloDetector``).
+    A pipeline manifest's models and settings come in as these keywords
+    (``utils.pipelines.manifest.prediction_options``).
     """
     t0 = time.time()
     out = check_output_dir(output_dir, overwrite)
@@ -520,6 +527,7 @@ def run_prediction(data, output_dir, kp_left_path=None, kp_right_path=None, yolo
         writer.close()
     return finish(writer, problems, records, data, dict(use_gt_box=use_gt_box, yolo_weights=yolo_weights,
                                                         make_plots=make_plots, worst_n=worst_n, t0=t0,
+                                                        imgsz=getattr(detector, "imgsz", None),
                                                         hip_sheet=hip_sheet if overlays else 0,
                                                         refine_model=" + ".join(
                                                             r["left"].path for r in refiners.values()) or None))
@@ -540,7 +548,8 @@ def finish(writer: PredictionWriter, problems: ProblemLog, records, data, opts: 
                "undetected": {s: df.loc[~df[schema.column("detected", side=s)].astype(bool), "stem"].tolist()
                               for s in SIDES},
                "kp_models": {s: side_models[s].path for s in SIDES}, "refine_model": opts.get("refine_model"),
-               "yolo_weights": None if opts["use_gt_box"] else str(opts["yolo_weights"])}
+               "yolo_weights": None if opts["use_gt_box"] else str(opts["yolo_weights"]),
+               "imgsz": opts.get("imgsz")}
     qc = [schema.column("qc", side=s) for s in SIDES]
     summary["gate"] = summarize_gate([c for q in qc for c in df[q].fillna("").astype(str)])
     log.info("%s", summary["gate"])
@@ -669,6 +678,8 @@ def print_summary(summary: dict, output_dir) -> None:
         if miss:
             print(f"  {s} hip not detected in {len(miss)} image(s): {', '.join(miss[:10])}"
                   + (" ..." if len(miss) > 10 else ""))
+    if summary.get("imgsz"):
+        print(f"  detector input size {summary['imgsz']} px")
     if summary.get("gate"):
         print(f"  {summary['gate']}")
     if summary["n_skipped"]:

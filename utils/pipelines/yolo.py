@@ -36,6 +36,7 @@ AUGMENT_DEFAULTS = {"fliplr": 0.0, "flipud": 0.0, "degrees": 5.0, "shear": 0.0,
                     "hsv_v": 0.4, "scale": 0.5, "translate": 0.1}
 METRIC_KEYS = ("mAP50", "mAP50-95", "precision", "recall")
 DETECT_CONF = 0.25  # confidence of the pipeline's detector (YoloDetector's default)
+MIN_TOP1_RECALL = 0.5  # below this a trained detector is reported as not usable (recall_warning)
 
 
 # ---------------------------------------------------------------- CLI arguments
@@ -68,6 +69,9 @@ def add_training_args(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
                    help="validate only after the last epoch (Ultralytics' val=False), not after every one: the "
                         "weights copied are then the last epoch's; saves a validation pass per epoch")
     p.add_argument("--weights_dir", default="weights", help="where the best weights are copied as <name>.pt")
+    p.add_argument("--strict", action="store_true",
+                   help=f"exit with an error (code 2) when the final detector's top-1 recall of a side on the "
+                        f"validation images is below {MIN_TOP1_RECALL} (without it: a warning)")
     return p
 
 
@@ -318,11 +322,35 @@ def train_detector(data, model: str = "yolo12n.yaml", epochs: int = 100, imgsz: 
     return result
 
 
-def train_one(data, **kwargs) -> Dict:
-    """``train_detector`` and print its report (the body of train_yolo.py)."""
+def recall_warning(detector: Dict[str, Dict[str, float]], what: str = "the detector") -> Optional[str]:
+    """One line when a side's top-1 recall (``evaluate_detector``) is below ``MIN_TOP1_RECALL``,
+    saying what to try; None when both sides reach it (or nothing was evaluated)."""
+    low = {s: r["recall"] for s, r in (detector or {}).items()
+           if r.get("n") and not float(r["recall"]) >= MIN_TOP1_RECALL}
+    if not low:
+        return None
+    found = ", ".join(f"{s} {v:.2f}" for s, v in low.items())
+    return (f"{what} finds too few hips: top-1 recall {found} on the validation images (below {MIN_TOP1_RECALL}; "
+            "prediction would leave those hips ungradable). Train longer (--epochs), on more films, or at a "
+            "larger --imgsz (README, \"A 5-fold study, step by step\", has a small recipe that works)")
+
+
+def train_one(data, strict: bool = False, **kwargs) -> Dict:
+    """``train_detector`` and print its report (the body of train_yolo.py); then the recall guard
+    (``recall_warning``): a warning, or with ``strict`` a ``UserError``."""
     result = train_detector(data, **kwargs)
     print(report(result))
+    _guard([recall_warning(result.get("detector"))], strict)
     return result
+
+
+def _guard(warnings: Sequence[Optional[str]], strict: bool) -> None:
+    lines = [w for w in warnings if w]
+    for w in lines:
+        log.warning("%s", w)
+    if lines and strict:
+        raise UserError(lines[0] if len(lines) == 1 else f"{len(lines)} detectors find too few hips (see the "
+                                                          f"warnings above); the first: {lines[0]}")
 
 
 # ---------------------------------------------------------------- k-fold
@@ -343,10 +371,12 @@ def _merge_csv(path: Path, rows: List[Dict], cols: Sequence[str]) -> List[Dict]:
 
 
 def train_kfold(data_tpl: str, k: int = 5, folds: Optional[str] = None, name: Optional[str] = None,
-                model: str = "yolo12n.yaml", log_dir="logs", **kwargs) -> List[Dict]:
+                model: str = "yolo12n.yaml", log_dir="logs", strict: bool = False, **kwargs) -> List[Dict]:
     """Train one detector per fold with ``train_detector``; weights ``<name>_fold{i}.pt``.
 
-    Prints a per-fold table and merges it into ``<log_dir>/<name>_kfold_yolo.csv``.
+    Prints a per-fold table and merges it into ``<log_dir>/<name>_kfold_yolo.csv``; then the recall
+    guard of each fold (``recall_warning``): warnings, or with ``strict`` a ``UserError``.
+    Every requested fold is trained (none is skipped as finished).
     """
     if "{fold}" not in data_tpl:
         raise UserError(f"--data_tpl {data_tpl!r} must contain '{{fold}}', e.g. data_kfold/data_fold{{fold}}.yaml")
@@ -354,9 +384,10 @@ def train_kfold(data_tpl: str, k: int = 5, folds: Optional[str] = None, name: Op
     name = name or f"hip_{Path(str(model)).stem}"
     for f in fold_list:  # fail before the first fold trains, not after it
         load_data_yaml(data_tpl.format(fold=f))
-    rows = []
+    rows, warnings = [], []
     for f in fold_list:
         res = train_detector(data_tpl.format(fold=f), model=model, name=f"{name}_fold{f}", **kwargs)
+        warnings.append(recall_warning(res.get("detector"), f"fold {f}'s detector"))
         m = res["metrics"]
         row = {"fold": f, **{c: m.get(c, float("nan")) for c in METRIC_KEYS}, "weights": res["weights"]}
         for cls, pc in m.get("per_class", {}).items():
@@ -370,4 +401,5 @@ def train_kfold(data_tpl: str, k: int = 5, folds: Optional[str] = None, name: Op
     if len(table) > 1:
         table.append({"fold": "mean", **{c: sum(r[c] for r in table) / len(table) for c in METRIC_KEYS}})
     print(f"k-fold detector metrics ({csv_path}):\n" + format_table(table, ["fold", *METRIC_KEYS]))
+    _guard(warnings, strict)
     return rows

@@ -1,7 +1,7 @@
 """The review-and-annotate web app: a FastAPI app over one dataset folder.
 
 ``create_app(data_dir, predictions=None, kp_left_path=None, kp_right_path=None,
-yolo_weights=None)`` returns the app; ``review_app.py`` serves it with uvicorn. The page
+yolo_weights=None, pipeline=None, ...)`` returns the app; ``review_app.py`` serves it with uvicorn. The page
 (``static/``) is plain HTML and JS, served from the repository, no build step. The user
 guide and the JSON API are in docs/review_app.md.
 
@@ -41,7 +41,8 @@ from datasets.image_io import read_image
 from models.checkpoint import load_keypoint_model
 from utils.evaluation import schema
 from utils.evaluation.metrics import read_predictions
-from utils.pipelines.predict import run_prediction
+from utils.pipelines.manifest import load_pipeline, prediction_options
+from utils.pipelines.predict import checkpoint_paths, run_prediction
 
 log = logging.getLogger("hipkp")
 
@@ -217,7 +218,7 @@ class ReviewStore:
     """The dataset folder: index of images, annotation and detection I/O, per-stem locks."""
 
     def __init__(self, data_dir, predictions=None, layout=None, kp_left_path=None, kp_right_path=None,
-                 yolo_weights=None, device="auto"):
+                 yolo_weights=None, device="auto", pipeline=None, refine_path=None, imgsz=None):
         root = Path(data_dir)
         if not root.is_dir():
             raise UserError(f"--data: folder not found: {root}")
@@ -243,12 +244,20 @@ class ReviewStore:
             if unknown:
                 log.warning("%d prediction row(s) name no image of %s (e.g. %s); ignored",
                             len(unknown), self.image_dir, unknown[0])
-        self.kp_left_path, self.kp_right_path, self.yolo_weights = kp_left_path, kp_right_path, yolo_weights
+        # the pre-fill's pipeline: a manifest's models and settings, the given ones over them
+        given = {k: v for k, v in dict(kp_left_path=kp_left_path, kp_right_path=kp_right_path,
+                                       yolo_weights=yolo_weights, refine_path=refine_path, imgsz=imgsz).items()
+                 if v is not None}
+        self.options = prediction_options(load_pipeline(pipeline) if pipeline else None, given)
+        self.options.pop("use_gt_box", None)        # pre-fill decides per image (no detector: the image's boxes)
+        self.kp_left_path, self.kp_right_path, self.yolo_weights = (
+            self.options.get("kp_left_path"), self.options.get("kp_right_path"), self.options.get("yolo_weights"))
         self.device = device
-        for flag, p in (("--kp_left_path", kp_left_path), ("--kp_right_path", kp_right_path),
-                        ("--yolo_weights", yolo_weights)):
-            if p and not Path(p).is_file():
-                raise UserError(f"{flag}: file not found: {p}")
+        for flag, value in (("--kp_left_path", self.kp_left_path), ("--kp_right_path", self.kp_right_path),
+                            ("--yolo_weights", self.yolo_weights), ("--refine_path", self.options.get("refine_path"))):
+            for p in checkpoint_paths(value):
+                if not Path(p).is_file():
+                    raise UserError(f"{flag}: file not found: {p}")
         if (kp_left_path or kp_right_path) and not self.layout:
             self.layout = self._layout_from_checkpoint()
         self.layout = self.layout or "ihdi12"
@@ -275,7 +284,7 @@ class ReviewStore:
 
     def _layout_from_checkpoint(self) -> Optional[str]:
         try:
-            _, _, cfg = load_keypoint_model(self.kp_left_path or self.kp_right_path)
+            _, _, cfg = load_keypoint_model(checkpoint_paths(self.kp_left_path or self.kp_right_path)[0])
         except (ValueError, OSError) as e:
             raise UserError(str(e)) from None
         return cfg.get("layout")
@@ -466,10 +475,12 @@ class ReviewStore:
 
     # ------------------------------------------------------------ pre-fill
     def predict(self, stem: str) -> Dict[str, Any]:
-        """Run ``utils.pipelines.predict.run_prediction`` on this one image; nothing is saved."""
+        """Run ``utils.pipelines.predict.run_prediction`` on this one image, with the whole pipeline
+        (the detector at its training size, the refiners, the settings, the plausibility gate);
+        nothing is saved."""
         if not self.can_predict:
-            raise ApiError(409, "pre-fill needs keypoint weights: start the app with --kp_left_path "
-                                "(and --yolo_weights, or detections/ boxes for this image)")
+            raise ApiError(409, "pre-fill needs keypoint weights: start the app with --pipeline, or with "
+                                "--kp_left_path (and --yolo_weights, or detections/ boxes for this image)")
         img = self.image_path(stem)
         boxes, _ = self.boxes(stem)
         use_gt_box = not self.yolo_weights
@@ -488,10 +499,8 @@ class ReviewStore:
                 (tmp / "data" / "detections").mkdir()
                 write_detection(tmp / "data" / "detections" / f"{stem}.json", boxes, img.name)
             try:
-                run_prediction(tmp / "data", tmp / "out", kp_left_path=self.kp_left_path,
-                               kp_right_path=self.kp_right_path, yolo_weights=self.yolo_weights,
-                               use_gt_box=use_gt_box, device=self.device, batch_size=1, overlays=False,
-                               worst_n=0, progress=False, make_plots=False)
+                run_prediction(tmp / "data", tmp / "out", **self.options, use_gt_box=use_gt_box, device=self.device,
+                               batch_size=1, overlays=False, worst_n=0, progress=False, make_plots=False)
             except UserError as e:
                 raise ApiError(422, f"pre-fill failed: {e}") from None
             df = read_predictions(tmp / "out" / "predictions.csv")
@@ -499,21 +508,25 @@ class ReviewStore:
         pred = _prediction_from_row(row, self.layout)
         missing = [s for s in SIDES if not pred["detected"][s]]
         kps = pred["keypoints"]
+        qc = {s: [r for r in str(row.get(schema.column("qc", side=s)) or "").split(";") if r and r != "nan"]
+              for s in SIDES}
         return {"stem": stem, "keypoints": [_pt(p) for p in kps], "boxes": _boxes_json(pred["boxes"]),
-                "det_conf": pred["det_conf"], "missing_sides": missing,
+                "det_conf": pred["det_conf"], "missing_sides": missing, "qc": qc,
                 "measures": measure(kps, self.layout), "use_gt_box": use_gt_box,
                 "seconds": round(time.time() - t0, 2)}
 
 
 # --------------------------------------------------------------------------- the app
 def create_app(data_dir, predictions=None, kp_left_path=None, kp_right_path=None, yolo_weights=None,
-               layout=None, device="auto"):
+               layout=None, device="auto", pipeline=None, refine_path=None, imgsz=None):
     """The FastAPI app serving ``data_dir`` (a dataset folder or a plain folder of images).
 
     ``predictions``: a predictions.csv to show beside the annotations; ``kp_left_path`` /
     ``kp_right_path`` / ``yolo_weights``: weights for pre-fill (without ``yolo_weights`` the
     image's detections/ boxes are used); ``layout``: the keypoint layout when neither the
-    annotations, the predictions nor the weights tell it (default ihdi12).
+    annotations, the predictions nor the weights tell it (default ihdi12). ``pipeline``: a pipeline
+    manifest (``utils.pipelines.manifest``) for pre-fill, its models and settings; the weights,
+    ``refine_path`` and ``imgsz`` given override its own.
     Structural problems raise ``UserError``.
     """
     from fastapi import Body, FastAPI, Request
@@ -521,7 +534,8 @@ def create_app(data_dir, predictions=None, kp_left_path=None, kp_right_path=None
     from fastapi.staticfiles import StaticFiles
 
     store = ReviewStore(data_dir, predictions=predictions, layout=layout, kp_left_path=kp_left_path,
-                        kp_right_path=kp_right_path, yolo_weights=yolo_weights, device=device)
+                        kp_right_path=kp_right_path, yolo_weights=yolo_weights, device=device, pipeline=pipeline,
+                        refine_path=refine_path, imgsz=imgsz)
     app = FastAPI(title="Hip keypoint review", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.store = store
 

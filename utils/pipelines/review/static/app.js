@@ -388,7 +388,9 @@ async function prefill() {
     if (S.stem !== stem) return;
     pushUndo();
     S.kps = r.keypoints.map(p => (p && Number.isFinite(p[0]) && Number.isFinite(p[1]) ? p : null));
+    const gated = r.qc ? Object.entries(r.qc).filter(([, v]) => v.length).map(([s, v]) => `${s} hip ${v.join(", ")}`) : [];
     setStatus(`pre-filled by the model in ${r.seconds} s` + (r.missing_sides.length ? `; no box for the ${r.missing_sides.join(" and ")} hip: place those points` : "")
+              + (gated.length ? `; ungradable (plausibility gate): ${gated.join("; ")}` : "")
               + "; correct the points, then save");
   } catch (e) {
     setStatus(`pre-fill failed: ${e.message}`, true);
