@@ -12,6 +12,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+import torch
 import yaml
 
 import kfold_train_yolo
@@ -430,3 +431,31 @@ def test_kfold_detectors_are_guarded_per_fold(tiny, tmp_path, monkeypatch, capsy
     assert e.value.code == 2 and "fold 2's detector finds too few hips: top-1 recall left 0.00" in err[-1]
     assert "fold 1's" not in err[-1]
     assert (tmp_path / "logs" / "kf_kfold_yolo.csv").is_file()      # the table is written before the guard
+
+
+def test_detector_batches_hold_one_image_shape():
+    """Ultralytics letterboxes a mixed-shape batch differently from a lone image, so the detector
+    sends each shape in batches of its own: every call sees one shape, results come back in order."""
+    import types
+    from utils.pipelines.detection import YoloDetector
+
+    calls = []
+
+    def fake_predict(chunk, **kw):
+        calls.append({im.shape for im in chunk})
+        out = []
+        for im in chunk:    # one LeftHip box whose x1 encodes the image's width
+            boxes = types.SimpleNamespace(xyxy=torch.tensor([[float(im.shape[1]), 0.0, 400.0, 10.0]]),
+                                          conf=torch.tensor([0.9]), cls=torch.tensor([0.0]))
+            out.append(types.SimpleNamespace(boxes=boxes))
+        return out
+
+    det = object.__new__(YoloDetector)
+    det.model = types.SimpleNamespace(predict=fake_predict)
+    det.imgsz, det.conf, det.device, det.class_ids = 64, 0.25, "cpu", {"left": 0, "right": 1}
+    widths = [30, 40, 30, 50, 40, 30, 30]
+    images = [np.zeros((20, w), np.uint8) for w in widths]
+    res = det.predict(images, batch_size=2)
+    assert all(len(shapes) == 1 for shapes in calls)
+    assert [r["left"].box[0] for r in res] == widths
+    assert sum(len(s) for s in calls) >= 3

@@ -160,18 +160,28 @@ class YoloDetector:
             self.class_ids = side_class_ids(self.model.names)
 
     def predict(self, images: Sequence[np.ndarray], batch_size: int = 8) -> List[SideDetections]:
-        """Batched inference: per image ``{"left": Detection | None, "right": Detection | None}``."""
-        out: List[SideDetections] = []
+        """Batched inference: per image ``{"left": Detection | None, "right": Detection | None}``.
+
+        A batch holds images of one shape only: Ultralytics letterboxes a batch of mixed shapes to
+        a full square but a lone image (or a batch of one shape) to the nearest stride multiple,
+        and the boxes differ by pixels between the two. Grouping by shape makes an image's boxes
+        the same whatever else is in its batch (the review app predicts one film at a time)."""
+        imgs = [as_bgr(im) for im in images]
+        out: List[Optional[SideDetections]] = [None] * len(imgs)
         batch_size = max(1, int(batch_size))
-        for start in range(0, len(images), batch_size):
-            chunk = [as_bgr(im) for im in images[start:start + batch_size]]
-            with keep_torch_threads():
-                results = self.model.predict(chunk, imgsz=self.imgsz, conf=self.conf, device=self.device,
-                                             batch=len(chunk), verbose=False)
-            for r in results:
-                b = r.boxes
-                out.append(best_per_side(b.xyxy.cpu().numpy(), b.conf.cpu().numpy(),
-                                         b.cls.cpu().numpy(), self.class_ids))
+        by_shape: Dict[tuple, List[int]] = {}
+        for i, im in enumerate(imgs):
+            by_shape.setdefault(im.shape, []).append(i)
+        for idx in by_shape.values():
+            for start in range(0, len(idx), batch_size):
+                part = idx[start:start + batch_size]
+                with keep_torch_threads():
+                    results = self.model.predict([imgs[i] for i in part], imgsz=self.imgsz, conf=self.conf,
+                                                 device=self.device, batch=len(part), verbose=False)
+                for i, r in zip(part, results):
+                    b = r.boxes
+                    out[i] = best_per_side(b.xyxy.cpu().numpy(), b.conf.cpu().numpy(),
+                                           b.cls.cpu().numpy(), self.class_ids)
         return out
 
     def predict_paths(self, paths: Sequence, batch_size: int = 8,
