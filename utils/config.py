@@ -42,6 +42,10 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 OPTIMIZERS = ("adamw", "muon")             # utils/pipelines/train_setup.py: make_optimizer
 PIPELINES = ("hip_crop", "full_image")     # the training data: hip crops (two-stage) or whole films
 STAGES = ("hip", *REFINE_STAGES)          # a hip_crop model's points: the whole hip, or a refiner's
+# an AI 95% interval wider than this (degrees; the AI's plausible range is 0-60) says nothing about
+# the hip: a run whose mean width exceeds it reports its intervals as uninformative, not its coverage,
+# and an overlay prints such an interval as "interval uninformative" (docs/outputs.md)
+AI_INTERVAL_MAX_WIDTH_DEG = 30.0
 
 
 def opt(default, help: str = "", type=None, action=None, resume: bool = False, cli: bool = True,

@@ -21,6 +21,7 @@ import pandas as pd
 
 from datasets.image_io import read_image, to_uint8
 from datasets.layouts import SIDES, get_layout
+from utils.config import AI_INTERVAL_MAX_WIDTH_DEG
 from utils.cropping import apply_matrix, box_to_crop_matrix, square_box, warp
 from utils.evaluation import metrics, schema
 from utils.hip_geometry import ce_angle, grade_name, head_lines, hip_frames, hip_lines, tonnis_grade
@@ -178,8 +179,14 @@ def _measure(kps, lay):
 
 
 def _interval_text(ai_interval, s) -> str:
+    """`` (21.9-26.5)``; for an interval wider than ``AI_INTERVAL_MAX_WIDTH_DEG`` (it spans most of
+    the AI's plausible range and says nothing) `` (interval uninformative)``; "" without one."""
     lo, hi = (ai_interval or {}).get(s) or (np.nan, np.nan)
-    return f" ({float(lo):.1f}-{float(hi):.1f})" if np.isfinite(lo) and np.isfinite(hi) else ""
+    if not (np.isfinite(lo) and np.isfinite(hi)):
+        return ""
+    if float(hi) - float(lo) > AI_INTERVAL_MAX_WIDTH_DEG:
+        return " (interval uninformative)"
+    return f" ({float(lo):.1f}-{float(hi):.1f})"
 
 
 def hip_labels(pred_frames=None, gt_frames=None, qc=None, ai_interval=None, head=None) -> Dict[str, List]:
