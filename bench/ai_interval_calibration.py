@@ -9,7 +9,9 @@
         --val data/demo/val --test data/demo/test --device cpu
 
 Prints the coverage (fraction of true AIs inside the interval; target 0.90-0.98) and the
-mean width per candidate --ai_interval_scale on the validation split, the chosen scale,
+mean width per candidate --ai_interval_scale on the validation split (the grid is extended,
+halving or doubling, until the coverage crosses 0.95; a warning when it never does or when the
+chosen interval is wider than 30 deg, i.e. uninformative), the chosen scale,
 and the test split at scale 1 (the model's raw spread) and at the chosen scale. Pass the
 chosen value to predict_hip_crop_keypoints.py --ai_interval_scale (docs/outputs.md).
 """
@@ -49,7 +51,9 @@ def main(argv=None):
                               use_gt_box=a.use_gt_box, yolo_weights=a.yolo_weights, device=a.device,
                               ai_samples=a.ai_samples, refine_path=a.refine_path, imgsz=a.imgsz)
     print(calibration_markdown(r))
-    print(f"chosen --ai_interval_scale {r['scale']:g} (validation coverage closest to 0.95)")
+    print(f"chosen --ai_interval_scale {r['scale']:g} (validation coverage closest to 0.95): {r['note']}")
+    if not (r["crossed"] and r["informative"]):
+        print(f"warning: {r['note']}", file=sys.stderr)
 
 
 if __name__ == "__main__":
