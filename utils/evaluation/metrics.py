@@ -64,7 +64,10 @@ Conventions
   and excluded (reported as ``n_missing``) from the keypoint, AI and IHDI metrics,
   whatever their ``pred_*`` cells hold (e.g. a 0 grade).
 - IHDI grade 0 (ungradable) is counted (``n_ungradable_gt`` / ``n_ungradable_pred``)
-  and the pair is excluded from the grade metrics.
+  and the pair is excluded from the grade metrics, except in the all-hips blocks (``ihdi``,
+  ``tonnis``), where a hip failed by the gate counts as an error (``ihdi_metrics(failed=...)``;
+  docs/outputs.md, "Which hips each number counts"). Every block's ``n`` is the number of hips
+  it counts.
 - SDs are sample SDs (``ddof=1``). ``pooled`` means both sides together.
 - Values that cannot be computed (no data, zero denominators) are NaN, ``None`` in
   the JSON dict.
