@@ -17,7 +17,8 @@ from utils.fileio import check_dir_args
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--dataset", required=True, help="dataset folder (images/, annotations/, ...), ihdi12 or mtddh8")
+    p.add_argument("--dataset", required=True, help="dataset folder (images/, annotations/, ...), ihdi12 or mtddh8, "
+                                                     "or a plain folder of images")
     p.add_argument("--output_dir", default=None, help="where the report goes (default <dataset>/analysis)")
     p.add_argument("--strict", action="store_true", help="stop at the first unusable item instead of listing it")
     return p.parse_args(argv)

@@ -6,11 +6,13 @@
         --head_type simcc_2d --input_size 384 --epochs 100
 
 The same training loop, flags, checkpoints and logs as train_hip_crop_keypoints.py, with
---pipeline full_image (--side, --mirror, --crop_expand and --box_jitter do not apply).
+--pipeline full_image (--side, --mirror, --crop_expand, --box_jitter, --stage and the refiner's
+--roof_margin / --roof_jitter do not apply and are not listed in --help).
 Predict with predict_full_image_keypoints.py. See docs/model_options.md.
 """
 import argparse
 
+from utils.config import HIP_CROP_ONLY
 from utils.errors import cli
 from utils.pipelines.train import add_train_args, run_training_cli
 
@@ -20,6 +22,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Train a keypoint model on whole films (single-stage baseline).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter))
     p.set_defaults(pipeline="full_image", input_size=384)
+    for action in p._actions:            # the hip-crop settings do not apply: not listed in --help
+        if action.dest in HIP_CROP_ONLY:
+            action.help = argparse.SUPPRESS
     return p
 
 

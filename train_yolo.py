@@ -13,9 +13,13 @@ from utils.fileio import check_dir_args
 from utils.pipelines.yolo import add_training_args, train_one
 
 
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    """The docstring as written, and every flag's default in --help."""
+
+
 @cli
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=_HelpFormatter)
     p.add_argument("--data", default="data/data.yaml", help="Ultralytics data YAML (names LeftHip, RightHip)")
     add_training_args(p)
     a = p.parse_args(argv)

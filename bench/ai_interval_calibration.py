@@ -8,7 +8,9 @@
         --val data/demo/val --test data/demo/test --device cpu
 
 Prints the coverage (fraction of true AIs inside the interval; target 0.90-0.98) and the
-mean width per candidate --ai_interval_scale on the validation split, the chosen scale,
+mean width per candidate --ai_interval_scale on the validation split (the grid is extended,
+halving or doubling, until the coverage crosses 0.95; a warning when it never does or when the
+chosen interval is wider than 30 deg, i.e. uninformative), the chosen scale,
 and the test split at scale 1 (the model's raw spread) and at the chosen scale. Pass the
 chosen value to predict_hip_crop_keypoints.py --ai_interval_scale, or write it into the pipeline
 manifest's settings (docs/outputs.md).
@@ -65,7 +67,9 @@ def main(argv=None):
     r = calibrate_ai_interval(a.val, a.test, scales=[float(s) for s in a.scales.split(",")], output_dir=a.output_dir,
                               **kw)
     print(calibration_markdown(r))
-    print(f"chosen --ai_interval_scale {r['scale']:g} (validation coverage closest to 0.95)")
+    print(f"chosen --ai_interval_scale {r['scale']:g} (validation coverage closest to 0.95): {r['note']}")
+    if not (r["crossed"] and r["informative"]):
+        print(f"warning: {r['note']}", file=sys.stderr)
 
 
 if __name__ == "__main__":

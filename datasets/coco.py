@@ -316,8 +316,8 @@ def import_coco(coco_json, images_dir, out, layout: Optional[str] = None, overwr
         sp = entry.get("pixel_spacing_mm")
         meta_rows.append({"stem": stem, "patient_id": entry.get("patient_id") or stem,
                           "pixel_spacing_mm": sp if sp is not None else "",
-                          "ai_left": f"{ai[0]:.2f}", "ai_right": f"{ai[1]:.2f}",
-                          "ihdi_left": int(grades[0]), "ihdi_right": int(grades[1])})
+                          "ai_left": float(ai[0]), "ai_right": float(ai[1]),
+                          "ihdi_left": int(grades[0]), "ihdi_right": int(grades[1]), "width": width, "height": height})
     with open(out / "import_log.csv", "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=["file", "status", "reason"])
         w.writeheader()

@@ -180,6 +180,20 @@ def side_boxes(kps: np.ndarray, width: int, height: int) -> Dict[str, np.ndarray
 
 
 # ---------------------------------------------------------------- images
+def is_label_file(path: Path) -> bool:
+    """True for a YOLO label file: its first non-empty line starts with a class number. A licence,
+    readme or notes ``.txt`` next to the labels (``LICENSE-open-hip-dysplasia.txt``) is not one and is
+    ignored, not reported as a broken label."""
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            for line in f:
+                if line.strip():
+                    return line.split()[0].isdigit()
+    except OSError:
+        return True                      # unreadable: let the converter report it
+    return True                          # empty: the converter reports it as a broken label
+
+
 def find_image(stem: str, folders: List[Path]) -> Path:
     for folder in folders:
         hits = sorted(p for p in folder.glob(f"{glob.escape(stem)}.*")
@@ -252,7 +266,7 @@ def convert_mtddh(src, out, images=None, femur_order: str = "head_first", overwr
     if images and not Path(images).is_dir():
         raise UserError(f"--images folder not found: {images}")
     img_dirs.append(src)
-    labels = sorted(p for p in src.glob("*.txt") if p.name != "classes.txt")
+    labels = sorted(p for p in src.glob("*.txt") if p.name != "classes.txt" and is_label_file(p))
     if not labels:
         raise UserError(f"no YOLO label files (*.txt) in {src}")
     _prepare_output(out, [src] + img_dirs, overwrite)

@@ -354,3 +354,45 @@ def test_paired_ai_error_test_on_predictions_dataframes():
     assert r["n_pairs"] == 80 and r["better"] == "a" and r["mae_b"] > r["mae_a"]
     db.loc[0, "detected_left"] = False
     assert A.paired_ai_error_test(da, db)["n_missing"] == 1
+
+
+def test_compare_honours_each_sources_gate(phantoms, tmp_path):
+    """A hip that the predictions file's gate failed (qc reasons, grade 0) is graded nothing: it is
+    counted as ungradable in that source, left out of the IHDI agreement, and the kappa equals the
+    one predict reports over the gradable hips."""
+    import pandas as pd
+    from utils.pipelines.compare import run_compare
+    tmp, a, b = phantoms
+    pcsv = _write_predictions_csv(tmp_path / "predictions.csv", a, b)
+    df = M.read_predictions(pcsv)
+    for s in ("left", "right"):
+        df[f"qc_{s}"] = df[f"qc_{s}"].fillna("").astype(object)
+    failed = sorted(df["stem"])[:5]
+    sel = df["stem"].isin(failed)
+    df.loc[sel, "qc_right"] = "ai_out_of_range"
+    df.loc[sel, "pred_ihdi_right"] = 0
+    df.loc[df["stem"] == failed[0], "qc_left"] = "h_line_tilt;ai_out_of_range"
+    df.loc[df["stem"] == failed[0], "pred_ihdi_left"] = 0
+    df.to_csv(pcsv, index=False)
+    res = run_compare(a, pcsv, tmp_path / "gated", label_b="Model", overlays=False, n_resamples=50)
+    ih = res["ihdi"]
+    assert ih["n_ungradable_b"] == 6 and ih["n_ungradable_a"] == 0 and ih["n_ungradable"] == 6
+    assert ih["n"] == 2 * N_IMAGES - 6
+    assert ih["ungradable_reasons"]["b"] == {"ai_out_of_range": 6, "h_line_tilt": 1}
+    per = pd.read_csv(tmp_path / "gated" / "per_image.csv", dtype={"stem": str}).set_index("stem")
+    assert (per.loc[failed, "ihdi_b_right"] == 0).all() and per.loc[failed[0], "ihdi_b_left"] == 0
+    assert (per.loc[failed, "qc_b_right"] == "ai_out_of_range").all()
+    # kappa by hand over the hips both graded
+    ga = np.concatenate([per[f"ihdi_a_{s}"] for s in ("left", "right")])
+    gb = np.concatenate([per[f"ihdi_b_{s}"] for s in ("left", "right")])
+    keep = gb != 0
+    assert keep.sum() == ih["n"]
+    assert ih["kappa_quadratic"] == pytest.approx(cohen_kappa_score(ga[keep].astype(int), gb[keep].astype(int),
+                                                                    weights="quadratic", labels=[1, 2, 3, 4]))
+    # the same number as predict's gradable-hips kappa on the same file (A's grades are its gt grades)
+    m = M.evaluate_predictions(df)
+    assert m["ihdi_gradable"]["pooled"]["kappa_quadratic"] == pytest.approx(ih["kappa_quadratic"])
+    assert m["ihdi_gradable"]["pooled"]["n"] == ih["n"]
+    md = (tmp_path / "gated" / "agreement.md").read_text()
+    assert "Ungradable in either source: 6" in md and "Model: 6" in md
+    assert res["ai_gradable"]["n"] == 2 * N_IMAGES - 6 and res["ai"]["n"] == 2 * N_IMAGES

@@ -122,3 +122,37 @@ def test_bad_dataset_exits_2(tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
         main(["--dataset", str(tmp_path / "empty")])
     assert e.value.code == 2 and "no images" in capsys.readouterr().err
+
+
+def test_plain_image_folder_and_duplicates_by_decoded_pixels(tmp_path):
+    """A plain folder of images (no images/, no labels) is analysed like predict reads it; two files
+    whose bytes differ but whose pixels are the same are one duplicate group; no 'Layout None'."""
+    folder = tmp_path / "films"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    img = rng.integers(0, 255, (120, 160), dtype=np.uint8)
+    cv2.imwrite(str(folder / "a.png"), img, [cv2.IMWRITE_PNG_COMPRESSION, 0])
+    cv2.imwrite(str(folder / "b.png"), img, [cv2.IMWRITE_PNG_COMPRESSION, 9])
+    cv2.imwrite(str(folder / "c.png"), 255 - img)
+    assert (folder / "a.png").read_bytes() != (folder / "b.png").read_bytes()
+    s = run_analysis(folder, tmp_path / "report")
+    assert s["n_images"] == 3 and s["layout"] is None and s["n_annotated"] == 0
+    assert s["outliers"]["duplicate_groups"] == [["a", "b"]]
+    assert s["problems"]["flags"] == {}                        # no label files to miss in a plain folder
+    md = (tmp_path / "report" / "dataset_report.md").read_text()
+    assert "None" not in md and "No annotations" in md
+    per = pd.read_csv(tmp_path / "report" / "per_image.csv").set_index("stem")
+    assert per.at["a", "sha256"] != per.at["b", "sha256"] and per.at["a", "pixel_sha256"] == per.at["b", "pixel_sha256"]
+
+
+def test_real_dicoms_with_identical_pixels_are_duplicates(tmp_path):
+    src = ROOT.parent / "shared" / "real_xray" / "dicom"
+    if not src.is_dir():
+        pytest.skip("../shared is absent")
+    folder = tmp_path / "dicom"
+    folder.mkdir()
+    for name in ("331_DDH_1.dcm", "331_DDH_12.dcm", "331_DDH_10.dcm"):
+        shutil.copy(src / name, folder / name)
+    assert (folder / "331_DDH_1.dcm").read_bytes() != (folder / "331_DDH_12.dcm").read_bytes()
+    s = run_analysis(folder, tmp_path / "report")
+    assert s["n_images"] == 3 and s["outliers"]["duplicate_groups"] == [["331_DDH_1", "331_DDH_12"]]

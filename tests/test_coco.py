@@ -81,6 +81,10 @@ def test_round_trip_is_exact(phantom, tmp_path):
         assert float(m1[stem]["pixel_spacing_mm"]) == pytest.approx(float(m0[stem]["pixel_spacing_mm"]))
         assert float(m1[stem]["ai_left"]) == pytest.approx(float(m0[stem]["ai_left"]), abs=0.006)
         assert m1[stem]["ihdi_right"] == str(m0[stem]["ihdi_right"])
+        # the import keeps the image size and the AI as measured (not rounded to 2 decimals)
+        assert (m1[stem]["width"], m1[stem]["height"]) == (m0[stem]["width"], m0[stem]["height"])
+        for side in ("left", "right"):
+            assert float(m1[stem][f"ai_{side}"]) == pytest.approx(float(m0[stem][f"ai_{side}"]), abs=1e-9)
     # and back again: the second export equals the first
     export_coco(ds2, tmp_path / "again.json")
     again = json.loads((tmp_path / "again.json").read_text())

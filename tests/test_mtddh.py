@@ -164,3 +164,17 @@ def test_malformed_files_are_skipped_whole(tmp_path):
     assert s["converted"] == 2 and s["reasons"] == {"wrong line count": 1, "visibility 0": 1,
                                                    "coordinate outside [0, 1]": 1, "side missing": 2,
                                                    "image missing": 1}
+
+
+def test_licence_and_notes_files_are_not_label_files(tmp_path):
+    """A licence or readme .txt next to the labels is ignored: not parsed, not a skipped label."""
+    src = tmp_path / "src"
+    src.mkdir()
+    write_case(src, "good", GOOD)
+    lic = ROOT.parent / "shared" / "mtddh_labels" / "LICENSE-open-hip-dysplasia.txt"
+    text = lic.read_text() if lic.is_file() else "MIT License\n\nCopyright (c) 2024 ...\n"
+    (src / "LICENSE-open-hip-dysplasia.txt").write_text(text)
+    (src / "notes.txt").write_text("\n  labels re-exported 2024-05-01\n")
+    s = convert_mtddh(src, tmp_path / "out")
+    assert s["converted"] == 1 and s["skipped"] == 0 and s["reasons"] == {}
+    assert set(read_log(tmp_path / "out")) == {"good.txt"}

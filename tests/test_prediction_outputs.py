@@ -142,9 +142,15 @@ def test_metrics_over_all_and_over_gradable_hips():
     assert m["ai_gradable"]["right"]["n"] == 6
     assert m["ihdi"]["right"]["accuracy"] == pytest.approx(6 / 8)
     assert m["ihdi_gradable"]["right"]["accuracy"] == 1.0
-    # ihdi_metrics(failed=...): an ungradable failed hip is an error everywhere but in the kappa
+    # ihdi_metrics(failed=...): an ungradable failed hip is an error everywhere, in the kappa as the grade
+    # farthest from its reference (II -> IV). By hand, quadratic weights (i-j)^2/9 over pairs (1,1) (2,2)
+    # (3,3) (2,4): observed 4/9/4 = 1/9; expected from rows (1,2,1,0), columns (1,1,1,1): 32/9/16 = 2/9;
+    # kappa = 1 - (1/9)/(2/9) = 0.5
     r = ihdi_metrics([1, 2, 3, 2], [1, 2, 3, 0], failed=[False, False, False, True])
-    assert r["accuracy"] == 0.75 and r["n_failed_as_error"] == 1 and r["kappa_quadratic"] == 1.0
+    assert r["accuracy"] == 0.75 and r["n_failed_as_error"] == 1 and r["kappa_quadratic"] == pytest.approx(0.5)
+    assert r["n"] == 4 and r["n_graded"] == 3
+    graded = ihdi_metrics([1, 2, 3, 2], [1, 2, 3, 0])
+    assert graded["kappa_quadratic"] == 1.0 and graded["n"] == 3       # the gradable-only kappa differs
     assert r["confusion"]["gt_II"]["pred_ungradable"] == 1 and r["screening"]["fn"] == 1
     assert r["per_grade"]["II"]["recall"] == 0.5
     plain = ihdi_metrics([1, 2, 3, 2], [1, 2, 3, 0])                           # without the gate: left out

@@ -9,6 +9,7 @@ import pytest
 
 import utils.pipelines.predict as P
 from datasets.formats import load_dataset
+from datasets.layouts import SIDES, get_layout
 from tests.helpers import _side_points
 from tests.test_plots import frame
 from tests.test_predict import _install_perfect, data, data_mtddh8  # noqa: F401  (fixtures)
@@ -23,12 +24,15 @@ def _keys(keys):
 def mtddh8_frame(n=12, seed=0):
     """Predictions rows of mtddh8 hips (noisy points around helper-made GT), gated, with AI intervals."""
     rng = np.random.default_rng(seed)
+    lay = get_layout("mtddh8")
     rows = []
     for i in range(n):
         gt = np.concatenate([_side_points(rng, "left", 1 + i % 4, 256, "mtddh8"),
                              _side_points(rng, "right", 1 + (i // 2) % 4, 256, "mtddh8")])
         pred = gt + rng.normal(0, 1.5, gt.shape)
+        boxes = {s: (*gt[lay.side_slice(s)].min(0) - 10, *gt[lay.side_slice(s)].max(0) + 10) for s in SIDES}
         rows.append(prediction_row(f"m{i}", pred, "mtddh8", gt_kps=gt, pixel_spacing_mm=0.2, image_width=256,
+                                   pred_boxes=boxes, gt_boxes=boxes,
                                    ai_interval={"left": (10.0, 40.0), "right": (10.0, 40.0)}))
     return pd.DataFrame(rows)
 

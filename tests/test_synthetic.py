@@ -404,3 +404,14 @@ def test_roof_fade_dims_towards_the_lateral_edge():
         assert np.all(np.diff(w) <= 1e-12) and w.min() >= 0 and w.max() <= 1.2
         faded += w[-1] < 0.6 * w[0]
     assert 0.3 < faded / 200 < 0.9            # most films, not all
+
+
+def test_mtddh8_dislocated_hips_are_coherent(tmp_path):
+    """An IHDI-IV hip (metaphysis above Hilgenreiner's line) has its head centre up at the roof edge:
+    Toennis III or IV, never I or II."""
+    out = generate_dataset(tmp_path / "iv", 16, seed=11, size=256, layout="mtddh8", grade_mix="0,0.1,0.1,0.8",
+                           progress=False)
+    pairs = [(g, t) for r in load_dataset(out, require_annotations=True)
+             for g, t in zip(ihdi_grade(r.keypoints, "mtddh8"), tonnis_grade(r.keypoints, "mtddh8"))]
+    iv = [t for g, t in pairs if g == 4]
+    assert len(iv) >= 15 and all(t in (3, 4) for t in iv), iv

@@ -44,7 +44,13 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 OPTIMIZERS = ("adamw", "muon")             # utils/pipelines/train_setup.py: make_optimizer
 PIPELINES = ("hip_crop", "full_image")     # the training data: hip crops (two-stage) or whole films
+# the settings only a hip_crop model uses; the full-image baseline ignores them (and hides their flags)
+HIP_CROP_ONLY = ("side", "mirror", "crop_expand", "box_jitter", "stage", "roof_margin", "roof_jitter")
 STAGES = ("hip", *REFINE_STAGES)          # a hip_crop model's points: the whole hip, or a refiner's
+# an AI 95% interval wider than this (degrees; the AI's plausible range is 0-60) says nothing about
+# the hip: a run whose mean width exceeds it reports its intervals as uninformative, not its coverage,
+# and an overlay prints such an interval as "interval uninformative" (docs/outputs.md)
+AI_INTERVAL_MAX_WIDTH_DEG = 30.0
 
 
 def opt(default, help: str = "", type=None, action=None, resume: bool = False, cli: bool = True,

@@ -45,6 +45,11 @@ LOWER_DP = (-0.04, 0.04)
 # a grade-IV metaphysis (both corners) lies at least this far (D) below the roof line (the line
 # triradiate -> lateral edge), so that it does not project over the roof and its lateral edge
 GRADE4_BELOW_ROOF = 0.03
+# a grade-IV head centre lies at least this far (D) above the lower Toennis-III bound (0.03 D below
+# the SMA line through the lateral edge): a dislocated head is at or above the roof edge, Toennis
+# III-IV, never a located Toennis I-II head under an IHDI-IV metaphysis
+GRADE4_HEAD_ABOVE = 0.015
+TONNIS_TAU = 0.03        # utils.hip_geometry's Toennis III band, in units of the inter-triradiate distance
 # age range of the phantom patients (months); ``maturity`` 0..1 spans it
 AGE_MONTHS = (3.0, 48.0)
 
@@ -174,7 +179,11 @@ def _sample_hip_geometry(rng, grade: int, width: float, tilt: float, st: Phantom
             hx, hy = sample_hpoint(rng, grade)
         else:                                             # (not reached in practice)
             hx, hy = 0.3, -GRADE_MARGIN - 0.01
-    return ai, roof_len, hx, hy, g["head_dp"], g["head_dq"]
+    head_dq = g["head_dq"]
+    if grade == 4:       # the head centre no lower than the roof edge's level (less the Toennis III band)
+        edge_q = -roof_len * np.sin(np.radians(ai))
+        head_dq = min(head_dq, edge_q + TONNIS_TAU - GRADE4_HEAD_ABOVE - hy)
+    return ai, roof_len, hx, hy, g["head_dp"], head_dq
 
 
 def _sample_hip(rng, grade: int, maturity: float, layout_name: str, st: PhantomStats) -> HipAnatomy:

@@ -23,7 +23,7 @@ from typing import Dict, Optional
 import numpy as np
 
 from datasets.layouts import SIDES, get_layout
-from datasets.synthetic.anatomy import MIN_EDGE_TURN_DEG, HipAnatomy, PelvisAnatomy
+from datasets.synthetic.anatomy import GRADE4_HEAD_ABOVE, MIN_EDGE_TURN_DEG, TONNIS_TAU, HipAnatomy, PelvisAnatomy
 
 # margin (fraction of the keypoints' extent) added on each side of a hip box
 BOX_MARGIN = 0.20
@@ -87,7 +87,8 @@ def _nucleus_fits(h: HipAnatomy, C, E, H, dlat, up_m, rn: float) -> bool:
     return (float(C @ n_roof) >= rn + NUCLEUS_CLEARANCE                  # below the roof line
             and above_meta >= rn + NUCLEUS_CLEARANCE                     # above the metaphysis margin
             and above_meta >= 0.03 + 0.25 * abs(float((C - H) @ dlat))   # over the neck
-            and (h.grade > 2 or C[0] <= E[0] - 0.005 - (0.5 * rn if h.grade == 1 else 0.0)))   # in the socket
+            and (h.grade > 2 or C[0] <= E[0] - 0.005 - (0.5 * rn if h.grade == 1 else 0.0))    # in the socket
+            and (h.grade < 4 or C[1] <= E[1] + TONNIS_TAU - GRADE4_HEAD_ABOVE))   # dislocated: up at the edge
 
 
 def place_head(h: HipAnatomy, E, H, dlat, up_m, Rh: float):

@@ -64,7 +64,10 @@ Conventions
   and excluded (reported as ``n_missing``) from the keypoint, AI and IHDI metrics,
   whatever their ``pred_*`` cells hold (e.g. a 0 grade).
 - IHDI grade 0 (ungradable) is counted (``n_ungradable_gt`` / ``n_ungradable_pred``)
-  and the pair is excluded from the grade metrics.
+  and the pair is excluded from the grade metrics, except in the all-hips blocks (``ihdi``,
+  ``tonnis``), where a hip failed by the gate counts as an error (``ihdi_metrics(failed=...)``;
+  docs/outputs.md, "Which hips each number counts"). Every block's ``n`` is the number of hips
+  it counts.
 - SDs are sample SDs (``ddof=1``). ``pooled`` means both sides together.
 - Values that cannot be computed (no data, zero denominators) are NaN, ``None`` in
   the JSON dict.
@@ -81,6 +84,7 @@ from scipy import stats
 from sklearn.metrics import cohen_kappa_score, confusion_matrix, precision_recall_fscore_support
 
 from datasets.layouts import SIDES, get_layout, layout_for_num_points
+from utils.config import AI_INTERVAL_MAX_WIDTH_DEG
 from utils.evaluation import schema
 from utils.evaluation.schema import has_head_centre
 from utils.hip_geometry import (DEFAULT_MIN_CONF, GATE_REASONS, ce_angle, format_reasons, hilgenreiner_distances,
@@ -351,6 +355,13 @@ def _failed_pairs(y_true, y_pred, failed) -> np.ndarray:
     return t[m].astype(int)
 
 
+def worst_case_grade(y_true) -> np.ndarray:
+    """The grade farthest from each reference grade (I, II -> IV; III, IV -> I): what an
+    ungradable prediction counts as in the all-hips kappa, the most conservative assignment."""
+    t = np.asarray(y_true, dtype=int)
+    return np.where(t <= 2, GRADES[-1], GRADES[0]).astype(int)
+
+
 def ihdi_metrics(y_true, y_pred, failed=None) -> Dict:
     """IHDI grade agreement on pairs where both grades are 1-4.
 
@@ -359,18 +370,21 @@ def ihdi_metrics(y_true, y_pred, failed=None) -> Dict:
     zero_division=0), per-grade P/R/F1/support, quadratic-weighted Cohen's kappa
     (labels 1-4; NaN when undefined, e.g. a single grade in both) and the screening
     view (grade I vs II-IV, positive = II-IV). Grade-0 and missing pairs are counted
-    and excluded.
+    and excluded. ``n`` is the number of hips every one of these numbers counts.
 
     ``failed`` (a boolean mask like ``y_pred``) marks hips that failed the plausibility
     gate: their ungradable prediction (0) then counts as an error instead of being left
-    out (``n_failed_as_error``): wrong in the accuracy, a miss of its reference grade in
-    P/R/F1, a ``pred_ungradable`` column of the confusion matrix and the wrong side of the
-    screening split. The kappa stays over the graded pairs (an ungradable hip has no
-    place on the grade scale).
+    out (``n_failed_as_error``; ``n`` = ``n_graded`` + ``n_failed_as_error``): wrong in the
+    accuracy, a miss of its reference grade in P/R/F1, a ``pred_ungradable`` column of the
+    confusion matrix, the wrong side of the screening split, and in the kappa the grade
+    farthest from its reference (``worst_case_grade``). Without ``failed`` every number is
+    over the graded pairs (``n`` = ``n_graded``).
     """
     t, p, counts = _grade_pairs(y_true, y_pred)
     tf = _failed_pairs(y_true, y_pred, failed)
     out: Dict = dict(counts)
+    out["n_graded"] = int(len(t))
+    out["n"] = int(len(t) + len(tf))
     cm = confusion_matrix(t, p, labels=list(GRADES)) if len(t) else np.zeros((4, 4), dtype=int)
     out["confusion"] = {f"gt_{GRADE_LABELS[i]}": {f"pred_{GRADE_LABELS[j]}": int(cm[i, j]) for j in range(4)}
                         for i in range(4)}
@@ -386,8 +400,8 @@ def ihdi_metrics(y_true, y_pred, failed=None) -> Dict:
         out["macro_precision"], out["macro_recall"], out["macro_f1"] = float(pr), float(rc), float(f1)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            out["kappa_quadratic"] = (float(cohen_kappa_score(t, p, weights="quadratic", labels=list(GRADES)))
-                                      if len(t) else float("nan"))
+            out["kappa_quadratic"] = float(cohen_kappa_score(ta, np.concatenate([p, worst_case_grade(tf)]),
+                                                             weights="quadratic", labels=list(GRADES)))
         pr_c, rc_c, f1_c, sup = precision_recall_fscore_support(ta, pa, labels=list(GRADES), zero_division=0)
     else:
         out.update(accuracy=float("nan"), macro_precision=float("nan"), macro_recall=float("nan"),
@@ -638,6 +652,17 @@ def roof_perpendicular_errors(df: pd.DataFrame, layout=None) -> np.ndarray:
     return v[np.isfinite(v)]
 
 
+def no_detector(df: pd.DataFrame) -> bool:
+    """True when the frame has predicted-box columns, sides marked detected and not one box: a run
+    without a detection stage (the full-image model), whose ``detected_*`` only says its points are
+    finite, so it has no detection recall to report."""
+    cols = [c for s in SIDES for c in schema.box_columns("pred_box", s) if c in df.columns]
+    det = [column(df, schema.column("detected", side=s)) for s in SIDES if schema.column("detected", side=s) in df]
+    if not cols or not det or not np.any(np.concatenate(det) > 0):
+        return False
+    return not np.isfinite(np.stack([column(df, c) for c in cols])).any()
+
+
 def detection_metrics(df: pd.DataFrame) -> Dict:
     """Per side and pooled: fraction of sides detected, and recall at IoU >= 0.5 where GT boxes exist."""
     out = {}
@@ -770,10 +795,18 @@ def ihdi_side_metrics(df: pd.DataFrame, gradable_only: bool = False, prefix: str
     return {k: ihdi_metrics(gt[k], pred[k], failed=None if failed is None else failed[k]) for k in (*SIDES, POOLED)}
 
 
-def ai_interval_metrics(df: pd.DataFrame) -> Dict:
+def interval_informative(mean_width, max_width: float = AI_INTERVAL_MAX_WIDTH_DEG) -> bool:
+    """True when a mean interval width (degrees) is at most ``max_width``: an interval wider
+    than that spans most of the AI's plausible range and says nothing about the hip."""
+    return mean_width is not None and math.isfinite(float(mean_width)) and float(mean_width) <= max_width
+
+
+def ai_interval_metrics(df: pd.DataFrame, max_width: float = AI_INTERVAL_MAX_WIDTH_DEG) -> Dict:
     """Calibration of the AI intervals: the fraction of reference AIs inside
     [``pred_ai_{side}_lo``, ``pred_ai_{side}_hi``] (``coverage``; a 95% interval should give
-    0.90-0.98), the mean width in degrees and the number of detected hips with an interval."""
+    0.90-0.98), the mean width in degrees and the number of detected hips with an interval.
+    ``informative`` is False when the mean width exceeds ``max_width``: such a coverage is no
+    success, the interval only covers because it spans nearly everything."""
     lo = {s: column(df, schema.column("ai_lo", side=s)) for s in SIDES}
     hi = {s: column(df, schema.column("ai_hi", side=s)) for s in SIDES}
     det = {s: column(df, schema.column("detected", side=s), default=1) != 0 for s in SIDES}
@@ -784,8 +817,9 @@ def ai_interval_metrics(df: pd.DataFrame) -> Dict:
     for k in (*SIDES, POOLED):
         m = det[k] & _finite(lo[k], hi[k], gt[k])
         inside = (lo[k][m] <= gt[k][m]) & (gt[k][m] <= hi[k][m])
-        out[k] = {"coverage": _nan_if_empty(np.mean, inside), "mean_width": _nan_if_empty(np.mean, hi[k][m] - lo[k][m]),
-                  "n": int(m.sum())}
+        width = _nan_if_empty(np.mean, hi[k][m] - lo[k][m])
+        out[k] = {"coverage": _nan_if_empty(np.mean, inside), "mean_width": width, "n": int(m.sum()),
+                  "informative": interval_informative(width, max_width), "max_mean_width": float(max_width)}
     return out
 
 
@@ -826,7 +860,7 @@ def evaluate_predictions(df: pd.DataFrame, layout=None, sdr_radii: Sequence[floa
     """
     cols = set(df.columns)
     out: Dict = {"n_images": int(len(df))}
-    if any(schema.column("detected", side=s) in cols for s in SIDES):
+    if any(schema.column("detected", side=s) in cols for s in SIDES) and not no_detector(df):
         out["detection"] = detection_metrics(df)
     if any(schema.error_columns(cols, s) for s in SIDES):
         out["keypoints"] = keypoint_metrics(df, layout, sdr_radii)

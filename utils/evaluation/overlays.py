@@ -21,6 +21,7 @@ import pandas as pd
 
 from datasets.image_io import read_image, to_uint8
 from datasets.layouts import SIDES, get_layout
+from utils.config import AI_INTERVAL_MAX_WIDTH_DEG
 from utils.cropping import apply_matrix, box_to_crop_matrix, square_box, warp
 from utils.evaluation import metrics, schema
 from utils.hip_geometry import ce_angle, grade_name, head_lines, hip_frames, hip_lines, tonnis_grade
@@ -86,11 +87,13 @@ def _to_bgr(image) -> np.ndarray:
 def _text_block(img, lines, anchor, st: _Style, align="center", x_limits=None):
     """Draw lines of (text, colour) on a dark translucent box; anchor = (x centre, y bottom), clamped
     to the image and, where it fits, to ``x_limits`` = (x min, x max) (keeps two hips' texts apart)."""
-    sizes = [st.text_size(t) for t, _ in lines]
+    H, W = img.shape[:2]
+    room = (x_limits[1] - x_limits[0]) if x_limits is not None else W
+    lines, scale = _fit_lines(lines, st, max(int(room) - 2 * st.pad, 1))
+    sizes = [st.text_size(t, scale) for t, _ in lines]
     line_h = max(th + base for _, th, base in sizes) + st.pad // 2
     bw = max(tw for tw, _, _ in sizes) + 2 * st.pad
     bh = line_h * len(lines) + st.pad
-    H, W = img.shape[:2]
     x0 = int(anchor[0] - bw / 2) if align == "center" else int(anchor[0])
     if x_limits is not None and x_limits[1] - x_limits[0] >= bw:
         x0 = min(max(x0, int(x_limits[0])), int(x_limits[1] - bw))
@@ -102,8 +105,32 @@ def _text_block(img, lines, anchor, st: _Style, align="center", x_limits=None):
     y = y0 + st.pad // 2
     for (t, c), (tw, th, base) in zip(lines, sizes):
         y += line_h
-        cv2.putText(img, t, (x0 + st.pad, y - base - st.pad // 4), FONT, st.font, c, st.font_thick, cv2.LINE_AA)
+        cv2.putText(img, t, (x0 + st.pad, y - base - st.pad // 4), FONT, scale, c, st.font_thick, cv2.LINE_AA)
     return x0, y0, bw, bh
+
+
+MIN_FONT = 0.3
+
+
+def _fit_lines(lines, st: _Style, width: int):
+    """``(lines, font scale)`` that fit in ``width`` px: a line too long is wrapped at its spaces
+    (continuation lines keep its colour), and a word still too long shrinks the font (not below
+    ``MIN_FONT``), so a label on a small film is neither cut off nor spills into the other hip's."""
+    out = []
+    for text, colour in lines:
+        words, cur = text.split(" "), ""
+        for w in words:
+            trial = f"{cur} {w}" if cur else w
+            if cur and st.text_size(trial)[0] > width:
+                out.append((cur, colour))
+                cur = "  " + w
+            else:
+                cur = trial
+        out.append((cur, colour))
+    scale = st.font
+    while scale > MIN_FONT and max(st.text_size(t, scale)[0] for t, _ in out) > width:
+        scale = max(MIN_FONT, scale * 0.9)
+    return out, scale
 
 
 def _box_and_conf(b):
@@ -178,8 +205,14 @@ def _measure(kps, lay):
 
 
 def _interval_text(ai_interval, s) -> str:
+    """`` (21.9-26.5)``; for an interval wider than ``AI_INTERVAL_MAX_WIDTH_DEG`` (it spans most of
+    the AI's plausible range and says nothing) `` (interval uninformative)``; "" without one."""
     lo, hi = (ai_interval or {}).get(s) or (np.nan, np.nan)
-    return f" ({float(lo):.1f}-{float(hi):.1f})" if np.isfinite(lo) and np.isfinite(hi) else ""
+    if not (np.isfinite(lo) and np.isfinite(hi)):
+        return ""
+    if float(hi) - float(lo) > AI_INTERVAL_MAX_WIDTH_DEG:
+        return " (interval uninformative)"
+    return f" ({float(lo):.1f}-{float(hi):.1f})"
 
 
 def hip_labels(pred_frames=None, gt_frames=None, qc=None, ai_interval=None, head=None) -> Dict[str, List]:
@@ -465,8 +498,10 @@ def hip_cell(image, row: Mapping, lay, side: str, cell: int = 256, margin: float
         colour = COLORS["warn"] if reasons else COLORS["text"]
     font = 0.36 * cell / 256
     bar = max(12, int(round(16 * cell / 256)))
-    cv2.rectangle(img, (0, 0), (cell, bar), (0, 0, 0), -1)
-    cv2.putText(img, caption, (3, bar - 4), FONT, font, colour, 1, cv2.LINE_AA)
+    captions = _wrap(caption, font, cell - 6)          # a long caption (the gate's reasons) wraps, not cut off
+    cv2.rectangle(img, (0, 0), (cell, bar * len(captions)), (0, 0, 0), -1)
+    for i, text in enumerate(captions):
+        cv2.putText(img, text, (3, bar * (i + 1) - 4), FONT, font, colour, 1, cv2.LINE_AA)
     return img
 
 
@@ -498,6 +533,19 @@ def crop_sheet(crops: np.ndarray, pred: np.ndarray, gt: Optional[np.ndarray] = N
     cols = max(1, min(cols, len(cells)))
     cells += [np.zeros_like(cells[0])] * (-len(cells) % cols)
     return np.vstack([np.hstack(cells[i:i + cols]) for i in range(0, len(cells), cols)])
+
+
+def _wrap(text: str, font: float, width: int) -> List[str]:
+    """``text`` split at its spaces into lines no wider than ``width`` px (a single word may be)."""
+    lines, cur = [], ""
+    for w in text.split(" "):
+        trial = f"{cur} {w}" if cur else w
+        if cur and cv2.getTextSize(trial, FONT, font, 1)[0][0] > width:
+            lines.append(cur)
+            cur = w
+        else:
+            cur = trial
+    return lines + [cur]
 
 
 def save_hip_sheet(df: pd.DataFrame, images_lookup: ImageLookup, out_png, n: int = 24, cell: int = 256,

@@ -29,6 +29,7 @@ from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Uni
 import numpy as np
 import pandas as pd
 
+from utils.config import AI_INTERVAL_MAX_WIDTH_DEG
 from utils.evaluation.schema import check_metric_keys
 from utils.evaluation.metrics import flatten_metrics, read_metrics_csv
 
@@ -59,6 +60,11 @@ def _sdr(r: str) -> Metric:
     return Metric(f"SDR @ {r} mm (%)", (f"keypoints/sdr_mm/{{side}}/{r}",), 100, 1, True, "Keypoints")
 
 
+# section names say which hips a row counts (docs/outputs.md, "Which hips each number counts")
+ALL_AI = "Acetabular index, all detected hips"
+ALL_IHDI = "IHDI grade, all detected hips (a failed hip is an error)"
+GRADABLE = "Gradable hips only"
+
 PAPER_ROWS: Tuple[Metric, ...] = (
     Metric("Detection recall (%)", ("detection/{side}/recall",), 100, 1, True, "Detection"),
     Metric("Detection recall, IoU ≥ 0.5 (%)", ("detection/{side}/recall_iou0.5",), 100, 1, True, "Detection"),
@@ -67,28 +73,25 @@ PAPER_ROWS: Tuple[Metric, ...] = (
     Metric("NME, crop diagonal (%)", ("keypoints/nme_crop/{side}/mean",), 100, 2, False, "Keypoints"),
     Metric("NME, inter-triradiate (%)", ("keypoints/nme_tri/{side}/mean",), 100, 2, False, "Keypoints"),
     _sdr("2"), _sdr("2.5"), _sdr("3"), _sdr("4"),
-    Metric("AI MAE (°)", ("ai/{side}/mae",), 1, 2, False, "Acetabular index"),
-    Metric("AI MAE 95% CI, lower (°)", ("ai/{side}/mae_ci_lo",), 1, 2, None, "Acetabular index"),
-    Metric("AI MAE 95% CI, upper (°)", ("ai/{side}/mae_ci_hi",), 1, 2, None, "Acetabular index"),
-    Metric("AI RMSE (°)", ("ai/{side}/rmse",), 1, 2, False, "Acetabular index"),
-    Metric("AI bias (°)", ("ai/{side}/bias",), 1, 2, None, "Acetabular index"),
-    Metric("AI 95% LoA, lower (°)", ("ai/{side}/loa_low",), 1, 2, None, "Acetabular index"),
-    Metric("AI 95% LoA, upper (°)", ("ai/{side}/loa_high",), 1, 2, None, "Acetabular index"),
-    Metric("AI Pearson r", ("ai/{side}/pearson_r",), 1, 3, True, "Acetabular index"),
-    Metric("AI ICC(2,1)", ("ai/{side}/icc2_1",), 1, 3, True, "Acetabular index"),
-    Metric("AI ICC(3,1)", ("ai/{side}/icc3_1",), 1, 3, True, "Acetabular index"),
-    Metric("IHDI accuracy (%)", ("ihdi/{side}/accuracy",), 100, 1, True, "IHDI grade"),
-    Metric("IHDI quadratic κ", ("ihdi/{side}/kappa_quadratic",), 1, 3, True, "IHDI grade"),
-    Metric("IHDI macro-F1", ("ihdi/{side}/macro_f1",), 1, 3, True, "IHDI grade"),
-    Metric("Screening sensitivity (%)", ("ihdi/{side}/screening/sensitivity",), 100, 1, True, "IHDI grade"),
-    Metric("Screening specificity (%)", ("ihdi/{side}/screening/specificity",), 100, 1, True, "IHDI grade"),
+    Metric("AI MAE (°)", ("ai/{side}/mae",), 1, 2, False, ALL_AI),
+    Metric("AI RMSE (°)", ("ai/{side}/rmse",), 1, 2, False, ALL_AI),
+    Metric("AI bias (°)", ("ai/{side}/bias",), 1, 2, None, ALL_AI),
+    Metric("AI 95% LoA, lower (°)", ("ai/{side}/loa_low",), 1, 2, None, ALL_AI),
+    Metric("AI 95% LoA, upper (°)", ("ai/{side}/loa_high",), 1, 2, None, ALL_AI),
+    Metric("AI Pearson r", ("ai/{side}/pearson_r",), 1, 3, True, ALL_AI),
+    Metric("AI ICC(2,1)", ("ai/{side}/icc2_1",), 1, 3, True, ALL_AI),
+    Metric("AI ICC(3,1)", ("ai/{side}/icc3_1",), 1, 3, True, ALL_AI),
+    Metric("IHDI accuracy (%)", ("ihdi/{side}/accuracy",), 100, 1, True, ALL_IHDI),
+    Metric("IHDI quadratic κ", ("ihdi/{side}/kappa_quadratic",), 1, 3, True, ALL_IHDI),
+    Metric("IHDI macro-F1", ("ihdi/{side}/macro_f1",), 1, 3, True, ALL_IHDI),
+    Metric("Screening sensitivity (%)", ("ihdi/{side}/screening/sensitivity",), 100, 1, True, ALL_IHDI),
+    Metric("Screening specificity (%)", ("ihdi/{side}/screening/specificity",), 100, 1, True, ALL_IHDI),
     # the plausibility gate; AI and IHDI above are over every detected hip, these over the gradable ones
-    Metric("Gradable hips (%)", ("gate/{side}/gradable_rate",), 100, 1, True, "Gradable hips"),
-    Metric("AI MAE, gradable hips (°)", ("ai_gradable/{side}/mae",), 1, 2, False, "Gradable hips"),
-    Metric("AI ICC(2,1), gradable hips", ("ai_gradable/{side}/icc2_1",), 1, 3, True, "Gradable hips"),
-    Metric("IHDI accuracy, gradable hips (%)", ("ihdi_gradable/{side}/accuracy",), 100, 1, True, "Gradable hips"),
-    Metric("IHDI quadratic κ, gradable hips", ("ihdi_gradable/{side}/kappa_quadratic",), 1, 3, True,
-           "Gradable hips"),
+    Metric("Gradable hips (%)", ("gate/{side}/gradable_rate",), 100, 1, True, GRADABLE),
+    Metric("AI MAE, gradable hips (°)", ("ai_gradable/{side}/mae",), 1, 2, False, GRADABLE),
+    Metric("AI ICC(2,1), gradable hips", ("ai_gradable/{side}/icc2_1",), 1, 3, True, GRADABLE),
+    Metric("IHDI accuracy, gradable hips (%)", ("ihdi_gradable/{side}/accuracy",), 100, 1, True, GRADABLE),
+    Metric("IHDI quadratic κ, gradable hips", ("ihdi_gradable/{side}/kappa_quadratic",), 1, 3, True, GRADABLE),
     Metric("AI 95% interval coverage (%)", ("ai_interval/{side}/coverage",), 100, 1, None, "AI interval"),
     Metric("AI 95% interval mean width (°)", ("ai_interval/{side}/mean_width",), 1, 2, None, "AI interval"),
     # mtddh8 only (a layout without a head centre leaves these rows out)
@@ -104,6 +107,16 @@ PAPER_ROWS: Tuple[Metric, ...] = (
     Metric("d MAE (px)", ("d_px/{side}/mae",), 1, 2, False, "Hilgenreiner distances"),
     Metric("d MAE (mm)", ("d_mm/{side}/mae",), 1, 2, False, "Hilgenreiner distances"),
 )
+
+_COMPACT = ("Detection recall (%)", "MRE (px)", "MRE (mm)", "SDR @ 2 mm (%)", "SDR @ 4 mm (%)", "AI MAE (°)",
+            "AI ICC(2,1)", "IHDI accuracy (%)", "IHDI quadratic κ", "Gradable hips (%)", "AI MAE, gradable hips (°)",
+            "IHDI accuracy, gradable hips (%)", "IHDI quadratic κ, gradable hips")
+# the default paper table: the rows a paper reports (the full one is ``PAPER_ROWS``)
+COMPACT_ROWS: Tuple[Metric, ...] = tuple(m for m in PAPER_ROWS if m.label in _COMPACT)
+# fold-level confidence bounds: not summarised across folds (a mean of CI bounds is no statistic)
+CI_SUFFIXES = ("_ci_lo", "_ci_hi")
+# the pooled column's 95% CI: bootstrap over every hip of every fold (``ai_metrics``' mae_ci)
+POOLED_CI = {"ai/{side}/mae": "ai/{side}/mae_ci", "ai_gradable/{side}/mae": "ai_gradable/{side}/mae_ci"}
 
 COMPARE_COLUMNS: Tuple[Metric, ...] = (
     Metric("Det. recall (%)", ("detection/pooled/recall",), 100, 1, True),
@@ -184,7 +197,9 @@ def mean_sd(values: Iterable[float]) -> Tuple[float, float, int]:
 def kfold_summary(folds: Sequence[MetricsLike]) -> pd.DataFrame:
     """Per metric: ``mean``, ``sd`` (ddof=1), ``n_folds`` (finite values) and ``fold_1..fold_k``.
 
-    Indexed by metric name, in the order the metrics first appear.
+    Indexed by metric name, in the order the metrics first appear. A fold's confidence bounds
+    (``*_ci_lo``/``*_ci_hi``) are left out: their mean across folds is no statistic; the pooled
+    CI over every hip of every fold is ``write_kfold_summary(pooled=...)``'s.
     """
     flats = [to_flat(f) for f in folds]
     names: List[str] = []
@@ -196,6 +211,8 @@ def kfold_summary(folds: Sequence[MetricsLike]) -> pd.DataFrame:
                 names.append(k)
     rows = []
     for k in names:
+        if k.endswith(CI_SUFFIXES):
+            continue
         vals = [f.get(k, float("nan")) for f in flats]
         m, s, n = mean_sd(vals)
         rows.append({"metric": k, "mean": m, "sd": s, "n_folds": n,
@@ -224,19 +241,72 @@ def format_mean_sd(mean: float, sd: float, decimals: int, pm: str = " ± ") -> s
     return f"{m}{pm}{sd:.{decimals}f}"
 
 
-def paper_table(summary: pd.DataFrame, rows: Sequence[Metric] = PAPER_ROWS) -> pd.DataFrame:
-    """The curated k-fold table: columns Section, Metric, Left hip, Right hip, Both hips (strings).
+INTERVAL_COVERAGE = "ai_interval/{side}/coverage"
+INTERVAL_WIDTH = "ai_interval/{side}/mean_width"
+UNINFORMATIVE = "uninformative"
+
+
+def _uninformative(get, side: str) -> bool:
+    """True when the AI interval's mean width (``get(key)``: its value) exceeds the documented
+    threshold: its coverage then says nothing (``utils.config.AI_INTERVAL_MAX_WIDTH_DEG``)."""
+    w = get(INTERVAL_WIDTH.format(side=side))
+    return w is not None and math.isfinite(w) and w > AI_INTERVAL_MAX_WIDTH_DEG
+
+
+def pooled_cell(pooled: Mapping[str, float], metric: Metric, side: str = "pooled") -> str:
+    """The value of ``metric`` over every hip of every fold (out-of-fold metrics, flat), with the
+    bootstrap 95% CI over those hips where the metrics carry one (``POOLED_CI``)."""
+    for key in metric.keys:
+        v = _num(pooled.get(key.format(side=side)))
+        if not math.isfinite(v):
+            continue
+        cell = format_mean_sd(v * metric.scale, float("nan"), metric.decimals)
+        ci = POOLED_CI.get(key)
+        if ci:
+            lo, hi = (_num(pooled.get(ci.format(side=side) + x)) for x in ("_lo", "_hi"))
+            if math.isfinite(lo) and math.isfinite(hi):
+                cell += (f" [{format_mean_sd(lo * metric.scale, float('nan'), metric.decimals)}{DASH}"
+                         f"{format_mean_sd(hi * metric.scale, float('nan'), metric.decimals)}]")
+        return cell
+    return DASH
+
+
+POOLED_COLUMN = "All folds pooled [95% CI]"
+
+
+def paper_table(summary: pd.DataFrame, rows: Sequence[Metric] = PAPER_ROWS,
+                pooled: Optional[MetricsLike] = None) -> pd.DataFrame:
+    """The curated k-fold table: columns Section, Metric, Left hip, Right hip, Both hips (strings,
+    mean ± SD of the fold point estimates) and, with ``pooled`` (the metrics of all folds' hips
+    together, e.g. ``oof_metrics.json``), ``POOLED_COLUMN``: the value over all hips, with its
+    bootstrap CI where one exists. An AI interval coverage whose interval is wider than
+    ``AI_INTERVAL_MAX_WIDTH_DEG`` reads "uninformative".
 
     Rows whose metric is absent on every side are left out.
     """
+    flat = to_flat(pooled) if pooled is not None else None
     out = []
     for r in rows:
         cells = [_lookup(summary, r, s) for s, _ in SIDE_COLUMNS]
         if not any(math.isfinite(m) for m, _ in cells):
             continue
-        out.append({"Section": r.section, "Metric": r.label,
-                    **{label: format_mean_sd(m, s, r.decimals) for (_, label), (m, s) in zip(SIDE_COLUMNS, cells)}})
-    return pd.DataFrame(out, columns=["Section", "Metric"] + [l for _, l in SIDE_COLUMNS])
+        row = {"Section": r.section, "Metric": r.label,
+               **{label: format_mean_sd(m, s, r.decimals) for (_, label), (m, s) in zip(SIDE_COLUMNS, cells)}}
+        if flat is not None:
+            row[POOLED_COLUMN] = pooled_cell(flat, r)
+        if INTERVAL_COVERAGE in r.keys:
+            for side, label in SIDE_COLUMNS:
+                if _uninformative(lambda k: _lookup_key(summary, k), side):
+                    row[label] = UNINFORMATIVE
+            if flat is not None and _uninformative(lambda k: _num(flat.get(k)), "pooled"):
+                row[POOLED_COLUMN] = UNINFORMATIVE
+        out.append(row)
+    cols = ["Section", "Metric"] + [l for _, l in SIDE_COLUMNS] + ([POOLED_COLUMN] if flat is not None else [])
+    return pd.DataFrame(out, columns=cols)
+
+
+def _lookup_key(summary: pd.DataFrame, key: str) -> float:
+    return float(summary.at[key, "mean"]) if key in summary.index else float("nan")
 
 
 def _md_escape(text: str) -> str:
@@ -306,6 +376,10 @@ def latex_table(header: Sequence[str], rows: Sequence[Sequence[str]], align: str
     return "\n".join(lines) + "\n"
 
 
+def _value_columns(table: pd.DataFrame) -> List[str]:
+    return [c for c in table.columns if c not in ("Section", "Metric")]
+
+
 def _sectioned(table: pd.DataFrame):
     """Rows and the section name that starts each new section (None otherwise)."""
     rows, sections, last = [], [], None
@@ -313,7 +387,7 @@ def _sectioned(table: pd.DataFrame):
         sec = r["Section"]
         sections.append(sec if sec != last else None)
         last = sec
-        rows.append([r["Metric"]] + [r[l] for _, l in SIDE_COLUMNS])
+        rows.append([r["Metric"]] + [r[l] for l in _value_columns(table)])
     return rows, sections
 
 
@@ -331,50 +405,68 @@ def no_detection_notes(folds: Sequence[int]) -> List[str]:
     return [f"fold {i}: {NO_HIP}" for i in folds]
 
 
-def kfold_markdown(summary: pd.DataFrame, rows: Sequence[Metric] = PAPER_ROWS, title: str = None,
-                   notes: Sequence[str] = ()) -> str:
-    table = paper_table(summary, rows)
+def _population_note(pooled: bool) -> str:
+    return ("Left, right and both hips: mean ± SD (ddof = 1) of the fold point estimates. "
+            + ("All folds pooled: the value over every hip of every fold, with a bootstrap 95% CI over those "
+               "hips where given. " if pooled else "")
+            + "AI rows count every detected hip (a hip failed by the plausibility gate with its measured AI); "
+            "IHDI rows count every detected hip, a failed hip as an error (in κ: the grade farthest from its "
+            "reference); the gradable rows count the hips that passed the gate. ")
+
+
+def kfold_markdown(summary: pd.DataFrame, rows: Sequence[Metric] = COMPACT_ROWS, title: str = None,
+                   notes: Sequence[str] = (), pooled: Optional[MetricsLike] = None) -> str:
+    table = paper_table(summary, rows, pooled)
     k = sum(1 for c in summary.columns if str(c).startswith("fold_"))
-    header = ["Metric"] + [l for _, l in SIDE_COLUMNS]
+    header = ["Metric"] + _value_columns(table)
     body, sections = _sectioned(table)
     md_rows = []
     for sec, row in zip(sections, body):
         if sec:
-            md_rows.append([f"**{sec}**", "", "", ""])
+            md_rows.append([f"**{sec}**"] + [""] * (len(header) - 1))
         md_rows.append(row)
     head = f"**{title}**\n\n" if title else ""
-    note = (f"\nMean ± SD across {k} folds (SD with ddof = 1). Left/right are image sides "
-            "(the image-left hip is the patient's right). MRE: mean radial error; NME: normalised mean error; "
-            "SDR: success detection rate; LoA: Bland–Altman limits of agreement; "
+    note = (f"\n{k} folds. " + _population_note(pooled is not None)
+            + "Left/right are image sides (the image-left hip is the patient's right). MRE: mean radial error; "
+            "NME: normalised mean error; SDR: success detection rate; LoA: Bland–Altman limits of agreement; "
             "screening: grade I vs II–IV, positive = II–IV.\n")
     note += "".join(f"\n**Note:** {n}.\n" for n in notes)
     return head + markdown_table(header, md_rows) + note
 
 
-def kfold_latex(summary: pd.DataFrame, rows: Sequence[Metric] = PAPER_ROWS, caption: str = None,
-                label: str = None, notes: Sequence[str] = ()) -> str:
-    table = paper_table(summary, rows)
+def kfold_latex(summary: pd.DataFrame, rows: Sequence[Metric] = COMPACT_ROWS, caption: str = None,
+                label: str = None, notes: Sequence[str] = (), pooled: Optional[MetricsLike] = None) -> str:
+    table = paper_table(summary, rows, pooled)
     k = sum(1 for c in summary.columns if str(c).startswith("fold_"))
     body, sections = _sectioned(table)
-    caption = caption or f"Results of {k}-fold cross-validation, mean ± SD across folds."
-    return latex_table(["Metric"] + [l for _, l in SIDE_COLUMNS], body, sections=sections,
+    caption = caption or (f"Results of {k}-fold cross-validation, mean ± SD of the fold estimates"
+                          + (", and over all hips pooled with a bootstrap 95% CI." if pooled is not None else "."))
+    return latex_table(["Metric"] + _value_columns(table), body, sections=sections,
                        caption=caption, label=label or "tab:kfold", notes=notes)
 
 
 def write_kfold_summary(folds: Sequence[MetricsLike], out_dir, prefix: str = "kfold_summary",
-                        title: str = None, fold_ids: Sequence[int] = None) -> Dict[str, Path]:
-    """Write ``{prefix}.csv`` (every metric), ``{prefix}.md`` and ``{prefix}.tex`` (curated).
-    ``fold_ids`` (default 1..k) name the folds in the warning and footnote for a fold without detections."""
+                        title: str = None, fold_ids: Sequence[int] = None,
+                        pooled: Optional[MetricsLike] = None) -> Dict[str, Path]:
+    """Write ``{prefix}.csv`` (every metric, mean/SD/per fold), ``{prefix}.md`` and ``{prefix}.tex``
+    (the compact paper table, ``COMPACT_ROWS``) and ``{prefix}_full.md`` / ``_full.tex`` (every
+    curated row, ``PAPER_ROWS``). ``pooled``: the metrics of all folds' hips together (adds the pooled
+    column with its CI). ``fold_ids`` (default 1..k) name the folds in the warning and footnote for a
+    fold without detections."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     notes = no_detection_notes(folds_without_detections(folds, fold_ids))
     for n in notes:
         log.warning(n)
     summary = kfold_summary(folds)
-    paths = {"csv": out / f"{prefix}.csv", "md": out / f"{prefix}.md", "tex": out / f"{prefix}.tex"}
+    paths = {"csv": out / f"{prefix}.csv", "md": out / f"{prefix}.md", "tex": out / f"{prefix}.tex",
+             "full_md": out / f"{prefix}_full.md", "full_tex": out / f"{prefix}_full.tex"}
     summary.to_csv(paths["csv"])
-    paths["md"].write_text(kfold_markdown(summary, title=title, notes=notes))
-    paths["tex"].write_text(kfold_latex(summary, notes=notes))
+    paths["md"].write_text(kfold_markdown(summary, COMPACT_ROWS, title=title, notes=notes, pooled=pooled))
+    paths["tex"].write_text(kfold_latex(summary, COMPACT_ROWS, notes=notes, pooled=pooled))
+    paths["full_md"].write_text(kfold_markdown(summary, PAPER_ROWS, title=title, notes=notes, pooled=pooled))
+    paths["full_tex"].write_text(kfold_latex(summary, PAPER_ROWS, notes=notes, pooled=pooled,
+                                             label="tab:kfold-full"))
     return paths
 
 
@@ -514,6 +606,9 @@ def headline_rows(metrics: MetricsLike) -> List[Tuple[str, str]]:
     for label, key, scale, nd in HEADLINE_ROWS:
         v = _num(flat.get(key))
         if key in flat and not math.isnan(v):
+            if key == INTERVAL_COVERAGE.format(side="pooled") and _uninformative(lambda k: _num(flat.get(k)), "pooled"):
+                rows.append((label, f"{UNINFORMATIVE} (mean width > {AI_INTERVAL_MAX_WIDTH_DEG:g} deg)"))
+                continue
             rows.append((label, f"{v * scale:.{nd}f}"))
             if key == "ai/pooled/mae":
                 rows += _ci_row(flat, "ai/pooled/mae", "AI MAE 95% CI (deg, bootstrap over hips)", nd)

@@ -16,7 +16,10 @@ Problems are of three kinds:
   YOLO label files, labels that do not fit the image (``check_record``);
 - outliers: a hip that fails ``utils.hip_geometry.plausibility_gate`` (its AI outside
   0-60 degrees is one of the gate's reasons, ``ai_out_of_range``);
-- duplicates: images whose files have the same SHA-256 content hash.
+- duplicates: images whose decoded pixels are the same (SHA-256 of the pixel array), whatever
+  their file format or header (two DICOM files of one film with different tags are one image).
+
+A plain folder of images (no ``images/``, no labels) is analysed too: sizes, spacing, duplicates.
 """
 from __future__ import annotations
 
@@ -52,6 +55,15 @@ def file_hash(path, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
+def pixel_hash(image: np.ndarray) -> str:
+    """SHA-256 of a decoded image's shape, dtype and pixels (hex): equal for the same picture in
+    two files whose bytes differ (headers, compression, DICOM tags)."""
+    a = np.ascontiguousarray(image)
+    h = hashlib.sha256(f"{a.shape}{a.dtype}".encode())
+    h.update(a.tobytes())
+    return h.hexdigest()
+
+
 def image_facts(path) -> Dict:
     """``{width, height, pixel_spacing_mm}`` from the header (Pillow), or by decoding (DICOM and
     files Pillow cannot open; these also give the DICOM pixel spacing)."""
@@ -76,7 +88,9 @@ def _float(v) -> float:
 
 
 def analyze_records(root: Path, records, problems: ProblemLog) -> pd.DataFrame:
-    """One row per record: image facts, hash, AI/IHDI per side, gate reasons and problem flags."""
+    """One row per record: image facts, hashes (file and pixels), AI/IHDI per side, gate reasons and
+    problem flags (the label-file flags only for a dataset folder, not for a plain image folder)."""
+    labelled = (root / "images").is_dir()
     rows = []
     for rec in records:
         r: Dict = {"stem": rec.stem, "image": rec.image_path.name}
@@ -90,11 +104,16 @@ def analyze_records(root: Path, records, problems: ProblemLog) -> pd.DataFrame:
         sp = rec.pixel_spacing_mm or facts["pixel_spacing_mm"]
         r["pixel_spacing_mm"] = float(sp) if sp else np.nan
         r["sha256"] = file_hash(rec.image_path)
-        if rec.keypoints is None:
+        try:
+            r["pixel_sha256"] = pixel_hash(read_image(rec.image_path)[0])
+        except ItemError as e:
+            problems.add(rec.image_path, str(e))
+            continue
+        if labelled and rec.keypoints is None:
             flags.append("no_annotation")
-        if not (root / "detections" / f"{rec.stem}.json").exists():
+        if labelled and not (root / "detections" / f"{rec.stem}.json").exists():
             flags.append("no_detection_file")
-        if not (root / "yolo_labels" / f"{rec.stem}.txt").exists():
+        if labelled and not (root / "yolo_labels" / f"{rec.stem}.txt").exists():
             flags.append("no_yolo_label")
         try:
             check_record(rec, facts["width"], facts["height"])
@@ -128,9 +147,9 @@ def analyze_records(root: Path, records, problems: ProblemLog) -> pd.DataFrame:
         rows.append(r)
     df = pd.DataFrame(rows)
     if len(df):
-        dup = df.groupby("sha256")["stem"].transform("count") > 1
+        dup = df.groupby("pixel_sha256")["stem"].transform("count") > 1
         df["duplicate_of"] = ""
-        for h, g in df[dup].groupby("sha256"):
+        for h, g in df[dup].groupby("pixel_sha256"):
             for i in g.index:
                 df.at[i, "duplicate_of"] = ";".join(s for s in g["stem"] if s != df.at[i, "stem"])
     return df
@@ -170,7 +189,7 @@ def summarize(df: pd.DataFrame, layout: Optional[str], problems: ProblemLog, n_f
     gate_fail = [{"stem": st, "side": s, "reasons": q} for s in SIDES for st, q in zip(df["stem"], df[f"qc_{s}"]) if q]
     dups = []
     if len(df):
-        for h, g in df.groupby("sha256"):
+        for h, g in df.groupby("pixel_sha256"):
             if len(g) > 1:
                 dups.append(sorted(g["stem"]))
     flags = Counter(f for cell in df["flags"] for f in cell.split(";") if f)
@@ -188,7 +207,8 @@ def _fmt(d: Dict, key: str, nd: int = 1) -> str:
 
 def report_markdown(root: Path, s: Dict, plots: List[str]) -> str:
     L = [f"# Dataset report: `{root}`", "",
-         f"- Layout `{s['layout']}`; {s['n_images']} images analysed ({s['n_image_files']} image files, "
+         (f"- Layout `{s['layout']}`; " if s["layout"] else "- No annotations (a plain image folder, or none "
+          "annotated); ") + f"{s['n_images']} images analysed ({s['n_image_files']} image files, "
          f"{s['n_annotated']} annotated, {len(s['problems']['skipped'])} items skipped).",
          f"- Plausibility gate: {s['gate']}.", "",
          "## Acetabular index (°)", "",
@@ -229,7 +249,7 @@ def report_markdown(root: Path, s: Dict, plots: List[str]) -> str:
           f"- Plausibility gate failures ({len(o['gate_failures'])} hips): "
           + ("none" if not o["gate_failures"] else "")]
     L += [f"  - {x['stem']} {x['side']}: {x['reasons']}" for x in o["gate_failures"][:100]]
-    L.append(f"- Duplicate images by content hash ({len(o['duplicate_groups'])} groups): "
+    L.append(f"- Duplicate images by decoded pixels ({len(o['duplicate_groups'])} groups): "
              + ("; ".join(", ".join(g) for g in o["duplicate_groups"]) or "none"))
     if plots:
         L += ["", "## Plots", ""] + [f"![{Path(p).stem}]({p})" for p in plots]
@@ -242,8 +262,6 @@ def run_analysis(dataset, output_dir=None, strict: bool = False) -> Dict:
     root = Path(dataset)
     if not root.is_dir():
         raise UserError(f"dataset folder not found: {root}")
-    if not (root / "images").is_dir():
-        raise UserError(f"{root} has no images/ folder (expected the dataset folder format, see README)")
     out = Path(output_dir) if output_dir else root / "analysis"
     problems = ProblemLog(strict=strict)
     records = load_dataset(root, problems=problems)
@@ -274,8 +292,9 @@ def print_summary(s: Dict) -> None:
     ai = s["ai"]["pooled"]
     o = s["outliers"]
     mean = ai.get("mean")
-    print(f"{s['n_images']} images ({s['layout']}), AI mean {mean:.1f} deg" if mean is not None else
-          f"{s['n_images']} images ({s['layout']})", end="")
+    what = s["layout"] or "no annotations"
+    print(f"{s['n_images']} images ({what}), AI mean {mean:.1f} deg" if mean is not None else
+          f"{s['n_images']} images ({what})", end="")
     print(f"; {len(s['problems']['skipped'])} skipped, {len(o['ai_out_of_range'])} hips with AI out of range, "
           f"{len(o['gate_failures'])} gate failures, {len(o['duplicate_groups'])} duplicate groups "
           f"-> {s['output_dir']}/dataset_report.md")

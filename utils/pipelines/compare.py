@@ -59,6 +59,7 @@ class Item:
     keypoints: np.ndarray                 # (N, 2), NaN for a missing point
     image_path: Optional[Path] = None
     spacing_mm: Optional[float] = None
+    ungradable: Dict[str, str] = field(default_factory=dict)   # {side: reasons}: the source's gate failed it
 
 
 @dataclass
@@ -111,10 +112,27 @@ def _read_predictions_source(path: Path, label: str, problems: ProblemLog) -> So
         img = row.get("image")
         img = Path(str(img)) if isinstance(img, str) and img else None
         sp = pd.to_numeric(row.get("pixel_spacing_mm"), errors="coerce")
-        src.items[stem] = Item(stem, kps, img, float(sp) if np.isfinite(sp) and sp > 0 else None)
+        src.items[stem] = Item(stem, kps, img, float(sp) if np.isfinite(sp) and sp > 0 else None,
+                               _source_gate(row, kps, lay))
     if not src.items:
         raise UserError(f"{label}: {path} has no rows")
     return src
+
+
+def _source_gate(row, kps: np.ndarray, lay) -> Dict[str, str]:
+    """``{side: reasons}`` of the hips a predictions file marks ungradable: a non-empty
+    ``qc_{side}`` (its plausibility gate's reasons), or a grade 0 in ``pred_ihdi_{side}`` of a hip
+    with points (``ungradable``). A side without points is missing, not ungradable."""
+    out = {}
+    for s in SIDES:
+        qc = row.get(schema.column("qc", side=s))
+        qc = "" if qc is None or (isinstance(qc, float) and not math.isfinite(qc)) else str(qc).strip()
+        grade = pd.to_numeric(row.get(schema.column("ihdi", kind="pred", side=s)), errors="coerce")
+        if qc:
+            out[s] = qc
+        elif grade == 0 and np.all(np.isfinite(kps[lay.side_slice(s)])):
+            out[s] = "ungradable"
+    return out
 
 
 def match_sources(a: Source, b: Source) -> Dict:
@@ -139,7 +157,9 @@ def match_sources(a: Source, b: Source) -> Dict:
             "layout": layout_for_num_points(lays.pop()).name}
 
 
-def _measure(kps: np.ndarray, lay) -> Dict[str, Dict[str, float]]:
+def _measure(kps: np.ndarray, lay, ungradable: Optional[Dict[str, str]] = None) -> Dict[str, Dict[str, float]]:
+    """``{side: {ai, ihdi}}`` measured on ``kps``; a hip in ``ungradable`` keeps its AI and gets
+    grade 0 (its source's gate failed it, so it is graded nothing)."""
     out = {s: {"ai": np.nan, "ihdi": np.nan} for s in SIDES}
     if not np.all(np.isfinite(kps[[lay.triradiate["left"], lay.triradiate["right"]]])):
         return out
@@ -148,7 +168,7 @@ def _measure(kps: np.ndarray, lay) -> Dict[str, Dict[str, float]]:
         f = hip_frames(kps, lay)
     for s in SIDES:
         if np.all(np.isfinite(kps[lay.side_slice(s)])):
-            out[s] = {"ai": float(f[s]["ai_deg"]), "ihdi": float(f[s]["grade"])}
+            out[s] = {"ai": float(f[s]["ai_deg"]), "ihdi": 0.0 if s in (ungradable or {}) else float(f[s]["grade"])}
     return out
 
 
@@ -163,13 +183,15 @@ def compare_sources(a: Source, b: Source, match: Dict, alpha: float = A.ALPHA, n
     kd = A.keypoint_distances(ka, kb, lay, spacing)
     rows = []
     for i, s in enumerate(stems):
-        ma, mb = _measure(ka[i], lay), _measure(kb[i], lay)
+        ma, mb = _measure(ka[i], lay, a.items[s].ungradable), _measure(kb[i], lay, b.items[s].ungradable)
         r = {"stem": s, "mean_px": kd["per_image_px"][i], "mean_mm": kd["per_image_mm"][i],
              "pixel_spacing_mm": spacing[i]}
         for side in SIDES:
             r[f"ai_a_{side}"], r[f"ai_b_{side}"] = ma[side]["ai"], mb[side]["ai"]
             r[f"ai_diff_{side}"] = mb[side]["ai"] - ma[side]["ai"]
             r[f"ihdi_a_{side}"], r[f"ihdi_b_{side}"] = ma[side]["ihdi"], mb[side]["ihdi"]
+            r[f"qc_a_{side}"] = a.items[s].ungradable.get(side, "")
+            r[f"qc_b_{side}"] = b.items[s].ungradable.get(side, "")
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
             r["mean_abs_ai_diff"] = float(np.nanmean([abs(r["ai_diff_left"]), abs(r["ai_diff_right"])]))
@@ -184,17 +206,32 @@ def compare_sources(a: Source, b: Source, match: Dict, alpha: float = A.ALPHA, n
     ai["by_side"] = {s: {k: v for k, v in A.ai_agreement(df[f"ai_a_{s}"], df[f"ai_b_{s}"], alpha).items()
                          if k in ("n", "mae", "mean_diff", "sd_diff", "icc21", "icc31")} for s in SIDES}
     ihdi = A.ihdi_agreement(g_a, g_b, n_resamples=n_resamples, seed=seed)
+    # each source's gate: a hip it failed is graded nothing (grade 0, left out of the grade agreement)
+    ihdi["n_ungradable_a"], ihdi["n_ungradable_b"] = ihdi["n_ungradable_gt"], ihdi["n_ungradable_pred"]
+    ihdi["ungradable_reasons"] = {lab: _reason_counts(df, k) for lab, k in (("a", "qc_a"), ("b", "qc_b"))}
+    gradable = (g_a != 0) & (g_b != 0)
+    ai_gradable = A.ai_agreement(np.where(gradable, ai_a, np.nan), np.where(gradable, ai_b, np.nan), alpha)
     kp = {k: v for k, v in kd.items() if not k.startswith("per_image")}
     result = {
         "label_a": a.label, "label_b": b.label, "source_a": str(a.path), "source_b": str(b.path),
         "layout": lay.name, "difference": f"{b.label} - {a.label}",
         "n_images": len(stems), "n_only_a": len(match["only_a"]), "n_only_b": len(match["only_b"]),
         "n_point_count_mismatch": len(match["point_count_mismatch"]),
-        "keypoints": kp, "ai": ai, "ihdi": ihdi,
+        "keypoints": kp, "ai": ai, "ai_gradable": ai_gradable, "ihdi": ihdi,
         "matching": {"only_a": match["only_a"], "only_b": match["only_b"],
                      "point_count_mismatch": match["point_count_mismatch"]},
     }
     return to_jsonable(result), df
+
+
+def _reason_counts(df: pd.DataFrame, prefix: str) -> Dict[str, int]:
+    """``{reason: hips}`` over both sides' ``{prefix}_{side}`` cells (reasons joined by ";")."""
+    counts: Dict[str, int] = {}
+    for s in SIDES:
+        for cell in df[f"{prefix}_{s}"].fillna("").astype(str):
+            for r in filter(None, cell.split(";")):
+                counts[r] = counts.get(r, 0) + 1
+    return counts
 
 
 def _cell(v, nd=2) -> str:
@@ -225,9 +262,12 @@ def agreement_markdown(res: Dict, plots: List[str]) -> str:
     for name, v in kp["per_keypoint"].items():
         L.append(f"| {name} | {_cell(v['mean_px'])} | {_cell(v['sd_px'])} | {_cell(v['mean_mm'])} | {v['n']} |")
     ba = ai["bland_altman"]
-    L += ["", f"## Acetabular index ({ai['n']} hips)", "",
+    L += ["", f"## Acetabular index ({ai['n']} hips measured in both; a hip a gate failed keeps its AI)", "",
           "| metric | value |", "| :--- | ---: |",
           f"| MAE (°) | {_cell(ai['mae'])} |",
+          f"| MAE, the {res['ai_gradable']['n']} hips both sources graded (°) | {_cell(res['ai_gradable']['mae'])} |",
+          f"| ICC(2,1), the hips both sources graded [95% CI] | "
+          f"{A.fmt_ci(res['ai_gradable']['icc21'], res['ai_gradable']['icc21_ci'])} |",
           f"| mean signed difference B − A (°) | {_cell(ai['mean_diff'])} |",
           f"| SD of the difference (°) | {_cell(ai['sd_diff'])} |",
           f"| ICC(2,1), absolute agreement [95% CI] | {A.fmt_ci(ai['icc21'], ai['icc21_ci'])} |",
@@ -245,7 +285,11 @@ def agreement_markdown(res: Dict, plots: List[str]) -> str:
     L += ["", f"## IHDI grade ({ih['n']} hips)", "",
           f"- Accuracy {_cell(ih['accuracy'], 3)}; quadratic-weighted κ "
           f"{A.fmt_ci(ih['kappa_quadratic'], ih['kappa_quadratic_ci'])} ({ih['kappa_ci_method']}).",
-          f"- Ungradable in either source: {ih['n_ungradable']}; missing: {ih['n_missing']}.", "",
+          f"- Over the {ih['n']} hips both sources graded. Ungradable in either source: {ih['n_ungradable']} "
+          f"({la}: {ih['n_ungradable_a']}, {lb}: {ih['n_ungradable_b']}; a hip a source's plausibility gate "
+          f"failed is graded nothing); missing: {ih['n_missing']}.",
+          f"- Reasons: {la}: {_reasons_text(ih['ungradable_reasons']['a'])}; "
+          f"{lb}: {_reasons_text(ih['ungradable_reasons']['b'])}.", "",
           f"| {la} \\ {lb} | I | II | III | IV |", "| :--- | ---: | ---: | ---: | ---: |"]
     for r in ("I", "II", "III", "IV"):
         L.append(f"| {r} | " + " | ".join(str(ih["confusion"][f"gt_{r}"][f"pred_{c}"]) for c in ("I", "II", "III", "IV"))
@@ -262,6 +306,10 @@ def agreement_markdown(res: Dict, plots: List[str]) -> str:
     if plots:
         L += ["", "## Plots", ""] + [f"![{Path(p).stem}]({p})" for p in plots]
     return "\n".join(L) + "\n"
+
+
+def _reasons_text(counts: Dict[str, int]) -> str:
+    return ", ".join(f"{k} {v}" for k, v in sorted(counts.items())) or "none"
 
 
 def _image_for(stem: str, a: Source, b: Source):

@@ -198,7 +198,10 @@ def _gate_and_interval_lines(out: Path, metrics: dict) -> list:
     if gate:
         lines += [f"Plausibility gate: {gate} (docs/outputs.md).", ""]
     cov = (metrics.get("ai_interval") or {}).get("pooled") or {}
-    if cov.get("coverage") is not None:
+    if cov.get("coverage") is not None and cov.get("informative") is False:
+        lines += [f"AI 95% interval: uninformative, mean width {cov['mean_width']:.1f} deg over {cov['n']} hips "
+                  f"(more than {cov['max_mean_width']:g} deg; its coverage of {cov['coverage']:.1%} means nothing).", ""]
+    elif cov.get("coverage") is not None:
         lines += [f"AI 95% interval: {cov['coverage']:.1%} of the true AIs inside (target 90-98%), mean width "
                   f"{cov['mean_width']:.1f} deg over {cov['n']} hips.", ""]
     return lines

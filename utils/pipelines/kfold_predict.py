@@ -90,9 +90,6 @@ def summarize_folds(output_dir, k: int) -> Dict:
     if not present:
         raise UserError(f"no fold results (fold*/metrics.json) in {out}")
     fold_metrics = [json.loads((out / f"fold{i}" / "metrics.json").read_text()) for i in present]
-    paths = write_kfold_summary(fold_metrics, out, title=f"{len(present)}-fold cross-validation "
-                                                         f"(folds {', '.join(map(str, present))}), mean ± SD",
-                                fold_ids=present)
     frames = []
     for i in present:
         df = read_predictions(out / f"fold{i}" / "predictions.csv")
@@ -102,6 +99,9 @@ def summarize_folds(output_dir, k: int) -> Dict:
     pooled_metrics = evaluate_predictions(pooled)
     (out / "oof_metrics.json").write_text(json.dumps(pooled_metrics, indent=2))
     write_metrics_csv(out / "oof_metrics.csv", pooled_metrics)
+    paths = write_kfold_summary(fold_metrics, out, title=f"{len(present)}-fold cross-validation "
+                                                         f"(folds {', '.join(map(str, present))})",
+                                fold_ids=present, pooled=pooled_metrics)
     plot_all(pooled, out / "oof_plots")
     missing = sorted(set(range(1, k + 1)) - set(present))
     if missing:

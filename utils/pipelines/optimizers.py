@@ -114,6 +114,21 @@ class MuonWithAdamW(torch.optim.Optimizer):
         self.param_groups[0].update(state_dict["muon_groups"][0])
 
 
+def describe_optimizer(opt: torch.optim.Optimizer) -> str:
+    """One line naming the optimizer that runs, for the training log: ``AdamW (fused), lr 1e-03,
+    weight decay 0.01`` or ``Muon on 40 weight matrices + AdamW on 60 other tensors, ...``."""
+    if isinstance(opt, MuonWithAdamW):
+        n_mat = sum(len(g["params"]) for g in opt.muon.param_groups)
+        n_oth = sum(len(g["params"]) for g in opt.adamw.param_groups)
+        g = opt.adamw.param_groups[0]
+        return (f"Muon on {n_mat} weight matrices + AdamW on {n_oth} other tensors, lr {g['lr']:.0e}, "
+                f"weight decay {g['weight_decay']:g}")
+    g = opt.param_groups[0]
+    impl = "fused" if g.get("fused") else ("foreach" if g.get("foreach") else "")
+    return (f"{type(opt).__name__}{f' ({impl})' if impl else ''}, lr {g['lr']:.0e}, "
+            f"weight decay {g['weight_decay']:g}")
+
+
 def make_optimizer(model, lr: float, weight_decay: float, name: str = "adamw") -> torch.optim.Optimizer:
     """The optimizer ``name`` (``utils.config.OPTIMIZERS``) over ``model``'s parameters."""
     if name == "adamw":

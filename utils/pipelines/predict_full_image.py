@@ -11,8 +11,8 @@ stages replaced by one letterbox stage:
 and reuses ``utils.pipelines.predict``'s reader, row builder, writer and summary, so the
 columns are those of the two-stage model. There is no detector: ``detected_*`` is True for a
 side whose points are finite (always, for this model), the box, IoU, detector-confidence and
-crop-side columns are NaN, and ``status`` is "ok". So the detection recall of a full-image run
-is 1 by construction and its IoU and NME are not reported (they have no meaning here); the
+crop-side columns are NaN, and ``status`` is "ok". So a full-image run reports no detection
+recall (``metrics.no_detector``: there is no detector to recall anything), IoU or NME; the
 keypoint, AI and IHDI metrics are directly comparable with a two-stage run.
 """
 from __future__ import annotations
@@ -35,6 +35,7 @@ from utils.cropping import crop_to_image
 from utils.devices import select_device
 from utils.errors import ProblemLog, UserError
 from utils.fileio import check_output_dir
+from utils.progress import every_for, progress_bar
 from utils.pipelines.predict import (ImageItem, PredictionWriter, SideModel, build_row, finish, read_stage,
                                      remove_previous_results)
 
@@ -97,8 +98,6 @@ def run_full_image_prediction(data, output_dir, kp_path=None, device="auto", bat
                               make_plots=True, hip_sheet=PredictConfig.hip_sheet) -> dict:
     """Predict every film of ``data`` with the full-image model ``kp_path`` and, with annotations,
     evaluate. Writes what ``utils.pipelines.predict.run_prediction`` writes; returns its summary."""
-    from tqdm import tqdm  # (tqdm's import is slow-ish; only a run needs it)
-
     t0 = time.time()
     out = check_output_dir(output_dir, overwrite)
     if int(batch_size) < 1:
@@ -116,7 +115,8 @@ def run_full_image_prediction(data, output_dir, kp_path=None, device="auto", bat
     (out / "overlays").mkdir(exist_ok=True)
     writer = PredictionWriter(out, layout, {s: fm for s in SIDES}, data_layout is not None, overlays, max_overlays)
     try:
-        bar = tqdm(total=len(records), desc="predict", unit="img", disable=not progress)
+        bar = progress_bar(total=len(records), desc="predict", unit="img", enabled=progress,
+                           every=every_for(len(records), batch_size))   # a log file: a line per ~10%
         for start in range(0, len(records), batch_size):
             items = read_stage(records[start:start + batch_size], problems)
             full_infer_stage(items, fm, layout)

@@ -44,7 +44,7 @@ from utils.errors import ProblemLog, UserError
 from utils.fileio import one_line
 from utils.pipelines import distributed
 from utils.pipelines.distributed import ShardedSampler, all_reduce_max, local_world_size, shard_indices
-from utils.pipelines.optimizers import make_optimizer
+from utils.pipelines.optimizers import describe_optimizer, make_optimizer
 from utils.pipelines.train_state import Run, _worker_init
 
 log = logging.getLogger("hipkp")
@@ -242,6 +242,8 @@ def setup_optimizer(r: Run) -> None:
     if o.max_steps:
         total_steps = min(total_steps, int(o.max_steps))
     r.optimizer = make_optimizer(r.model, o.learning_rate, o.weight_decay, o.optimizer)
+    log.info("optimizer: %s; schedule: %g warm-up, cosine to %g over %d steps", describe_optimizer(r.optimizer),
+             o.warmup, o.min_lr, total_steps)
     r.scheduler = torch.optim.lr_scheduler.LambdaLR(
         r.optimizer, warmup_cosine(total_steps, o.warmup, o.learning_rate, o.min_lr))
     r.scaler = torch.amp.GradScaler(r.device.type, enabled=r.use_scaler)
