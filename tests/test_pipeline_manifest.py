@@ -237,7 +237,8 @@ def test_calibration_bench_takes_the_pipeline_but_chooses_the_scale(trained, mon
 
     def fake(val, test, **kw):
         seen.update(kw)
-        return {"val": [], "scale": 1.0, "test_raw": {}, "test_calibrated": {}}
+        return {"val": [], "scale": 1.0, "crossed": True, "informative": True, "note": "", "test_raw": {},
+                "test_calibrated": {}}
 
     monkeypatch.setattr("utils.pipelines.calibration.calibrate_ai_interval", fake)
     monkeypatch.setattr("utils.pipelines.calibration.calibration_markdown", lambda r: "")

@@ -117,7 +117,7 @@ def write_fold_lists(data_root, fold: int, k: int, mode: str = "outer_inner", in
 # Settings a finished fold may have been trained with differently and still count as the same run:
 # where the data lists live, the machine, and how the run reported itself.
 RUN_ONLY = ("data_dir", "train_dir", "val_dir", "strict", "device", "amp", "compile", "workers", "out", "log_dir",
-            "resume", "progress", "tensorboard")
+            "resume", "progress", "tensorboard", "tb_name", "tb_image_every")
 FOLD_SETTINGS = ("k", "mode", "inner_val_ratio", "inner_seed")
 
 
